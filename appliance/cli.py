@@ -1,0 +1,146 @@
+"""Command line: ``appliance run|check|devices|simulate|demo``.
+
+Exit codes: 0 success, 1 ``check`` found a problem, 78 (EX_CONFIG) invalid config or no
+API key. Expected failures print one line naming what was wrong, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from appliance.errors import ApplianceError, ConfigError, CredentialError
+
+EX_CONFIG = 78
+log = logging.getLogger("appliance.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appliance", description="Raspberry Pi realtime voice appliance"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon in the foreground until SIGTERM/SIGINT")
+    run.add_argument("--config", required=True, type=Path, help="TOML config file")
+    check = sub.add_parser("check", help="validate the config and the environment")
+    check.add_argument("--config", required=True, type=Path, help="TOML config file")
+    sub.add_parser("devices", help="list ALSA capture and playback PCMs")
+    sim = sub.add_parser("simulate", help="run the loopback realtime simulator")
+    sim.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (default 8765)")
+    demo = sub.add_parser("demo", help="one voice turn offline: simulator + ALSA file devices")
+    demo.add_argument(
+        "--out", type=Path, default=Path("out/demo"), help="where to write the demo files"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args.config)
+        if args.command == "check":
+            return _check(args.config)
+        if args.command == "devices":
+            return _devices()
+        if args.command == "simulate":
+            from appliance.simulator.server import run_simulator
+
+            run_simulator(args.port, _simulator_key())
+            return 0
+        if args.command == "demo":
+            from appliance.demo import run_demo
+
+            return run_demo(args.out)
+    except (ConfigError, CredentialError) as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except ApplianceError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _simulator_key() -> str:
+    return os.environ.get("INWORLD_API_KEY", "simulator-key")
+
+
+def _run(config_path: Path) -> int:
+    from appliance.config import load_config
+    from appliance.credentials import load_api_key
+    from appliance.daemon import Daemon
+    from appliance.logs import setup_logging
+
+    config = load_config(config_path)
+    key = load_api_key()
+    setup_logging(config.logging.level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("starting with %s", config.source)
+        await Daemon(config, key).run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _check(config_path: Path) -> int:
+    from appliance.audio.devices import check_device
+    from appliance.config import load_config
+    from appliance.credentials import load_api_key
+
+    config = load_config(config_path)
+    problems: list[str] = []
+    try:
+        key = load_api_key()
+        print(f"ok: API key from {key.source}")
+    except CredentialError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    a = config.audio
+    for name, direction, rate, channels, key_path in (
+        (a.capture_device, "capture", a.capture_rate, a.capture_channels, "audio.capture_device"),
+        (
+            a.playback_device,
+            "playback",
+            a.playback_rate,
+            a.playback_channels,
+            "audio.playback_device",
+        ),
+    ):
+        problem = check_device(name, direction, rate, channels)
+        if problem:
+            problems.append(f"{key_path}: {problem}")
+        else:
+            print(f"ok: {direction} device {name!r} opens at {rate} Hz, {channels} channel(s)")
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    print(f"config {config.source}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+def _devices() -> int:
+    from appliance.audio.devices import list_devices
+
+    for dev in list_devices():
+        if dev.error:
+            print(f"{dev.name} ({dev.direction}): cannot open: {dev.error}")
+            continue
+        rates = ", ".join(str(r) for r in dev.rates) or "?"
+        channels = ", ".join(str(c) for c in dev.channels) or "?"
+        print(f"{dev.name} ({dev.direction})\n    rates: {rates}\n    channels: {channels}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

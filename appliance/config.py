@@ -1,0 +1,477 @@
+"""Configuration: one TOML file validated into frozen dataclasses.
+
+Owns the file format, defaults and validation. Every error names the dotted key path
+(``session.audio.output.speed: expected a number, got "fast"``). Unknown keys are errors.
+Imports only the standard library and ``appliance.errors``.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import ConfigError
+
+DEFAULT_URL = "wss://api.inworld.ai/api/v1/realtime/session"
+GATE_MODES = ("vad", "push_to_talk", "always")
+BARGE_IN_SOURCES = ("local", "server", "off")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+STT_MODELS = (
+    "assemblyai/u3-rt-pro",
+    "assemblyai/universal-streaming-multilingual",
+    "assemblyai/universal-streaming-english",
+    "inworld/inworld-stt-1",
+    "soniox/stt-rt-v4",
+)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+class _Table:
+    """Reads one TOML table, checking types and bounds; ``done()`` rejects unknown keys."""
+
+    def __init__(self, data: Mapping[str, Any], path: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(path, f"expected a table, got {_describe(data)}")
+        self._data = data
+        self._path = path
+        self._seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self._path}.{name}" if self._path else name
+
+    def has(self, name: str) -> bool:
+        return name in self._data
+
+    def peek(self, name: str) -> Any:
+        return self._data.get(name)
+
+    def _get(self, name: str) -> Any:
+        self._seen.add(name)
+        return self._data.get(name)
+
+    def table(self, name: str) -> _Table:
+        value = self._get(name)
+        return _Table({} if value is None else value, self.key(name))
+
+    def text(self, name: str, default: str | None = None, choices: tuple[str, ...] = ()) -> Any:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise ConfigError(self.key(name), f"expected a string, got {_describe(value)}")
+        if choices and value not in choices:
+            options = ", ".join(f'"{c}"' for c in choices)
+            raise ConfigError(self.key(name), f"expected one of {options}, got {_describe(value)}")
+        return value
+
+    def flag(self, name: str, default: bool | None = None) -> Any:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(self.key(name), f"expected true or false, got {_describe(value)}")
+        return value
+
+    def number(
+        self, name: str, default: float | None = None, lo: float = -math.inf, hi: float = math.inf
+    ) -> Any:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise ConfigError(self.key(name), f"expected a number, got {_describe(value)}")
+        if not lo <= value <= hi:
+            raise ConfigError(
+                self.key(name), f"expected a number from {lo:g} to {hi:g}, got {value:g}"
+            )
+        return float(value)
+
+    def whole(
+        self,
+        name: str,
+        default: int | None = None,
+        lo: int | None = None,
+        hi: int | None = None,
+        choices: tuple[int, ...] = (),
+    ) -> Any:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self.key(name), f"expected a whole number, got {_describe(value)}")
+        if choices and value not in choices:
+            raise ConfigError(
+                self.key(name), f"expected one of {', '.join(map(str, choices))}, got {value}"
+            )
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(
+                self.key(name), f"expected a whole number from {lo} to {hi}, got {value}"
+            )
+        return value
+
+    def texts(self, name: str, choices: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+        value = self._get(name)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value:
+            raise ConfigError(self.key(name), f"expected a non-empty array, got {_describe(value)}")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or (choices and item not in choices):
+                allowed = " or ".join(f'"{c}"' for c in choices) or "a string"
+                raise ConfigError(
+                    f"{self.key(name)}[{i}]", f"expected {allowed}, got {_describe(item)}"
+                )
+        return tuple(value)
+
+    def done(self) -> None:
+        unknown = sorted(set(self._data) - self._seen)
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown key")
+
+
+@dataclass(frozen=True)
+class RealtimeSettings:
+    """Where and how to reach the realtime service."""
+
+    url: str = DEFAULT_URL
+    """WebSocket endpoint; the client adds ``key=<session id>&protocol=realtime``."""
+    connect_timeout_s: float = 10.0
+    """Seconds allowed for TCP + TLS + WebSocket handshake."""
+    open_timeout_s: float = 10.0
+    """Seconds allowed between the handshake and ``session.created``."""
+    ping_interval_s: float = 20.0
+    """WebSocket ping interval that keeps idle connections (and NAT entries) alive."""
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """The ``[session]`` table: sent as ``session.update`` in the API's own shape.
+
+    ``None`` means "not set": the server's default applies and the field is not sent.
+    """
+
+    model: str | None = None
+    instructions: str | None = None
+    output_modalities: tuple[str, ...] | None = None
+    temperature: float | None = None
+    max_output_tokens: int | str | None = None
+    tool_choice: str | None = None
+    voice: str | None = None
+    tts_model: str | None = None
+    speed: float | None = None
+    transcription: Mapping[str, str] | None = None
+    turn_detection: Mapping[str, Any] | None = None
+    """The configured turn detection; the gate mode may override it (see ``session_update``)."""
+
+    def to_api(self, *, turn_detection_null: bool) -> dict[str, Any]:
+        """The ``session`` object for ``session.update`` (daemon-owned fields included)."""
+        session: dict[str, Any] = {"type": "realtime"}
+        for name in ("model", "instructions", "temperature", "tool_choice"):
+            value = getattr(self, name)
+            if value is not None:
+                session[name] = value
+        if self.output_modalities is not None:
+            session["output_modalities"] = list(self.output_modalities)
+        if self.max_output_tokens is not None:
+            session["max_output_tokens"] = self.max_output_tokens
+        audio_in: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": 24000}}
+        if self.transcription is not None:
+            audio_in["transcription"] = dict(self.transcription)
+        if turn_detection_null:
+            audio_in["turn_detection"] = None
+        elif self.turn_detection is not None:
+            audio_in["turn_detection"] = dict(self.turn_detection)
+        audio_out: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": 24000}}
+        for api_name, value in (
+            ("voice", self.voice),
+            ("model", self.tts_model),
+            ("speed", self.speed),
+        ):
+            if value is not None:
+                audio_out[api_name] = value
+        session["audio"] = {"input": audio_in, "output": audio_out}
+        return session
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    """ALSA devices and the audio path's timing."""
+
+    capture_device: str = "default"
+    """ALSA PCM for the microphone (``appliance devices`` lists them)."""
+    capture_rate: int = 16000
+    """Rate the microphone is opened at (Hz). 16 kHz HATs, 44.1/48 kHz USB mics all work."""
+    capture_channels: int = 1
+    """Channels the microphone is opened with."""
+    channel: int = 0
+    """Which captured channel is the voice (0-based), for stereo mics and arrays."""
+    playback_device: str = "default"
+    """ALSA PCM for the speaker."""
+    playback_rate: int = 24000
+    """Rate the speaker is opened at (Hz); reply audio (24 kHz) is resampled to it."""
+    playback_channels: int = 1
+    """Channels the speaker is opened with (mono is duplicated)."""
+    period_ms: int = 10
+    """ALSA period for capture and playback, in ms."""
+    chunk_ms: int = 40
+    """Length of each upstream audio chunk, in ms (20 to 100)."""
+    prefill_ms: int = 60
+    """Reply audio buffered before playback starts (jitter buffer), in ms."""
+
+    @property
+    def capture_period_frames(self) -> int:
+        return self.capture_rate * self.period_ms // 1000
+
+    @property
+    def playback_period_frames(self) -> int:
+        return self.playback_rate * self.period_ms // 1000
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """How local audio is gated before anything is sent."""
+
+    mode: str = "vad"
+    """``vad`` (local voice activity), ``push_to_talk`` (button) or ``always`` (server VAD)."""
+    vad_aggressiveness: int = 2
+    """webrtcvad aggressiveness, 0 (permissive) to 3 (strict)."""
+    vad_frame_ms: int = 30
+    """webrtcvad frame length: 10, 20 or 30 ms."""
+    start_frames: int = 3
+    """Speech starts when this many of the last ``start_window`` frames are voiced."""
+    start_window: int = 5
+    """Window of frames for the start decision."""
+    preroll_ms: int = 300
+    """Audio from before the trigger that is sent first, so the onset is never cut."""
+    hangover_ms: int = 700
+    """Unvoiced time after which speech is over (and the turn is committed)."""
+    warmup_ms: int = 150
+    """Ignored at the start of a VAD: webrtcvad reports speech while it adapts."""
+    barge_in: str = "local"
+    """Who may interrupt the agent: ``local`` VAD/button, ``server`` speech_started, ``off``."""
+
+    @property
+    def local_turns(self) -> bool:
+        """True when the device, not the server, decides where a turn ends."""
+        return self.mode in ("vad", "push_to_talk")
+
+
+@dataclass(frozen=True)
+class GpioSettings:
+    """GPIO LEDs and buttons (see README)."""
+
+    enabled: bool = True
+    """Use GPIO at all; without GPIO hardware the daemon warns once and runs without it."""
+    required: bool = False
+    """Fail at start when GPIO is not available, instead of running without it."""
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """What goes to the journal."""
+
+    level: str = "info"
+    """Minimum level: debug, info, warning, error."""
+    transcripts: bool = True
+    """Log user and agent transcripts at info level (turn off for privacy)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+    gpio: GpioSettings = field(default_factory=GpioSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    source: str = "<defaults>"
+    """The file this was read from."""
+
+
+def _realtime(t: _Table) -> RealtimeSettings:
+    url = t.text("url", DEFAULT_URL)
+    if not url.startswith(("ws://", "wss://")):
+        raise ConfigError(t.key("url"), f"expected a ws:// or wss:// URL, got {_describe(url)}")
+    if "?" in url:
+        raise ConfigError(
+            t.key("url"), "must not contain a query; the client adds key and protocol"
+        )
+    settings = RealtimeSettings(
+        url=url,
+        connect_timeout_s=t.number("connect_timeout_s", 10.0, 0.5, 120),
+        open_timeout_s=t.number("open_timeout_s", 10.0, 0.5, 120),
+        ping_interval_s=t.number("ping_interval_s", 20.0, 1, 300),
+    )
+    t.done()
+    return settings
+
+
+def _turn_detection(t: _Table) -> dict[str, Any]:
+    kind = t.text("type", "semantic_vad", ("semantic_vad", "server_vad"))
+    out: dict[str, Any] = {"type": kind}
+    if kind == "semantic_vad":
+        eagerness = t.text("eagerness", None, ("low", "medium", "high", "auto"))
+        if eagerness is not None:
+            out["eagerness"] = eagerness
+    else:
+        for name, lo, hi in (("prefix_padding_ms", 0, 5000), ("silence_duration_ms", 0, 10000)):
+            value = t.whole(name, None, lo, hi)
+            if value is not None:
+                out[name] = value
+        threshold = t.number("threshold", None, 0.0, 1.0)
+        if threshold is not None:
+            out["threshold"] = threshold
+        idle = t.whole("idle_timeout_ms", None, 0, 3_600_000)
+        if idle is not None:
+            out["idle_timeout_ms"] = idle or None
+    for name in ("create_response", "interrupt_response"):
+        value = t.flag(name)
+        if value is not None:
+            out[name] = value
+    t.done()
+    return out
+
+
+def _session(t: _Table) -> SessionSettings:
+    max_tokens: int | str | None
+    if t.has("max_output_tokens") and isinstance(t.peek("max_output_tokens"), str):
+        max_tokens = t.text("max_output_tokens", None, ("inf",))
+    else:
+        max_tokens = t.whole("max_output_tokens", None, 1, 4096)
+    audio = t.table("audio")
+    out_t = audio.table("output")
+    in_t = audio.table("input")
+    trans: dict[str, str] | None = None
+    if in_t.has("transcription"):
+        tr = in_t.table("transcription")
+        trans = {"model": tr.text("model", STT_MODELS[0], STT_MODELS)}
+        for name in ("prompt", "language"):
+            value = tr.text(name)
+            if value is not None:
+                trans[name] = value
+        tr.done()
+    turn = _turn_detection(in_t.table("turn_detection")) if in_t.has("turn_detection") else None
+    in_t.done()
+    settings = SessionSettings(
+        model=t.text("model"),
+        instructions=t.text("instructions"),
+        output_modalities=t.texts("output_modalities", ("audio", "text")),
+        temperature=t.number("temperature", None, 0.0, 2.0),
+        max_output_tokens=max_tokens,
+        tool_choice=t.text("tool_choice", None, ("auto", "none", "required")),
+        voice=out_t.text("voice"),
+        tts_model=out_t.text("model"),
+        speed=out_t.number("speed", None, 0.5, 1.5),
+        transcription=trans,
+        turn_detection=turn,
+    )
+    out_t.done()
+    audio.done()
+    t.done()
+    return settings
+
+
+def _audio(t: _Table) -> AudioSettings:
+    rates = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
+    s = AudioSettings(
+        capture_device=t.text("capture_device", "default"),
+        capture_rate=t.whole("capture_rate", 16000, choices=rates),
+        capture_channels=t.whole("capture_channels", 1, 1, 16),
+        channel=t.whole("channel", 0, 0, 15),
+        playback_device=t.text("playback_device", "default"),
+        playback_rate=t.whole("playback_rate", 24000, choices=rates),
+        playback_channels=t.whole("playback_channels", 1, 1, 8),
+        period_ms=t.whole("period_ms", 10, choices=(5, 10, 20, 40)),
+        chunk_ms=t.whole("chunk_ms", 40, 20, 100),
+        prefill_ms=t.whole("prefill_ms", 60, 0, 1000),
+    )
+    if s.channel >= s.capture_channels:
+        raise ConfigError(
+            t.key("channel"),
+            f"channel {s.channel} does not exist with capture_channels = {s.capture_channels}",
+        )
+    if s.chunk_ms % s.period_ms:
+        raise ConfigError(t.key("chunk_ms"), f"must be a multiple of period_ms ({s.period_ms})")
+    t.done()
+    return s
+
+
+def _gate(t: _Table) -> GateSettings:
+    s = GateSettings(
+        mode=t.text("mode", "vad", GATE_MODES),
+        vad_aggressiveness=t.whole("vad_aggressiveness", 2, 0, 3),
+        vad_frame_ms=t.whole("vad_frame_ms", 30, choices=(10, 20, 30)),
+        start_frames=t.whole("start_frames", 3, 1, 50),
+        start_window=t.whole("start_window", 5, 1, 50),
+        preroll_ms=t.whole("preroll_ms", 300, 0, 2000),
+        hangover_ms=t.whole("hangover_ms", 700, 100, 5000),
+        warmup_ms=t.whole("warmup_ms", 150, 0, 2000),
+        barge_in=t.text("barge_in", "local", BARGE_IN_SOURCES),
+    )
+    if s.start_frames > s.start_window:
+        raise ConfigError(t.key("start_frames"), f"must not exceed start_window ({s.start_window})")
+    t.done()
+    return s
+
+
+def _gpio(t: _Table) -> GpioSettings:
+    s = GpioSettings(enabled=t.flag("enabled", True), required=t.flag("required", False))
+    t.done()
+    return s
+
+
+def _logging(t: _Table) -> LoggingSettings:
+    s = LoggingSettings(
+        level=t.text("level", "info", LOG_LEVELS), transcripts=t.flag("transcripts", True)
+    )
+    t.done()
+    return s
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<string>") -> Config:
+    """Validate a parsed TOML document into a ``Config``; raises ``ConfigError``."""
+    root = _Table(data, "")
+    config = Config(
+        realtime=_realtime(root.table("realtime")),
+        session=_session(root.table("session")),
+        audio=_audio(root.table("audio")),
+        gate=_gate(root.table("gate")),
+        gpio=_gpio(root.table("gpio")),
+        logging=_logging(root.table("logging")),
+        source=source,
+    )
+    root.done()
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; every failure is a ``ConfigError`` naming the problem."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError("", f"config file {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("", f"cannot read config file {str(p)!r}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{p}: invalid TOML: {exc}") from None
+    return parse_config(data, str(p))

@@ -1,0 +1,63 @@
+"""Voice-activity gate, sans I/O: per VAD frame "voiced or not" in, speech edges out.
+
+Speech starts when ``start_frames`` of the last ``start_window`` frames are voiced and ends
+after ``hangover_ms`` without a voiced frame. The first ``warmup_ms`` are ignored because
+webrtcvad reports speech while it adapts. Time is the frame count; nothing is read from a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+
+class Edge(enum.Enum):
+    START = "start"
+    STOP = "stop"
+
+
+class VadGate:
+    def __init__(
+        self,
+        *,
+        frame_ms: int,
+        start_frames: int,
+        start_window: int,
+        hangover_ms: int,
+        warmup_ms: int,
+    ) -> None:
+        if start_frames > start_window:
+            raise ValueError("start_frames must not exceed start_window")
+        self.frame_ms = frame_ms
+        self._start_frames = start_frames
+        self._window: deque[bool] = deque(maxlen=start_window)
+        self._hangover_frames = max(1, -(-hangover_ms // frame_ms))
+        self._warmup_frames = -(-warmup_ms // frame_ms)
+        self._frames = 0
+        self._silent_run = 0
+        self.active = False
+
+    def process(self, voiced: bool) -> Edge | None:
+        """Feed one frame's VAD decision; returns an edge when speech starts or stops."""
+        self._frames += 1
+        if self._frames <= self._warmup_frames:
+            voiced = False
+        if self.active:
+            self._silent_run = 0 if voiced else self._silent_run + 1
+            if self._silent_run >= self._hangover_frames:
+                self.active = False
+                self._window.clear()
+                return Edge.STOP
+            return None
+        self._window.append(voiced)
+        if voiced and sum(self._window) >= self._start_frames:
+            self.active = True
+            self._silent_run = 0
+            return Edge.START
+        return None
+
+    def reset(self) -> None:
+        """Forget any speech in progress (mute, reconnect); warm-up is not repeated."""
+        self.active = False
+        self._silent_run = 0
+        self._window.clear()

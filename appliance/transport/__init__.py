@@ -1,0 +1,1 @@
+"""Transports that carry realtime events to the service (the websockets client)."""
