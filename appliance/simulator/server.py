@@ -1,0 +1,221 @@
+"""websockets adapter for the simulator: handshake checks, one reader and one writer per
+connection, reply pacing.
+
+Owns the network side of the loopback realtime server: it refuses handshakes the real
+service would refuse (wrong path 404, missing ``key`` / ``protocol=realtime`` query 400,
+wrong ``Authorization: Basic <key>`` 401), feeds each connection's text frames to its own
+:class:`~appliance.simulator.engine.SimSession`, and sends the session's events from a single
+writer loop that paces reply audio at ``reply_pace`` times real time. All protocol
+behaviour lives in the engine.
+
+Imports websockets and the simulator's engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from http import HTTPStatus
+from types import TracebackType
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from appliance.simulator.engine import DEFAULT_REPLY_CHUNK_MS, Json, SimSession
+from appliance.simulator.script import SimScript
+
+log = logging.getLogger(__name__)
+
+PATH = "/api/v1/realtime/session"
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+"""Largest client frame accepted (an append of 15 MiB of audio, base64-encoded, fits)."""
+
+
+class RealtimeSimulator:
+    """A loopback realtime server; use ``async with RealtimeSimulator(api_key=...) as sim``."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        script: SimScript | None = None,
+        reply_chunk_ms: int = DEFAULT_REPLY_CHUNK_MS,
+        reply_pace: float = 4.0,
+    ) -> None:
+        if reply_pace < 0:
+            raise ValueError(f"reply_pace must be >= 0, got {reply_pace}")
+        self._api_key = api_key
+        self._host = host
+        self._port = port
+        self._script = script
+        self._reply_chunk_ms = reply_chunk_ms
+        self._reply_pace = reply_pace
+        self._server: Server | None = None
+        self.received: list[Json] = []
+        """Every client event of every connection, in arrival order."""
+        self.sessions: list[SimSession] = []
+        """One engine per accepted connection, in order."""
+        self.request_paths: list[str] = []
+        """Path and query of every accepted handshake."""
+
+    @property
+    def connections(self) -> int:
+        """Handshakes accepted so far."""
+        return len(self.sessions)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the simulator is not started")
+        port: int = next(iter(self._server.sockets)).getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        """The endpoint without its query (clients add ``?key=...&protocol=realtime``)."""
+        return f"ws://{self._host}:{self.port}{PATH}"
+
+    async def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("the simulator is already started")
+        self._server = await serve(
+            self._handle,
+            self._host,
+            self._port,
+            process_request=self._check_handshake,
+            compression=None,
+            max_size=MAX_FRAME_BYTES,
+        )
+        log.info("realtime simulator listening on %s", self.url)
+
+    async def close(self) -> None:
+        """Close every connection (code 1001) and wait for their handlers to finish."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+    async def __aenter__(self) -> RealtimeSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------------- handshake
+
+    def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path != PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"Not found: {url.path}\n")
+        query = parse_qs(url.query)
+        if not query.get("key", [""])[0]:
+            return connection.respond(
+                HTTPStatus.BAD_REQUEST, "Missing required query parameter 'key'.\n"
+            )
+        if query.get("protocol") != ["realtime"]:
+            return connection.respond(
+                HTTPStatus.BAD_REQUEST, "Query parameter 'protocol' must be 'realtime'.\n"
+            )
+        if request.headers.get_all("Authorization") != [f"Basic {self._api_key}"]:
+            return connection.respond(
+                HTTPStatus.UNAUTHORIZED, "Missing or invalid Authorization header.\n"
+            )
+        return None
+
+    # ---------------------------------------------------------------------- connection
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        session = SimSession(self._script, reply_chunk_ms=self._reply_chunk_ms)
+        self.sessions.append(session)
+        self.request_paths.append(websocket.request.path if websocket.request else "")
+        log.info("simulator session %s connected", session.session_id)
+        wake = asyncio.Event()
+        reader = asyncio.create_task(self._read(websocket, session, wake))
+        try:
+            await self._write(websocket, session, reader, wake)
+        except ConnectionClosed:
+            pass
+        finally:
+            reader.cancel()
+            await asyncio.wait([reader])
+            if not reader.cancelled() and (error := reader.exception()) is not None:
+                raise error
+            log.info("simulator session %s disconnected", session.session_id)
+
+    async def _read(self, websocket: ServerConnection, session: SimSession,
+                    wake: asyncio.Event) -> None:
+        try:
+            async for message in websocket:
+                if isinstance(message, str):
+                    seen = len(session.received)
+                    session.receive(message)
+                    self.received.extend(session.received[seen:])
+                else:
+                    session.receive_binary(message)
+                wake.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            wake.set()
+
+    async def _write(self, websocket: ServerConnection, session: SimSession,
+                     reader: asyncio.Task[None], wake: asyncio.Event) -> None:
+        """The connection's only sender: flushes engine events and paces reply chunks."""
+        loop = asyncio.get_running_loop()
+        next_chunk_at = loop.time()
+        while True:
+            wake.clear()
+            for event in session.events_to_send():
+                await websocket.send(json.dumps(event))
+            if reader.done():
+                return
+            timeout: float | None = None
+            if session.response_active:
+                now = loop.time()
+                if now >= next_chunk_at:
+                    audio_ms = session.pump(1)
+                    delay = audio_ms / 1000 / self._reply_pace if self._reply_pace else 0.0
+                    next_chunk_at = max(now, next_chunk_at) + delay
+                    if delay == 0:
+                        await asyncio.sleep(0)  # let the reader in between chunks
+                    continue
+                timeout = next_chunk_at - now
+            try:
+                async with asyncio.timeout(timeout):
+                    await wake.wait()
+            except TimeoutError:
+                pass
+
+
+async def serve_forever(port: int, api_key: str, *, host: str = "127.0.0.1",
+                        script: SimScript | None = None) -> None:
+    """Run a simulator until SIGINT or SIGTERM; print its URL once it listens."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with RealtimeSimulator(api_key=api_key, host=host, port=port, script=script) as sim:
+            print(f"Realtime simulator listening on {sim.url}", flush=True)
+            await stop.wait()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+def run_simulator(port: int, api_key: str) -> None:
+    """Blocking entry point for ``appliance simulate --port N``."""
+    asyncio.run(serve_forever(port, api_key))
