@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup setup-test lint typecheck unit bench clean
+.PHONY: demo test setup setup-test lint typecheck unit bench clean install uninstall
 
 setup:
 	scripts/setup.sh run
@@ -24,3 +24,17 @@ bench: setup-test
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache
+
+# `sudo make install`: the service (venv in /opt/appliance, unit, config, credential); see
+# scripts/install.sh. DESTDIR=/tmp/root stages the files without touching the system.
+DESTDIR ?=
+PREFIX ?= /opt/appliance
+SYSCONFDIR ?= /etc/appliance
+UNITDIR ?= /etc/systemd/system
+INSTALL_ENV = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" SYSCONFDIR="$(SYSCONFDIR)" UNITDIR="$(UNITDIR)"
+
+install:
+	$(INSTALL_ENV) scripts/install.sh install
+
+uninstall:
+	$(INSTALL_ENV) scripts/install.sh uninstall

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Literal
 
 from appliance.errors import ApplianceError, ConfigError, CredentialError
 
@@ -80,15 +81,35 @@ def _run(config_path: Path) -> int:
 
     config = load_config(config_path)
     key = load_api_key()
-    setup_logging(config.logging.level)
+    setup_logging(config.logging.level, keys=[key])
+
+    async def reload_on_hup(daemon: Daemon, hup: asyncio.Event) -> None:
+        """SIGHUP (``systemctl reload``): re-read the file; an invalid one changes nothing."""
+        while True:
+            await hup.wait()
+            hup.clear()
+            try:
+                new = load_config(config_path)
+            except ConfigError as exc:
+                log.error(
+                    "reload: %s; keeping the running config", exc, extra={"ERROR_CODE": "config"}
+                )
+                continue
+            await daemon.reload(new)
 
     async def main() -> None:
         stop = asyncio.Event()
+        hup = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, hup.set)
         log.info("starting with %s", config.source)
-        await Daemon(config, key).run(stop)
+        daemon = Daemon(config, key)
+        async with asyncio.TaskGroup() as tg:
+            reloader = tg.create_task(reload_on_hup(daemon, hup), name="reload")
+            await daemon.run(stop)
+            reloader.cancel()
 
     asyncio.run(main())
     return 0
@@ -108,7 +129,7 @@ def _check(config_path: Path) -> int:
         print(f"appliance: {exc}", file=sys.stderr)
         return EX_CONFIG
     a = config.audio
-    for name, direction, rate, channels, key_path in (
+    checks: list[tuple[str, Literal["capture", "playback"], int, int, str]] = [
         (a.capture_device, "capture", a.capture_rate, a.capture_channels, "audio.capture_device"),
         (
             a.playback_device,
@@ -117,7 +138,8 @@ def _check(config_path: Path) -> int:
             a.playback_channels,
             "audio.playback_device",
         ),
-    ):
+    ]
+    for name, direction, rate, channels, key_path in checks:
         problem = check_device(name, direction, rate, channels)
         if problem:
             problems.append(f"{key_path}: {problem}")

@@ -273,12 +273,125 @@ class GateSettings:
 
 @dataclass(frozen=True)
 class GpioSettings:
-    """GPIO LEDs and buttons (see README)."""
+    """GPIO LEDs and buttons (see README). A pin is "" (not wired), a number or a gpiozero
+    name ("GPIO17", "BOARD11"); patterns map a ``State`` value to a ``GpioSettings.Pattern``."""
+
+    @dataclass(frozen=True)
+    class Pattern:
+        """How the LED shows one state. ``color`` is (r, g, b) from 0 to 1, RGB LEDs only."""
+
+        mode: str = "off"
+        """``off``, ``on``, ``blink`` (on_time, off_time) or ``pulse`` (fade_in, fade_out)."""
+        on_time: float = 0.5
+        off_time: float = 0.5
+        fade_in: float = 0.5
+        fade_out: float = 0.5
+        color: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     enabled: bool = True
     """Use GPIO at all; without GPIO hardware the daemon warns once and runs without it."""
     required: bool = False
     """Fail at start when GPIO is not available, instead of running without it."""
+    state_dir: str = ""
+    """Where mute and volume persist; "" means $STATE_DIRECTORY, else ~/.local/state/appliance."""
+    led: str = "pwm"
+    """``none``, ``led`` (on/off; pulse shown as blink), ``pwm`` (dimmable) or ``rgb``."""
+    led_pin: str | int = "GPIO25"
+    """The pin of a ``led`` or ``pwm`` LED."""
+    red_pin: str | int = "GPIO5"
+    """The red pin of an ``rgb`` LED."""
+    green_pin: str | int = "GPIO6"
+    """The green pin of an ``rgb`` LED."""
+    blue_pin: str | int = "GPIO13"
+    """The blue pin of an ``rgb`` LED."""
+    active_high: bool = True
+    """LED polarity: false for LEDs wired to 3.3 V (common-anode RGB)."""
+    patterns: Mapping[str, GpioSettings.Pattern] = field(default_factory=dict)
+    """One pattern per state value; states not configured use the defaults for ``led``."""
+    talk_pin: str | int = "GPIO17"
+    """Talk button; a long press (``hold_time``) reconnects."""
+    mute_pin: str | int = ""
+    """Privacy mute button (toggles)."""
+    volume_up_pin: str | int = ""
+    """Volume up button."""
+    volume_down_pin: str | int = ""
+    """Volume down button."""
+    pull_up: bool = True
+    """Buttons connect the pin to ground (internal pull-up); false: to 3.3 V (pull-down)."""
+    bounce_time: float = 0.05
+    """Debounce time in seconds (0 turns debouncing off)."""
+    hold_time: float = 5.0
+    """Seconds the talk button is held for a reconnect."""
+    talk_mode: str = "hold"
+    """``hold``: talk while held, release to send; ``toggle``: press to talk, press to send."""
+    mixer_control: str = "Master"
+    """ALSA simple mixer control the volume buttons change (``amixer scontrols`` lists them)."""
+    mixer_card: int = -1
+    """ALSA card index of the mixer; -1 is the ``default`` control device."""
+    volume_step: int = 5
+    """Percent the volume changes per press."""
+
+    # Defaults: a single LED stays dark when idle and only lights for the user's turn; an RGB
+    # LED shows every state in its own colour. Values are (mode, a, b, colour).
+    SINGLE_DEFAULTS = {
+        "starting": ("blink", 0.05, 0.45, "white"),
+        "connecting": ("blink", 0.5, 0.5, "white"),
+        "ready": ("off", 0.0, 0.0, "white"),
+        "listening": ("on", 0.0, 0.0, "white"),
+        "thinking": ("pulse", 0.3, 0.3, "white"),
+        "speaking": ("pulse", 0.8, 0.8, "white"),
+        "muted": ("blink", 0.1, 2.9, "white"),
+        "offline": ("blink", 0.2, 1.8, "white"),
+        "error": ("blink", 0.1, 0.1, "white"),
+    }
+    RGB_DEFAULTS = {
+        "starting": ("on", 0.0, 0.0, "white"),
+        "connecting": ("pulse", 0.8, 0.8, "yellow"),
+        "ready": ("on", 0.0, 0.0, "#002000"),
+        "listening": ("on", 0.0, 0.0, "blue"),
+        "thinking": ("pulse", 0.3, 0.3, "cyan"),
+        "speaking": ("pulse", 0.8, 0.8, "green"),
+        "muted": ("on", 0.0, 0.0, "red"),
+        "offline": ("blink", 0.5, 1.5, "orange"),
+        "error": ("blink", 0.2, 0.2, "red"),
+    }
+    COLORS = {
+        "white": "#ffffff",
+        "red": "#ff0000",
+        "green": "#00ff00",
+        "blue": "#0000ff",
+        "yellow": "#ffff00",
+        "cyan": "#00ffff",
+        "magenta": "#ff00ff",
+        "orange": "#ff4000",
+        "purple": "#8000ff",
+    }
+
+    def pattern(self, state: str) -> GpioSettings.Pattern:
+        """The pattern for a state value: the configured one, else the default for ``led``."""
+        if state in self.patterns:
+            return self.patterns[state]
+        defaults = self.RGB_DEFAULTS if self.led == "rgb" else self.SINGLE_DEFAULTS
+        mode, a, b, color = defaults.get(state, ("off", 0.0, 0.0, "white"))
+        rgb = self.parse_color(color)
+        assert rgb is not None
+        if mode == "blink":
+            return self.Pattern(mode, on_time=a, off_time=b, color=rgb)
+        if mode == "pulse":
+            return self.Pattern(mode, fade_in=a, fade_out=b, color=rgb)
+        return self.Pattern(mode, color=rgb)
+
+    @classmethod
+    def parse_color(cls, text: str) -> tuple[float, float, float] | None:
+        """A colour name or "#rrggbb" as (r, g, b) from 0 to 1; None when it is neither."""
+        text = cls.COLORS.get(text.lower(), text)
+        if len(text) != 7 or text[0] != "#":
+            return None
+        try:
+            r, g, b = (int(text[i : i + 2], 16) / 255 for i in (1, 3, 5))
+        except ValueError:
+            return None
+        return (r, g, b)
 
 
 @dataclass(frozen=True)
@@ -432,7 +545,65 @@ def _gate(t: _Table) -> GateSettings:
 
 
 def _gpio(t: _Table) -> GpioSettings:
-    s = GpioSettings(enabled=t.flag("enabled", True), required=t.flag("required", False))
+    states = (
+        *("starting", "connecting", "ready", "listening", "thinking"),
+        *("speaking", "muted", "offline", "error"),
+    )
+
+    def pin(name: str, default: str) -> str | int:
+        if isinstance(t.peek(name), int) and not isinstance(t.peek(name), bool):
+            value: str | int = t.whole(name, None, 0, 1023)
+        else:
+            value = t.text(name, default)
+        return value
+
+    def pattern(p: _Table) -> GpioSettings.Pattern:
+        color_text = p.text("color", "white")
+        color = GpioSettings.parse_color(color_text)
+        if color is None:
+            names = ", ".join(GpioSettings.COLORS)
+            raise ConfigError(
+                p.key("color"), f'expected "#rrggbb" or one of {names}, got {_describe(color_text)}'
+            )
+        s = GpioSettings.Pattern(
+            mode=p.text("mode", "off", ("off", "on", "blink", "pulse")),
+            on_time=p.number("on_time", 0.5, 0.01, 60),
+            off_time=p.number("off_time", 0.5, 0.01, 60),
+            fade_in=p.number("fade_in", 0.5, 0.0, 60),
+            fade_out=p.number("fade_out", 0.5, 0.0, 60),
+            color=color,
+        )
+        if s.mode == "pulse" and s.fade_in + s.fade_out <= 0:
+            raise ConfigError(p.key("fade_in"), "fade_in + fade_out must be more than 0")
+        p.done()
+        return s
+
+    pt = t.table("patterns")
+    patterns = {name: pattern(pt.table(name)) for name in states if pt.has(name)}
+    pt.done()
+    s = GpioSettings(
+        enabled=t.flag("enabled", True),
+        required=t.flag("required", False),
+        state_dir=t.text("state_dir", ""),
+        led=t.text("led", "pwm", ("none", "led", "pwm", "rgb")),
+        led_pin=pin("led_pin", "GPIO25"),
+        red_pin=pin("red_pin", "GPIO5"),
+        green_pin=pin("green_pin", "GPIO6"),
+        blue_pin=pin("blue_pin", "GPIO13"),
+        active_high=t.flag("active_high", True),
+        patterns=patterns,
+        talk_pin=pin("talk_pin", "GPIO17"),
+        mute_pin=pin("mute_pin", ""),
+        volume_up_pin=pin("volume_up_pin", ""),
+        volume_down_pin=pin("volume_down_pin", ""),
+        pull_up=t.flag("pull_up", True),
+        bounce_time=t.number("bounce_time", 0.05, 0.0, 1.0),
+        hold_time=t.number("hold_time", 5.0, 0.5, 60.0),
+        talk_mode=t.text("talk_mode", "hold", ("hold", "toggle")),
+        mixer_control=t.text("mixer_control", "Master"),
+        mixer_card=t.whole("mixer_card", -1, -1, 31),
+        volume_step=t.whole("volume_step", 5, 1, 50),
+    )
     t.done()
     return s
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from appliance.audio.capture import CaptureThread
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted, SpeechStopped
@@ -31,16 +32,31 @@ from appliance.core.session import (
     StopPlayback,
     Transcript,
 )
+from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.errors import AudioDeviceError, AuthenticationError, TransportError
-from appliance.notify import Notifier
+from appliance.gpio import Gpio, open_gpio
+from appliance.logs import set_level
+from appliance.notify import Notifier, watchdog_interval
+from appliance.reload import plan_reload
 from appliance.transport.websocket import RealtimeConnection, open_connection
+from appliance.watchdog import audio_problem, run_watchdog
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OUTGOING_FRAMES = 256  # about 10 s of 40 ms chunks; past that the socket is stuck
 AUTH_RETRY_S = 60.0  # a refused key is not retried in a hot loop
 HEALTHY_AFTER_S = 30.0  # a session this long resets the backoff
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, handler: Callable[[T], None]) -> Callable[[T], None]:
+    """Wrap ``handler`` so an audio or GPIO thread can call it: it runs on the loop."""
+
+    def post(arg: T) -> None:
+        loop.call_soon_threadsafe(handler, arg)
+
+    return post
 
 
 class Daemon:
@@ -62,7 +78,11 @@ class Daemon:
         self.capture: CaptureThread | None = None
         self.player: PlaybackThread | None = None
         self.frontend: FrontEnd | None = None
+        self.gpio: Gpio | None = None
         self._status_prefix = ""
+        self._conn_task: asyncio.Task[None] | None = None
+        self._reconnect_requested = asyncio.Event()
+        self._reloading = False
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -71,26 +91,36 @@ class Daemon:
         loop = self._loop = asyncio.get_running_loop()
         self._start_audio(loop)
         try:
+            # GPIO LEDs and buttons (appliance.gpio); None when disabled or absent.
+            self.gpio = open_gpio(self.config.gpio, self, loop)
+            if self.gpio is not None:
+                self._observers = [*self._observers, self.gpio.on_action]
             async with asyncio.TaskGroup() as tg:
-                conn_task = tg.create_task(self._connection_loop(), name="connection")
+                self._conn_task = tg.create_task(self._connection_loop(), name="connection")
+                watchdog = tg.create_task(
+                    run_watchdog(self.notifier, self._audio_problem, watchdog_interval()),
+                    name="watchdog",
+                )
                 self.notifier.ready()
                 await stop.wait()
                 self.notifier.stopping()
-                conn_task.cancel()
+                self._conn_task.cancel()
+                watchdog.cancel()
         finally:
+            if self.gpio is not None:
+                self.gpio.close()
             self._stop_audio()
             log.info("stopped")
 
     def _start_audio(self, loop: asyncio.AbstractEventLoop) -> None:
         a, g = self.config.audio, self.config.gate
-        post = loop.call_soon_threadsafe
         self.player = PlaybackThread(
             device=a.playback_device,
             rate=a.playback_rate,
             channels=a.playback_channels,
             period_frames=a.playback_period_frames,
             prefill_ms=a.prefill_ms,
-            on_event=lambda ev: post(self._on_player, ev),
+            on_event=_on_loop(loop, self._on_player),
         )
         vad = WebRtcVad(g.vad_aggressiveness, g.vad_frame_ms) if g.mode == "vad" else None
         self.frontend = FrontEnd(
@@ -98,7 +128,7 @@ class Daemon:
             gate=g,
             chunk_ms=a.chunk_ms,
             vad=vad,
-            emit=lambda out: post(self._on_gate, out),
+            emit=_on_loop(loop, self._on_gate),
         )
         self.capture = CaptureThread(
             device=a.capture_device,
@@ -107,7 +137,7 @@ class Daemon:
             channel=a.channel,
             period_frames=a.capture_period_frames,
             sink=self.frontend.process,
-            on_error=lambda err: post(self._on_device_error, err),
+            on_error=_on_loop(loop, self._on_device_error),
         )
         self.player.start()
         self.capture.start()
@@ -159,26 +189,40 @@ class Daemon:
             self._status_prefix = ""
 
     async def _serve(self, conn: RealtimeConnection) -> None:
-        loop = asyncio.get_running_loop()
+        """Run one connection until it fails or a reconnect is asked for."""
         while not self._outq.empty():
             self._outq.get_nowait()  # nothing from a previous connection goes to this one
+        self._reconnect_requested.clear()
         self.session.connected()
         self._dispatch()
-        writer = asyncio.create_task(self._writer(conn), name="writer")
+        tasks: set[asyncio.Task[Any]] = {
+            asyncio.create_task(self._reader(conn), name="reader"),
+            asyncio.create_task(self._writer(conn), name="writer"),
+        }
+        watcher = asyncio.create_task(self._reconnect_requested.wait(), name="reconnect")
+        tasks.add(watcher)
         try:
-            frames = conn.frames()
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if watcher in done:
+                raise TransportError("reconnect requested")
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _reader(self, conn: RealtimeConnection) -> None:
+        loop = asyncio.get_running_loop()
+        frames = conn.frames()
+        try:
             first = await asyncio.wait_for(anext(frames), self.config.realtime.open_timeout_s)
-            self._on_frame(first, loop.time())
-            async for frame in frames:
-                self._on_frame(frame, loop.time())
-                if writer.done():
-                    writer.result()
         except TimeoutError:
             raise TransportError("no session.created from the server") from None
-        finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+        self._on_frame(first, loop.time())
+        async for frame in frames:
+            self._on_frame(frame, loop.time())
+        raise TransportError("server closed the connection")
 
     async def _writer(self, conn: RealtimeConnection) -> None:
         while True:
@@ -187,6 +231,74 @@ class Daemon:
     def _on_frame(self, frame: str | bytes, now: float) -> None:
         self.session.server_frame(frame, now)
         self._dispatch()
+
+    # --- user inputs (buttons, tools, reload); call on the loop thread ----------------------
+
+    def set_talking(self, held: bool) -> None:
+        """Push-to-talk button state; the capture thread reads it at its next period."""
+        if self.frontend is not None:
+            self.frontend.talking = held
+
+    def set_muted(self, muted: bool) -> None:
+        """The privacy switch: nothing captured is sent while muted."""
+        if self.frontend is not None:
+            self.frontend.muted = muted
+        self.session.set_muted(muted)
+        self._dispatch()
+
+    def reconnect(self) -> None:
+        """Drop the connection now; the connection loop opens a fresh one."""
+        if self._conn_task is not None and not self._conn_task.done():
+            self._reconnect_requested.set()
+
+    async def reload(self, new: Config) -> None:
+        """Apply a re-read, validated config (SIGHUP); see ``appliance.reload`` for the rules."""
+        plan = plan_reload(self.config, new)
+        self.notifier.reloading()
+        self._reloading = True
+        try:
+            self.config = new
+            self.session.reconfigure(new, plan.session_update)
+            self._dispatch()
+            if plan.log_level:
+                set_level(plan.log_level)
+            if plan.restart_audio:
+                await self._restart_audio()
+            if plan.reconnect:
+                self.reconnect()
+            if plan.gpio_changed:
+                log.warning("reload: [gpio] changes take effect at the next restart")
+        finally:
+            self._reloading = False
+            self.notifier.ready()
+        done = [f"session {', '.join(plan.changed_fields)}"] if plan.changed_fields else []
+        done += ["audio restarted"] if plan.restart_audio else []
+        done += ["reconnecting"] if plan.reconnect else []
+        done += [f"log level {plan.log_level}"] if plan.log_level else []
+        log.info("reloaded %s: %s", new.source, "; ".join(done) or "no changes")
+
+    async def _restart_audio(self) -> None:
+        """Re-open the audio devices with the new ``[audio]``/``[gate]`` settings."""
+        muted = self.frontend.muted if self.frontend is not None else False
+        talking = self.frontend.talking if self.frontend is not None else False
+        await asyncio.to_thread(self._stop_audio)  # joins threads: not on the loop
+        if self.session.state is State.LISTENING:
+            self._on_gate(SpeechStopped(0, cancelled=True))  # the turn died with the old gate
+        self._start_audio(asyncio.get_running_loop())
+        if self.frontend is not None:
+            self.frontend.muted, self.frontend.talking = muted, talking
+
+    def _audio_problem(self) -> str | None:
+        """The watchdog's health check (None: healthy); a reload in progress is healthy."""
+        if self._reloading:
+            return None
+        return audio_problem(
+            self.capture,
+            self.player,
+            now=time.monotonic(),
+            playing=self.session.state is State.SPEAKING,
+            device_outage=self.session.state is State.ERROR,
+        )
 
     # --- audio thread callbacks (run on the loop) -------------------------------------------
 

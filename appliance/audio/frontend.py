@@ -79,7 +79,7 @@ class FrontEnd:
         gate: GateSettings,
         chunk_ms: int,
         vad: Callable[[bytes], bool] | None,
-        emit: Callable[[GateOutput], object],
+        emit: Callable[[GateOutput], None],
     ) -> None:
         self._mode = gate.mode
         self._emit = emit
@@ -111,6 +111,7 @@ class FrontEnd:
         """One capture period (mono int16 at the device rate)."""
         up = self._to24(mono)
         self._history.write(up)
+        self._history.clear()  # a history, not a queue: it is never "full"
         if self.muted:
             if self._streaming:
                 self._end(cancelled=True)
@@ -151,7 +152,8 @@ class FrontEnd:
                 self._end()
 
     def _voiced(self, frame: np.ndarray) -> bool:
-        level = float(np.dot(frame.astype(np.float32), frame.astype(np.float32))) / len(frame)
+        f = frame.astype(np.float32)
+        level = float(np.dot(f, f)) / len(frame)
         if level < ENERGY_FLOOR or self._vad is None:
             return False
         self.vad_calls += 1

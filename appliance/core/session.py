@@ -96,12 +96,7 @@ class _Response:
 
 class Session:
     def __init__(self, config: Config) -> None:
-        self._config = config
-        self._local_turns = config.gate.local_turns
-        self._barge_in = config.gate.barge_in
-        td = config.session.turn_detection or {}
-        # With server turn detection the server cancels its own response on speech_started.
-        self._server_interrupts = not self._local_turns and bool(td.get("interrupt_response", True))
+        self._use_config(config)
         self._actions: list[Action] = []
         self.state = State.STARTING
         self._detail = ""
@@ -177,6 +172,23 @@ class Session:
         """Send the configured session (or a partial update, e.g. after a reload)."""
         session = partial or self._config.session.to_api(turn_detection_null=self._local_turns)
         self._send(protocol.session_update(session))
+
+    def reconfigure(self, config: Config, partial: dict[str, Any] | None = None) -> None:
+        """Use a reloaded config from now on; ``partial`` goes to a configured session now.
+
+        A session not configured yet gets the whole new session at ``session.created``.
+        """
+        self._use_config(config)
+        if partial and self._configured:
+            self.session_update(partial)
+
+    def _use_config(self, config: Config) -> None:
+        self._config = config
+        self._local_turns = config.gate.local_turns
+        self._barge_in = config.gate.barge_in
+        td = config.session.turn_detection or {}
+        # With server turn detection the server cancels its own response on speech_started.
+        self._server_interrupts = not self._local_turns and bool(td.get("interrupt_response", True))
 
     # --- local gate ----------------------------------------------------------------------------
 

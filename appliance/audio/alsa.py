@@ -1,0 +1,180 @@
+"""The pyalsaaudio boundary shared by the capture and playback threads.
+
+Owns: opening a PCM (always non-blocking, so no call can hang on a busy or dead device),
+checking that the device really took the asked rate, channel count and format, and turning
+``alsaaudio.ALSAAudioError`` into ``AudioDeviceError``. Also the two small tools both
+threads need: a wake-up file descriptor to poll next to the PCM's own, and the fixed
+reopen backoff.
+
+Imports: alsaaudio, ``appliance.errors``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, cast
+
+import alsaaudio
+
+from appliance.errors import AudioDeviceError
+
+Direction = Literal["capture", "playback"]
+
+# pyalsaaudio's state() values (snd_pcm_state_t), re-exported for readers of this module.
+STATE_PREPARED: int = alsaaudio.PCM_STATE_PREPARED
+STATE_RUNNING: int = alsaaudio.PCM_STATE_RUNNING
+STATE_XRUN: int = alsaaudio.PCM_STATE_XRUN
+
+AlsaError: type[Exception] = alsaaudio.ALSAAudioError
+
+
+class Pcm(Protocol):
+    """The part of ``alsaaudio.PCM`` (0.11) this package uses, typed."""
+
+    def read(self) -> tuple[int, bytes]: ...
+    def write(self, data: bytes | memoryview) -> int: ...
+    def avail(self) -> int: ...
+    def drop(self) -> int: ...
+    def close(self) -> None: ...
+    def state(self) -> int: ...
+    def info(self) -> dict[str, Any]: ...
+    def polldescriptors(self) -> list[tuple[int, int]]: ...
+    def getrates(self) -> int | tuple[int, int] | list[int]: ...
+
+
+@dataclass(frozen=True)
+class PcmParams:
+    """What the device actually accepted (may differ from the request in period sizes)."""
+
+    rate: int
+    """Frames per second."""
+    channels: int
+    """Interleaved channels per frame."""
+    period_frames: int
+    """Frames per period: the unit in which the device wakes us."""
+    buffer_frames: int
+    """Frames the device buffer holds: the most audio queued ahead of the listener."""
+
+    @property
+    def period_s(self) -> float:
+        return self.period_frames / self.rate
+
+    @property
+    def buffer_s(self) -> float:
+        return self.buffer_frames / self.rate
+
+
+def open_pcm(
+    device: str,
+    direction: Direction,
+    *,
+    rate: int,
+    channels: int,
+    period_frames: int,
+    periods: int = 4,
+) -> tuple[Pcm, PcmParams]:
+    """Open ``device`` non-blocking as S16_LE with exactly ``rate`` and ``channels``.
+
+    pyalsaaudio silently settles for the nearest configuration the device offers, so the
+    result is read back and compared: a mismatch is an ``AudioDeviceError`` naming the
+    device, what was asked and what it gave.
+    """
+    pcm_type = alsaaudio.PCM_CAPTURE if direction == "capture" else alsaaudio.PCM_PLAYBACK
+    try:
+        pcm = cast(
+            Pcm,
+            alsaaudio.PCM(
+                type=pcm_type,
+                mode=alsaaudio.PCM_NONBLOCK,
+                device=device,
+                rate=rate,
+                channels=channels,
+                format=alsaaudio.PCM_FORMAT_S16_LE,
+                periodsize=period_frames,
+                periods=periods,
+            ),
+        )
+        info = pcm.info()
+    except alsaaudio.ALSAAudioError as exc:
+        raise AudioDeviceError(device, f"cannot open for {direction}: {exc}") from exc
+    problems = []
+    if int(info["rate"]) != rate:
+        problems.append(f"asked {rate} Hz, got {info['rate']} Hz")
+    if int(info["channels"]) != channels:
+        problems.append(f"asked {channels} channels, got {info['channels']}")
+    if int(info["format"]) != alsaaudio.PCM_FORMAT_S16_LE:
+        problems.append(f"asked S16_LE, got {info.get('format_name')}")
+    if problems:
+        close_quietly(pcm)
+        raise AudioDeviceError(device, f"{direction}: " + "; ".join(problems))
+    params = PcmParams(
+        rate=rate,
+        channels=channels,
+        period_frames=int(info["period_size"]) or period_frames,
+        buffer_frames=int(info["buffer_size"]) or period_frames * periods,
+    )
+    return pcm, params
+
+
+def close_quietly(pcm: Pcm) -> None:
+    """Close a PCM that may already be broken; playback data still queued is dropped."""
+    try:
+        # pyalsaaudio's close() drains playback first; drop() makes that a no-op.
+        pcm.drop()
+    except AlsaError:
+        pass
+    try:
+        pcm.close()
+    except AlsaError:
+        pass
+
+
+def reopen_delays(first: float = 0.5, cap: float = 5.0) -> Iterator[float]:
+    """0.5, 1, 2, 4, 5, 5, ... seconds: the waits between attempts to reopen a device.
+
+    No jitter, unlike network reconnects: one appliance, one local device, no herd.
+    """
+    delay = first
+    while True:
+        yield delay
+        delay = min(cap, delay * 2.0)
+
+
+class Waker:
+    """An eventfd that a thread polls next to its PCM so another thread can wake it at once.
+
+    ``wake()`` never blocks (the counter cannot fill up in practice), so it is safe to call
+    from the asyncio loop.
+    """
+
+    def __init__(self) -> None:
+        self._fd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise ValueError("waker is closed")
+        return self._fd
+
+    def wake(self) -> None:
+        fd = self._fd
+        if fd is not None:
+            try:
+                os.eventfd_write(fd, 1)
+            except (BlockingIOError, OSError):
+                pass  # already signalled, or closed by the owner racing with us
+
+    def reset(self) -> None:
+        """Consume pending wake-ups (called by the polling thread)."""
+        fd = self._fd
+        if fd is not None:
+            try:
+                os.eventfd_read(fd)
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)

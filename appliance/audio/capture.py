@@ -1,0 +1,279 @@
+"""The microphone thread: ALSA capture to a mono int16 sink, surviving device trouble.
+
+Owns one capture PCM for the life of the daemon: opens it (checking the rate and channel
+count really took), reads periods, picks one channel out of the interleaved frames and
+hands it to ``sink`` on this thread. Overruns are counted and survived. A device that fails
+to open, errors mid-stream or stalls is closed, reported once per outage through
+``on_error(AudioDeviceError)``, reopened with backoff and reported back with
+``on_error(None)`` when audio flows again. It never exits on its own.
+
+Reads are non-blocking and the thread sleeps in ``poll()`` on the PCM's descriptors plus a
+wake-up eventfd, so ``close()`` is prompt. A device with no clock (the ALSA ``file``
+plugin over ``null``) answers every read at once; that is detected and reads are then
+paced to real time, so it costs what a real microphone costs instead of a whole core.
+
+Imports: numpy, ``appliance.audio.alsa``, ``appliance.errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.audio.alsa import (
+    AlsaError,
+    Pcm,
+    PcmParams,
+    Waker,
+    close_quietly,
+    open_pcm,
+    reopen_delays,
+)
+from appliance.errors import AudioDeviceError
+
+log = logging.getLogger(__name__)
+
+# A clocked device cannot hand over more than it recorded since we started looking plus
+# what its buffer held then; more than that (with a period of slack for timing jitter)
+# means it has no clock. The reference point moves every few seconds so that a device
+# clock running a little fast never adds up to a false alarm.
+_CLOCK_WINDOW_S = 10.0
+# Audio delivered without trouble before the reopen backoff starts again from its shortest.
+_HEALTHY_S = 1.0
+_POLL_MS = 500
+
+
+class _Stop(Exception):
+    """Raised inside the thread when close() asked it to end."""
+
+
+class CaptureThread:
+    """Reads one capture device on its own thread and feeds ``sink`` with mono int16.
+
+    ``sink`` gets a view of a buffer that is reused for the next period: copy what you keep
+    (``SampleRing.write`` does). Both callbacks run on the capture thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        device: str,
+        rate: int,
+        channels: int,
+        channel: int,
+        period_frames: int,
+        sink: Callable[[npt.NDArray[np.int16]], None],
+        on_error: Callable[[AudioDeviceError | None], None],
+        periods: int = 4,
+        stall_timeout: float = 2.0,
+    ) -> None:
+        if not 0 <= channel < channels:
+            raise ValueError(f"channel {channel} is not one of the {channels} channels")
+        self._device = device
+        self._rate = rate
+        self._channels = channels
+        self._channel = channel
+        self._period_frames = period_frames
+        self._periods = periods
+        self._stall_timeout = stall_timeout
+        self._sink = sink
+        self._on_error = on_error
+        self._mono: npt.NDArray[np.int16] = np.zeros(period_frames, dtype=np.int16)
+        self._stopping = threading.Event()
+        self._waker = Waker()
+        self._thread = threading.Thread(target=self._run, name=f"capture:{device}", daemon=True)
+        self._xruns = 0
+        self._frames = 0
+        self._heartbeat = time.monotonic()
+        self._sink_errors = 0
+        # Thread-private: an outage is reported once, and ends when audio flows again.
+        self._outage = False
+        self._streamed_s = 0.0
+
+    # --- control (any thread) -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the thread and wait for it; RuntimeError if it does not end in time."""
+        self._stopping.set()
+        self._waker.wake()
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError(f"capture thread for {self._device!r} did not stop")
+        self._waker.close()
+
+    @property
+    def xruns(self) -> int:
+        """Overruns recovered (audio was lost because this thread fell behind)."""
+        return self._xruns
+
+    @property
+    def frames(self) -> int:
+        """Frames read since start, over all reopenings."""
+        return self._frames
+
+    @property
+    def heartbeat(self) -> float:
+        """``time.monotonic()`` of the last successful read (or of construction)."""
+        return self._heartbeat
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # --- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delays = reopen_delays()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    pcm, params = open_pcm(
+                        self._device,
+                        "capture",
+                        rate=self._rate,
+                        channels=self._channels,
+                        period_frames=self._period_frames,
+                        periods=self._periods,
+                    )
+                except AudioDeviceError as err:
+                    self._report_outage(err)
+                    self._sleep(next(delays))
+                    continue
+                log.info(
+                    "capture %r open: %d Hz, %d ch, period %d, buffer %d frames",
+                    self._device,
+                    params.rate,
+                    params.channels,
+                    params.period_frames,
+                    params.buffer_frames,
+                )
+                self._streamed_s = 0.0
+                try:
+                    self._stream(pcm, params)
+                except AudioDeviceError as err:
+                    self._report_outage(err)
+                finally:
+                    close_quietly(pcm)
+                if self._streamed_s >= _HEALTHY_S:
+                    delays = reopen_delays()
+                self._sleep(next(delays))
+        except _Stop:
+            pass
+
+    def _report_outage(self, err: AudioDeviceError) -> None:
+        """Report the first failure of an outage; later ones only go to the debug log."""
+        if self._outage:
+            log.debug("%s; still retrying", err)
+            return
+        self._outage = True
+        log.warning("%s; retrying", err)
+        self._call_on_error(err)
+
+    def _call_on_error(self, err: AudioDeviceError | None) -> None:
+        try:
+            self._on_error(err)
+        except Exception:
+            log.exception("capture on_error callback failed")
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait, but return at once (raising _Stop) when close() is called."""
+        if self._stopping.wait(seconds):
+            raise _Stop
+
+    def _stream(self, pcm: Pcm, params: PcmParams) -> None:
+        """Read until close() (returns) or a device failure (raises AudioDeviceError)."""
+        waker_fd = self._waker.fileno()
+        poller = select.poll()
+        poller.register(waker_fd, select.POLLIN)
+        try:
+            for fd, events in pcm.polldescriptors():
+                poller.register(fd, events)
+        except AlsaError as exc:
+            raise AudioDeviceError(self._device, f"no poll descriptors: {exc}") from exc
+        waker_only = select.poll()
+        waker_only.register(waker_fd, select.POLLIN)
+
+        rate = params.rate
+        slack = params.buffer_frames + params.period_frames
+        paced = False
+        due = 0.0  # paced mode: when the next read is due
+        anchor_t = time.monotonic()
+        anchor_frames = self._frames
+        last_data = anchor_t
+        while not self._stopping.is_set():
+            try:
+                n, data = pcm.read()
+            except AlsaError as exc:
+                raise AudioDeviceError(self._device, f"read failed: {exc}") from exc
+            now = time.monotonic()
+            if n > 0:
+                if self._outage:
+                    self._outage = False
+                    log.warning("capture %r is back", self._device)
+                    self._call_on_error(None)
+                self._deliver(data, n)
+                self._streamed_s += n / rate
+                last_data = now
+                if paced:
+                    due = max(due + n / rate, now - params.buffer_s)
+                    if due > now:
+                        self._poll_waker(waker_only, due - now)
+                elif self._frames - anchor_frames > (now - anchor_t) * rate + slack:
+                    paced = True
+                    due = now
+                    log.info(
+                        "capture %r delivers faster than real time (no clock); "
+                        "pacing reads to real time",
+                        self._device,
+                    )
+                elif now - anchor_t > _CLOCK_WINDOW_S:
+                    anchor_t, anchor_frames = now, self._frames
+            elif n < 0:
+                # -EPIPE: pyalsaaudio already re-prepared the PCM; the next read restarts it.
+                self._xruns += 1
+                log.warning("capture %r overrun (%d so far)", self._device, self._xruns)
+            else:
+                if paced:
+                    # Nothing ready: the device does wait for its clock after all.
+                    paced = False
+                    anchor_t, anchor_frames = now, self._frames
+                if now - last_data > self._stall_timeout:
+                    raise AudioDeviceError(
+                        self._device, f"no audio for {now - last_data:.1f} s (device stalled)"
+                    )
+                for fd, _ in poller.poll(_POLL_MS):
+                    if fd == waker_fd:
+                        self._waker.reset()
+
+    def _poll_waker(self, poller: select.poll, seconds: float) -> None:
+        if poller.poll(max(1, round(seconds * 1000))):
+            self._waker.reset()
+
+    def _deliver(self, data: bytes, n: int) -> None:
+        if n > len(self._mono):
+            self._mono = np.zeros(n, dtype=np.int16)  # the device chose a larger period
+        frames = np.frombuffer(data, dtype="<i2", count=n * self._channels)
+        mono = self._mono[:n]
+        if self._channels == 1:
+            np.copyto(mono, frames)
+        else:
+            np.copyto(mono, frames.reshape(n, self._channels)[:, self._channel])
+        self._frames += n
+        self._heartbeat = time.monotonic()
+        try:
+            self._sink(mono)
+        except Exception:
+            self._sink_errors += 1
+            # A bug downstream must not kill the microphone; log it without flooding.
+            if self._sink_errors == 1 or self._sink_errors % 500 == 0:
+                log.exception("capture sink failed (%d times)", self._sink_errors)

@@ -1,0 +1,375 @@
+"""Real ALSA devices for tests on a machine without a sound card.
+
+Two session-scoped pytest fixtures, imported by the test modules that need them
+(``from alsa_env import alsa_env, pulse_env``) or registered once in conftest.py with
+``pytest_plugins = ["alsa_env"]``:
+
+``alsa_env`` -> ``AlsaEnv``
+    One asoundrc for the whole test process, loaded through ``ALSA_CONFIG_PATH``. alsa-lib
+    reads that variable once per process, at first use, so every PCM any test needs is in
+    this one file, and per-test data goes through fixed file paths that tests rewrite
+    before they open the PCM. Unclocked PCMs (the ``file`` plugin over ``null``: every read
+    and write completes at once) for exact end-to-end correctness:
+
+    ``mic``     capture; reads raw S16_LE from ``AlsaEnv.mic_file`` (write it first, in the
+                rate and channel count the PCM will be opened with; past its end the plugin
+                returns stale buffer contents, not silence, so read no more than you wrote)
+    ``spk``     playback; writes raw S16_LE to ``AlsaEnv.spk_file`` (truncated at each open)
+    ``absent``  capture like ``mic`` from ``AlsaEnv.absent_file``: opening fails while that
+                file does not exist, which makes a device that comes and goes
+    ``latespk`` playback like ``spk`` into ``AlsaEnv.late_spk_file``: opening fails while
+                its directory does not exist (``AlsaEnv.late_spk_file.parent.mkdir()``)
+
+    Clocked PCMs through the private PulseAudio of ``pulse_env`` (they fail to open unless
+    that fixture is active):
+
+    ``pmic``      capture from the ``micfeed`` null sink's monitor (``PulseEnv.feed``)
+    ``pspk``      playback to the ``spk`` null sink (48 kHz stereo)
+    ``spktap``    ``pspk`` with the ``file`` plugin stacked on it: real-time clock, and every
+                  sample written lands in ``AlsaEnv.tap_file``. The plugin holds back the
+                  last device-buffer's worth until drop/drain/close, so while a stream runs
+                  the file shows what has left the ALSA buffer for PulseAudio
+    ``flakymic``  capture from the ``flaky`` sink's monitor, and ``flakyspk`` playback to it:
+                  ``PulseEnv.suspend("flaky")`` makes both stall like a failing device
+
+``pulse_env`` -> ``PulseEnv``
+    A private PulseAudio (own runtime dir, null sinks, low-latency keeper streams so the
+    sinks run in real time from the first test), started once and stopped by PID at the
+    end. Fails, never skips, when PulseAudio is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+_DIR_MARK = "APPLIANCE_TEST_ALSA_DIR"  # set once per process: alsa-lib reads its config once
+_SYSTEM_CONF = "/usr/share/alsa/alsa.conf"
+_KEEPER_SETTLE_S = 2.2  # an idle null sink renders ~2 s ahead until a keeper has run that long
+_PULSE_PLUGIN_GLOB = "/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so"
+_INSTALL_HINT = (
+    "apt-get install --no-install-recommends pulseaudio pulseaudio-utils libasound2-plugins"
+)
+
+
+def _asoundrc(root: Path) -> str:
+    server = f"unix:{root / 'pulse' / 'native'}"
+    return f"""\
+# Written by tests/alsa_env.py for one test session.
+pcm.mic {{
+    type file
+    slave.pcm "null"
+    file "/dev/null"
+    infile "{root / 'mic.raw'}"
+    format "raw"
+}}
+pcm.absent {{
+    type file
+    slave.pcm "null"
+    file "/dev/null"
+    infile "{root / 'absent.raw'}"
+    format "raw"
+}}
+pcm.spk {{
+    type file
+    slave.pcm "null"
+    file "{root / 'spk.raw'}"
+    format "raw"
+}}
+pcm.latespk {{
+    type file
+    slave.pcm "null"
+    file "{root / 'late' / 'spk.raw'}"
+    format "raw"
+}}
+pcm.pmic {{ type pulse; server "{server}"; device "micfeed.monitor" }}
+pcm.pspk {{ type pulse; server "{server}"; device "spk" }}
+pcm.flakymic {{ type pulse; server "{server}"; device "flaky.monitor" }}
+pcm.flakyspk {{ type pulse; server "{server}"; device "flaky" }}
+pcm.spktap {{
+    type file
+    slave.pcm "pspk"
+    file "{root / 'tap.raw'}"
+    format "raw"
+}}
+"""
+
+
+@dataclass(frozen=True)
+class AlsaEnv:
+    """The session's ALSA configuration and the files behind its PCMs."""
+
+    root: Path
+    """The session directory holding the asoundrc and the PCMs' files."""
+
+    @property
+    def asoundrc(self) -> Path:
+        return self.root / "asoundrc"
+
+    @property
+    def config_path(self) -> str:
+        """The value of ``ALSA_CONFIG_PATH`` for this session."""
+        return f"{_SYSTEM_CONF}:{self.asoundrc}"
+
+    @property
+    def mic_file(self) -> Path:
+        return self.root / "mic.raw"
+
+    @property
+    def spk_file(self) -> Path:
+        return self.root / "spk.raw"
+
+    @property
+    def absent_file(self) -> Path:
+        return self.root / "absent.raw"
+
+    @property
+    def late_spk_file(self) -> Path:
+        return self.root / "late" / "spk.raw"
+
+    @property
+    def tap_file(self) -> Path:
+        return self.root / "tap.raw"
+
+    @property
+    def pulse_dir(self) -> Path:
+        return self.root / "pulse"
+
+    @property
+    def pulse_server(self) -> str:
+        return f"unix:{self.pulse_dir / 'native'}"
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Environment for a subprocess that should see these PCMs."""
+        env = dict(os.environ if base is None else base)
+        env["ALSA_CONFIG_PATH"] = self.config_path
+        env["PULSE_SERVER"] = self.pulse_server
+        return env
+
+    def write_mic(self, samples: npt.NDArray[np.int16], path: Path | None = None) -> None:
+        """Make ``samples`` (1-D mono, or frames x channels) what ``mic`` will capture."""
+        np.ascontiguousarray(samples, dtype="<i2").tofile(path or self.mic_file)
+
+    def read_spk(self, channels: int = 1, path: Path | None = None) -> npt.NDArray[np.int16]:
+        """What ``spk`` (or ``path``) received: 1-D for mono, frames x channels otherwise."""
+        path = path or self.spk_file
+        data = np.fromfile(path, dtype="<i2") if path.exists() else np.zeros(0, np.int16)
+        data = data.astype(np.int16)
+        return data if channels == 1 else data.reshape(-1, channels)
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def alsa_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlsaEnv]:
+    """The process's ALSA configuration; see the module docstring for the PCMs."""
+    existing = os.environ.get(_DIR_MARK)
+    if existing:
+        # alsa-lib already read this process's config; a second one would be ignored.
+        yield AlsaEnv(Path(existing))
+        return
+    root = tmp_path_factory.mktemp("alsa")
+    env = AlsaEnv(root)
+    env.pulse_dir.mkdir()
+    env.asoundrc.write_text(_asoundrc(root))
+    saved = {k: os.environ.get(k) for k in ("ALSA_CONFIG_PATH", "PULSE_SERVER", _DIR_MARK)}
+    os.environ["ALSA_CONFIG_PATH"] = env.config_path
+    # An explicit server keeps libpulse (ALSA's pulse hook) from autospawning a daemon.
+    os.environ["PULSE_SERVER"] = env.pulse_server
+    os.environ[_DIR_MARK] = str(root)
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@dataclass
+class PulseEnv:
+    """A running private PulseAudio with null sinks ``spk`` (48 kHz stereo), ``micfeed``
+    (16 kHz mono) and ``flaky`` (16 kHz mono)."""
+
+    alsa: AlsaEnv
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def server(self) -> str:
+        return self.alsa.pulse_server
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        return self.alsa.env(base)
+
+    def pactl(self, *args: str) -> str:
+        done = subprocess.run(
+            ["pactl", *args], env=self.env(), capture_output=True, text=True, timeout=10
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pactl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def suspend(self, sink: str, suspended: bool) -> None:
+        """Suspend a sink (its streams and its monitor's stall) or resume it."""
+        self.pactl("suspend-sink", sink, "1" if suspended else "0")
+
+    def feed(
+        self, samples: npt.NDArray[np.int16], rate: int = 16000, sink: str = "micfeed"
+    ) -> subprocess.Popen[bytes]:
+        """Play mono ``samples`` into ``sink`` in real time; ``pmic`` captures them.
+        Returns the pacat process (wait() for it to finish)."""
+        proc = subprocess.Popen(
+            [
+                "pacat",
+                "--playback",
+                "--raw",
+                f"--device={sink}",
+                f"--rate={rate}",
+                "--channels=1",
+                "--format=s16le",
+                "--latency-msec=20",
+            ],
+            stdin=subprocess.PIPE,
+            env=self.env(),
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(np.ascontiguousarray(samples, dtype="<i2").tobytes())
+        proc.stdin.close()
+        return proc
+
+    @contextmanager
+    def record(
+        self, source: str = "spk.monitor", rate: int = 48000, channels: int = 2
+    ) -> Iterator[Path]:
+        """Record what a source (by default: what the ``spk`` sink rendered) delivers, while
+        the block runs, into a raw file whose path is yielded (complete after the block)."""
+        out = self.alsa.root / f"record-{time.monotonic_ns()}.raw"
+        with out.open("wb") as sink:
+            proc = subprocess.Popen(
+                [
+                    "parec",
+                    "--raw",
+                    f"--device={source}",
+                    f"--rate={rate}",
+                    f"--channels={channels}",
+                    "--format=s16le",
+                    "--latency-msec=10",
+                ],
+                stdout=sink,
+                env=self.env(),
+            )
+            try:
+                time.sleep(0.3)  # the recording stream's own start-up
+                yield out
+            finally:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def _start(cmd: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, env=dict(env), stdout=out, stderr=out)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in reversed(procs):
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def pulse_env(alsa_env: AlsaEnv) -> Iterator[PulseEnv]:
+    """A private PulseAudio behind the clocked PCMs, settled and ready for timing tests."""
+    missing = [tool for tool in ("pulseaudio", "pactl", "pacat", "parec") if not shutil.which(tool)]
+    if missing or not list(Path("/").glob(_PULSE_PLUGIN_GLOB.lstrip("/"))):
+        pytest.fail(
+            f"PulseAudio test devices need {', '.join(missing) or 'the ALSA pulse plugin'}: "
+            f"{_INSTALL_HINT}",
+            pytrace=False,
+        )
+    rundir = alsa_env.pulse_dir
+    socket = rundir / "native"
+    (rundir / "default.pa").write_text(
+        f"""\
+load-module module-native-protocol-unix auth-anonymous=1 socket={socket}
+load-module module-null-sink sink_name=spk rate=48000 channels=2
+load-module module-null-sink sink_name=micfeed rate=16000 channels=1
+load-module module-null-sink sink_name=flaky rate=16000 channels=1
+set-default-sink spk
+set-default-source micfeed.monitor
+"""
+    )
+    env = dict(os.environ)
+    env.update(HOME=str(rundir), XDG_RUNTIME_DIR=str(rundir), PULSE_SERVER=f"unix:{socket}")
+    log = rundir / "pulse.log"
+    pulse = PulseEnv(alsa_env)
+    pulse.procs.append(
+        _start(
+            [
+                "pulseaudio",
+                "-n",
+                "-F",
+                str(rundir / "default.pa"),
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--use-pid-file=no",
+            ],
+            env,
+            log,
+        )
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not socket.exists():
+            if pulse.procs[0].poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    f"pulseaudio did not start: {log.read_text(errors='replace')[-2000:]}",
+                    pytrace=False,
+                )
+            time.sleep(0.02)
+        for sink in ("spk", "micfeed", "flaky"):
+            # Keepers: a low-latency stream on each sink for the whole session, so that it
+            # renders in real time instead of ~2 s ahead when a test stream starts.
+            pulse.procs.append(
+                _start(
+                    [
+                        "pacat",
+                        "--playback",
+                        "--raw",
+                        f"--device={sink}",
+                        "--rate=16000",
+                        "--channels=1",
+                        "--latency-msec=40",
+                        "/dev/zero",
+                    ],
+                    env,
+                    log,
+                )
+            )
+        time.sleep(_KEEPER_SETTLE_S)
+        yield pulse
+    finally:
+        _stop(pulse.procs)

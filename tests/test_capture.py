@@ -1,0 +1,237 @@
+"""CaptureThread against real alsa-lib: exact samples through the ``file`` plugin, real-time
+pacing and device trouble through PulseAudio null sinks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from alsa_env import AlsaEnv, PulseEnv, alsa_env, pulse_env  # noqa: F401  (fixtures)
+
+from appliance.audio.capture import CaptureThread
+from appliance.errors import AudioDeviceError
+
+
+class Recorder:
+    """A sink and an on_error that keep what they are given, for one capture thread."""
+
+    def __init__(self, limit: int = 10**7) -> None:
+        self.chunks: list[np.ndarray] = []
+        self.count = 0
+        self.limit = limit
+        self.errors: list[AudioDeviceError | None] = []
+        self.cpu: list[float] = []  # time.thread_time() of the capture thread at each period
+        self.enough = threading.Event()
+        self.changed = threading.Event()
+
+    def sink(self, mono: np.ndarray) -> None:
+        self.cpu.append(time.thread_time())
+        if self.count < self.limit:
+            self.chunks.append(mono.copy())  # the thread reuses its buffer
+        self.count += len(mono)
+        if self.count >= self.limit:
+            self.enough.set()
+
+    def on_error(self, err: AudioDeviceError | None) -> None:
+        self.errors.append(err)
+        self.changed.set()
+
+    def samples(self) -> np.ndarray:
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
+
+
+def make(rec: Recorder, device: str, **kw: int | float) -> CaptureThread:
+    args: dict[str, int | float] = {"rate": 16000, "channels": 1, "channel": 0, "period_frames": 320}
+    args.update(kw)
+    return CaptureThread(
+        device=device,
+        sink=rec.sink,
+        on_error=rec.on_error,
+        **args,  # type: ignore[arg-type]
+    )
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def closed_promptly(thread: CaptureThread) -> float:
+    t0 = time.perf_counter()
+    thread.close()
+    return time.perf_counter() - t0
+
+
+def test_mono_file_is_captured_sample_for_sample(alsa_env: AlsaEnv) -> None:
+    speech = np.random.default_rng(7).integers(-20000, 20000, 8000, dtype=np.int16)
+    alsa_env.write_mic(speech)
+    rec = Recorder(limit=len(speech))
+    thread = make(rec, "mic")
+    thread.start()
+    try:
+        assert rec.enough.wait(3)
+    finally:
+        thread.close()
+    np.testing.assert_array_equal(rec.samples()[: len(speech)], speech)
+    assert rec.errors == []
+    assert thread.xruns == 0
+
+
+def test_channel_one_of_a_stereo_48k_device(alsa_env: AlsaEnv) -> None:
+    n = 9600
+    left = np.full(n, 1111, np.int16)
+    right = (np.arange(n) % 20000 - 10000).astype(np.int16)
+    alsa_env.write_mic(np.stack([left, right], axis=1))
+    rec = Recorder(limit=n)
+    thread = make(rec, "mic", rate=48000, channels=2, channel=1, period_frames=960)
+    thread.start()
+    try:
+        assert rec.enough.wait(3)
+    finally:
+        thread.close()
+    np.testing.assert_array_equal(rec.samples()[:n], right)
+
+
+def test_unclocked_device_is_paced_to_real_time_and_costs_little_cpu(alsa_env: AlsaEnv) -> None:
+    alsa_env.write_mic(np.zeros(16000 * 3, np.int16))
+    rec = Recorder()
+    thread = make(rec, "mic")
+    thread.start()
+    time.sleep(1.0)
+    assert closed_promptly(thread) < 0.1
+    audio_s = rec.count / 16000
+    cpu_s = rec.cpu[-1] - rec.cpu[0]
+    # Without pacing the file plugin hands over minutes of "audio" per second at 100 % CPU.
+    assert 0.9 < audio_s < 1.25, audio_s
+    assert cpu_s < 0.05 * audio_s, f"{cpu_s * 1000:.1f} ms CPU for {audio_s:.2f} s of audio"
+    assert thread.frames == rec.count
+
+
+def test_clocked_capture_runs_at_real_time(pulse_env: PulseEnv) -> None:
+    rec = Recorder()
+    thread = make(rec, "pmic")
+    thread.start()
+    assert wait_for(lambda: rec.count > 0, 2)
+    first = rec.count
+    t0 = time.monotonic()
+    time.sleep(1.0)
+    frames, elapsed = rec.count - first, time.monotonic() - t0
+    assert closed_promptly(thread) < 0.1
+    assert abs(frames / elapsed - 16000) < 16000 * 0.05, frames / elapsed
+    assert time.monotonic() - thread.heartbeat < 0.2
+    assert rec.errors == []
+
+
+def test_clocked_capture_hears_what_is_played_into_the_mic(pulse_env: PulseEnv) -> None:
+    tone = (np.sin(2 * np.pi * 440 * np.arange(8000) / 16000) * 12000).astype(np.int16)
+    rec = Recorder()
+    thread = make(rec, "pmic")
+    thread.start()
+    assert wait_for(lambda: rec.count > 0, 2)
+    feeder = pulse_env.feed(tone)
+    assert feeder.wait(5) == 0
+    time.sleep(0.2)
+    thread.close()
+    got = rec.samples().astype(np.float64)
+    loud = np.flatnonzero(np.abs(got) > 3000)
+    assert len(loud) > 0, "the fed tone never arrived"
+    heard = got[loud[0] : loud[0] + 4000]
+    ref = tone[: len(heard)].astype(np.float64)
+    # Align on the first loud sample (within a quarter period of the tone), then compare shape.
+    best = max(np.corrcoef(heard[: 3900], ref[s : s + 3900])[0, 1] for s in range(0, 40))
+    assert best > 0.99
+
+
+def test_device_that_cannot_open_is_reported_once_and_retried_until_it_appears(
+    alsa_env: AlsaEnv,
+) -> None:
+    alsa_env.remove(alsa_env.absent_file)
+    rec = Recorder(limit=3200)
+    thread = make(rec, "absent")
+    thread.start()
+    try:
+        assert rec.changed.wait(2)
+        assert isinstance(rec.errors[0], AudioDeviceError)
+        assert rec.errors[0].device == "absent"
+        time.sleep(0.7)  # at least one retry fails meanwhile: still a single report
+        assert len(rec.errors) == 1
+        assert thread.alive
+        alsa_env.write_mic(np.full(16000, 7, np.int16), alsa_env.absent_file)
+        assert wait_for(lambda: rec.errors[-1] is None, 3), rec.errors
+        assert rec.enough.wait(2)
+    finally:
+        assert closed_promptly(thread) < 0.1
+        alsa_env.remove(alsa_env.absent_file)
+    assert len(rec.errors) == 2
+    assert set(rec.samples()[:3200].tolist()) == {7}
+
+
+def test_stalled_device_is_reported_and_picked_up_again(pulse_env: PulseEnv) -> None:
+    rec = Recorder()
+    thread = make(rec, "flakymic", stall_timeout=0.4)
+    thread.start()
+    try:
+        assert wait_for(lambda: rec.count > 1600, 2)
+        pulse_env.suspend("flaky", True)
+        try:
+            assert rec.changed.wait(2), "a stall was not noticed"
+            rec.changed.clear()
+            assert isinstance(rec.errors[0], AudioDeviceError)
+            assert "stalled" in str(rec.errors[0])
+            assert thread.alive
+        finally:
+            pulse_env.suspend("flaky", False)
+        assert wait_for(lambda: rec.errors[-1] is None, 4), rec.errors
+        resumed = rec.count
+        assert wait_for(lambda: rec.count > resumed + 1600, 2)
+    finally:
+        assert closed_promptly(thread) < 0.1
+    assert rec.errors[1:] == [None]
+
+
+def test_slow_consumer_overrun_is_counted_and_survived(pulse_env: PulseEnv) -> None:
+    rec = Recorder()
+    stalled_once = threading.Event()
+
+    def slow_sink(mono: np.ndarray) -> None:
+        if not stalled_once.is_set() and rec.count > 3200:
+            stalled_once.set()
+            time.sleep(0.3)  # far longer than the 80 ms device buffer
+        rec.sink(mono)
+
+    thread = CaptureThread(
+        device="pmic",
+        rate=16000,
+        channels=1,
+        channel=0,
+        period_frames=320,
+        sink=slow_sink,
+        on_error=rec.on_error,
+    )
+    thread.start()
+    try:
+        assert wait_for(lambda: stalled_once.is_set() and rec.count > 8000, 3)
+    finally:
+        thread.close()
+    assert thread.xruns >= 1
+    assert rec.errors == []
+
+
+def test_channel_must_exist() -> None:
+    with pytest.raises(ValueError, match="channel 2"):
+        CaptureThread(
+            device="mic",
+            rate=16000,
+            channels=2,
+            channel=2,
+            period_frames=320,
+            sink=lambda _: None,
+            on_error=lambda _: None,
+        )

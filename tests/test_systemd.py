@@ -1,0 +1,618 @@
+"""The daemon as a systemd service: the unit, sd_notify, the watchdog, reload and install.
+
+The unit is checked with the real ``systemd-analyze``; notifications are read from an
+AF_UNIX datagram socket of the test's own (``NOTIFY_SOCKET``), with the real daemon process
+running against the loopback simulator and ALSA's ``file`` plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.config import parse_config
+from appliance.notify import Notifier, watchdog_interval
+from appliance.reload import plan_reload, session_api
+from appliance.watchdog import CAPTURE_STALL_S, audio_problem, run_watchdog
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "systemd" / "appliance.service"
+INSTALLED_EXEC = "/opt/appliance/venv/bin/appliance"
+KEY = "dGVzdDp0ZXN0LWtleQ=="  # base64 "test:test-key"
+APPLIANCE = [sys.executable, "-m", "appliance.cli"]
+MAX_EXPOSURE = 1.5
+
+
+def systemd_analyze() -> str:
+    path = shutil.which("systemd-analyze")
+    if path is None:
+        pytest.fail("systemd-analyze is missing: install the 'systemd' package (scripts/setup.sh test)")
+    return path
+
+
+def checkable_unit(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointing at an executable that exists here (verify checks it)."""
+    here = Path(sys.executable).with_name("appliance")
+    assert here.exists(), f"{here} is missing: pip install -e . first"
+    unit = tmp_path / "appliance.service"
+    unit.write_text(UNIT.read_text().replace(INSTALLED_EXEC, str(here)))
+    return unit
+
+
+# --- the unit file -------------------------------------------------------------------------------
+
+
+def test_unit_verifies_without_any_warning(tmp_path: Path) -> None:
+    unit = checkable_unit(tmp_path)
+    result = subprocess.run(
+        [systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_verify_reports_a_typo_on_stderr(tmp_path: Path) -> None:
+    """The check above would catch mistakes: verify exits 0 on a typo but says so on stderr."""
+    unit = checkable_unit(tmp_path)
+    unit.write_text(unit.read_text().replace("Type=notify", "Type=notfy"))
+    result = subprocess.run(
+        [systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert "notfy" in result.stderr
+
+
+def test_unit_exposure_is_at_most_1_5(tmp_path: Path) -> None:
+    unit = checkable_unit(tmp_path)
+    result = subprocess.run(
+        [systemd_analyze(), "security", "--offline=true", "--threshold=15", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= MAX_EXPOSURE, result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_unit_runs_the_daemon_the_way_the_brief_says() -> None:
+    text = UNIT.read_text()
+    for line in (
+        "Type=notify",
+        f"ExecStart={INSTALLED_EXEC} run --config /etc/appliance/appliance.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "RestartPreventExitStatus=78",
+        "LoadCredential=inworld-api-key:/etc/appliance/credentials/inworld-api-key",
+        "StateDirectory=appliance",
+        "MemoryDenyWriteExecute=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "DeviceAllow=char-alsa rw",
+    ):
+        assert line in text.splitlines(), line
+
+
+MDWE_PROBE = """
+import ctypes, mmap
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    raise SystemExit(f"no-mdwe {ctypes.get_errno()}")
+import numpy as np, soxr, webrtcvad, alsaaudio, ssl, websockets, gpiozero
+from systemd import daemon, journal
+x = np.random.default_rng(0).standard_normal(48000).astype(np.float32)
+assert len(soxr.resample(x, 48000, 24000)) == 24000
+stream = soxr.ResampleStream(16000, 24000, 1, dtype="int16")
+stream.resample_chunk(np.zeros(1600, np.int16))
+webrtcvad.Vad(2).is_speech(b"\\0" * 320, 16000)
+np.fft.rfft(x); float(x @ x)
+ssl.create_default_context()
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+except OSError:
+    print("ok")
+else:
+    print("W+X mapping was allowed: the probe does not work")
+"""
+
+
+def test_libraries_work_under_memory_deny_write_execute() -> None:
+    """MemoryDenyWriteExecute=yes is the kernel's MDWE rule (prctl PR_SET_MDWE, Linux 6.3+)."""
+    result = subprocess.run(
+        [sys.executable, "-c", MDWE_PROBE], capture_output=True, text=True, check=False
+    )
+    if result.stdout.startswith("no-mdwe") or "no-mdwe" in result.stderr:
+        pytest.skip(f"kernel {os.uname().release} has no PR_SET_MDWE")
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
+
+
+# --- install / uninstall -------------------------------------------------------------------------
+
+
+def run_install(destdir: Path, action: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "INWORLD_API_KEY"}
+    return subprocess.run(
+        ["make", "-s", "-C", str(ROOT), action, f"DESTDIR={destdir}"],
+        env={**base, "APPLIANCE_INSTALL_SKIP_VENV": "1", **env},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_install_into_destdir_places_files_with_modes_and_keeps_the_config(
+    tmp_path: Path,
+) -> None:
+    dest = tmp_path / "root"
+    conf = dest / "etc/appliance/appliance.toml"
+    cred = dest / "etc/appliance/credentials/inworld-api-key"
+    unit = dest / "etc/systemd/system/appliance.service"
+
+    first = run_install(dest, "install", INWORLD_API_KEY=KEY)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert unit.read_text() == UNIT.read_text() and mode(unit) == 0o644
+    assert conf.read_text() == (ROOT / "config/appliance.toml").read_text()
+    assert mode(conf) == 0o644
+    assert cred.read_text() == KEY + "\n"
+    assert mode(cred) == 0o600 and mode(cred.parent) == 0o700
+    assert KEY not in first.stdout + first.stderr
+
+    conf.write_text("# edited by the owner\n")
+    again = run_install(dest, "install")  # no key given: the stored one stays
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert conf.read_text() == "# edited by the owner\n"
+    assert cred.read_text() == KEY + "\n"
+
+    (dest / "opt/appliance/venv/bin").mkdir(parents=True)
+    (dest / "var/lib/private/appliance").mkdir(parents=True)
+    gone = run_install(dest, "uninstall")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not unit.exists()
+    assert not (dest / "opt/appliance").exists()
+    assert not (dest / "var/lib/private/appliance").exists()
+    assert conf.exists() and cred.exists()
+
+
+def test_install_honours_prefix_and_sysconfdir(tmp_path: Path) -> None:
+    dest = tmp_path / "root"
+    result = run_install(dest, "install", PREFIX="/usr/local/appliance", SYSCONFDIR="/etc/voice")
+    # PREFIX/SYSCONFDIR given in the environment reach the script through make's ?=.
+    assert result.returncode == 0, result.stdout + result.stderr
+    unit = (dest / "etc/systemd/system/appliance.service").read_text()
+    assert "ExecStart=/usr/local/appliance/venv/bin/appliance run --config /etc/voice/appliance.toml" in unit
+    assert "LoadCredential=inworld-api-key:/etc/voice/credentials/inworld-api-key" in unit
+    assert (dest / "etc/voice/appliance.toml").exists()
+
+
+# --- sd_notify and the watchdog, in process ------------------------------------------------------
+
+
+@pytest.fixture
+def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+    """An AF_UNIX datagram socket standing in for systemd's, named by NOTIFY_SOCKET."""
+    directory = tempfile.mkdtemp(prefix="ntf", dir="/tmp")  # sun_path is short
+    path = os.path.join(directory, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(2.0)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    try:
+        yield sock
+    finally:
+        sock.close()
+        shutil.rmtree(directory)
+
+
+def test_notifier_sends_each_message_and_skips_repeated_status(notify_socket: socket.socket) -> None:
+    n = Notifier()
+    n.ready()
+    n.status("Ready")
+    n.status("Ready")
+    n.status("Reconnecting in 4 s: connection refused")
+    n.reloading()
+    n.watchdog()
+    n.stopping()
+    got = [notify_socket.recv(4096).decode() for _ in range(6)]
+    assert got[:3] == ["READY=1", "STATUS=Ready", "STATUS=Reconnecting in 4 s: connection refused"]
+    reloading, usec = got[3].split("\n")
+    assert reloading == "RELOADING=1"
+    sent_at = int(usec.removeprefix("MONOTONIC_USEC="))
+    assert 0 <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000 - sent_at < 5_000_000
+    assert got[4:] == ["WATCHDOG=1", "STOPPING=1"]
+
+
+def test_notifier_without_socket_or_with_a_vanished_one_is_quiet(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    Notifier().ready()  # no socket: nothing to do
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
+    n = Notifier()
+    n.ready()
+    n.status("Ready")  # warned once, never raised
+
+
+def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process() -> None:
+    assert watchdog_interval({}, pid=7) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}, pid=7) == 15.0
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "7"}, pid=7) == 15.0
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "8"}, pid=7) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "soon"}, pid=7) is None
+
+
+@dataclass
+class Beating:
+    """An audio thread as the watchdog sees it: ``alive`` and ``heartbeat``."""
+
+    heartbeat: float
+    alive: bool = True
+
+
+@dataclass
+class Bare:
+    """A thread object without the health properties (tolerated)."""
+
+    calls: list[str] = field(default_factory=list)
+
+
+def test_audio_health_rules() -> None:
+    now = 1000.0
+    fresh, idle = Beating(now - 0.1), Beating(now - 600)
+    assert audio_problem(fresh, idle, now=now, playing=False) is None  # idle playback is fine
+    assert audio_problem(fresh, fresh, now=now, playing=True) is None
+    hung = Beating(now - CAPTURE_STALL_S - 1)
+    assert audio_problem(hung, idle, now=now, playing=False) == (
+        "capture thread made no progress for 3.0 s"
+    )
+    assert audio_problem(hung, idle, now=now, playing=False, device_outage=True) is None
+    assert audio_problem(fresh, idle, now=now, playing=True) == (
+        "playback thread made no progress for 600.0 s"
+    )
+    assert audio_problem(Beating(now, alive=False), idle, now=now, playing=False) == (
+        "capture thread has stopped"
+    )
+    assert audio_problem(None, idle, now=now, playing=False) == "capture thread is not running"
+    assert audio_problem(Bare(), Bare(), now=now, playing=True) is None
+
+
+def test_watchdog_pings_only_while_healthy(notify_socket: socket.socket) -> None:
+    verdicts = iter([None, None, "capture thread has stopped", "capture thread has stopped", None])
+
+    def problem() -> str | None:
+        return next(verdicts, "done")
+
+    async def main() -> None:
+        task = asyncio.create_task(run_watchdog(Notifier(), problem, 0.01))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    notify_socket.settimeout(0.2)
+    got = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(notify_socket.recv(64).decode())
+    assert got == ["WATCHDOG=1"] * 3  # two healthy, two not, one healthy, then never
+
+
+def test_no_watchdog_task_without_watchdog_usec() -> None:
+    asyncio.run(run_watchdog(Notifier(), lambda: None, None))  # returns at once
+
+
+# --- reload rules (pure) -------------------------------------------------------------------------
+
+BASE: dict[str, Any] = {
+    "session": {
+        "instructions": "Be brief.",
+        "temperature": 0.8,
+        "audio": {"output": {"voice": "Clive", "speed": 1.0}},
+    },
+    "gpio": {"enabled": False},
+}
+
+
+def changed(**tables: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) for k, v in BASE.items()}
+    out.update(tables)
+    return out
+
+
+def test_reload_sends_only_what_changed_in_session() -> None:
+    old = parse_config(BASE)
+    new_session = dict(BASE["session"], audio={"output": {"voice": "Dennis", "speed": 1.0}})
+    new = parse_config(changed(session=new_session))
+    plan = plan_reload(old, new)
+    assert plan.session_update == {
+        "type": "realtime",
+        "audio": {"output": session_api(new)["audio"]["output"]},
+    }
+    assert plan.session_update["audio"]["output"]["voice"] == "Dennis"
+    assert plan.changed_fields == ("audio.output.voice",)
+    assert not (plan.reconnect or plan.restart_audio or plan.gpio_changed or plan.log_level)
+
+
+def test_reload_of_an_identical_file_changes_nothing() -> None:
+    plan = plan_reload(parse_config(BASE), parse_config(BASE))
+    assert plan.empty and plan.session_update is None
+
+
+def test_a_removed_session_field_needs_a_new_session() -> None:
+    session = {k: v for k, v in BASE["session"].items() if k != "instructions"}
+    plan = plan_reload(parse_config(BASE), parse_config(changed(session=session)))
+    assert plan.reconnect and plan.changed_fields == ("instructions",)
+
+
+def test_audio_gate_realtime_logging_and_gpio_changes_are_planned() -> None:
+    plan = plan_reload(
+        parse_config(BASE),
+        parse_config(
+            changed(
+                audio={"capture_rate": 48000},
+                realtime={"url": "ws://127.0.0.1:1/api/v1/realtime/session"},
+                logging={"level": "debug"},
+                gpio={"enabled": True},
+            )
+        ),
+    )
+    assert plan.restart_audio and plan.reconnect and plan.gpio_changed
+    assert plan.log_level == "debug" and plan.session_update is None
+    # gate mode "always" hands turn detection to the server: the session changes too.
+    plan = plan_reload(parse_config(BASE), parse_config(changed(gate={"mode": "always"})))
+    assert plan.restart_audio
+    assert plan.session_update is not None and "input" in plan.session_update["audio"]
+
+
+# --- the daemon process under a notify socket of our own -----------------------------------------
+
+
+class NotifyReader:
+    """Reads sd_notify datagrams for an asyncio test; keeps every message."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="ntf", dir="/tmp")
+        self.path = os.path.join(self.directory, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+        self._seen = 0
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.directory)
+
+    async def expect(self, match: Callable[[str], bool], timeout: float, what: str) -> str:
+        """The next message (after those already matched) for which ``match`` is true."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            while self._seen < len(self.messages):
+                msg = self.messages[self._seen]
+                self._seen += 1
+                if match(msg):
+                    return msg
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"no {what} within {timeout} s; got {self.messages}")
+            with contextlib.suppress(TimeoutError):
+                data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), remaining)
+                self.messages.append(data.decode())
+
+
+def write_config(path: Path, url: str, voice: str = "Clive", extra: str = "") -> None:
+    path.write_text(
+        f"""
+[realtime]
+url = "{url}"
+[session]
+instructions = "Be brief."
+temperature = 0.8
+[session.audio.output]
+voice = "{voice}"
+[audio]
+capture_device = "mic"
+capture_rate = 16000
+playback_device = "spk"
+playback_rate = 24000
+[gate]
+mode = "vad"
+[gpio]
+enabled = false
+{extra}
+"""
+    )
+
+
+@dataclass
+class DaemonRun:
+    proc: asyncio.subprocess.Process
+    notify: NotifyReader
+    log: Path
+    config: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def run_daemon(tmp_path: Path, url: str, **env: str) -> Any:
+    from appliance.demo import alsa_config_path, write_file_devices
+
+    mic, spk = tmp_path / "mic.raw", tmp_path / "spk.raw"
+    mic.write_bytes(bytes(16000 * 2 * 30))  # 30 s of silence
+    asoundrc = write_file_devices(tmp_path, mic, spk)
+    config = tmp_path / "appliance.toml"
+    write_config(config, url)
+    notify = NotifyReader()
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NOTIFY_", "JOURNAL_", "WATCHDOG_", "INWORLD_", "CREDENTIALS_"))
+    }
+    full_env = {
+        **base,
+        "NOTIFY_SOCKET": notify.path,
+        "ALSA_CONFIG_PATH": alsa_config_path(asoundrc),
+        "INWORLD_API_KEY": KEY,
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *APPLIANCE, "run", "--config", str(config), env=full_env, stdout=out, stderr=out
+        )
+    run = DaemonRun(proc, notify, log, config)
+    try:
+        yield run
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        notify.close()
+
+
+def test_lifecycle_ready_status_reload_stop(tmp_path: Path) -> None:
+    from appliance.simulator.server import RealtimeSimulator
+
+    async def main() -> None:
+        async with RealtimeSimulator(api_key=KEY) as sim, run_daemon(tmp_path, sim.url) as d:
+            n = d.notify
+            try:
+                await n.expect(lambda m: m == "READY=1", 20, "READY=1")
+                await n.expect(lambda m: m == "STATUS=Ready", 20, "STATUS=Ready")
+                assert "STATUS=Connecting" in n.messages
+                updates = [e for e in sim.received if e["type"] == "session.update"]
+                assert updates[0]["session"]["audio"]["output"]["voice"] == "Clive"
+
+                # systemctl reload: a changed voice reaches the live session as a partial update.
+                write_config(d.config, sim.url, voice="Dennis")
+                d.proc.send_signal(signal.SIGHUP)
+                reloading = await n.expect(lambda m: m.startswith("RELOADING=1"), 10, "RELOADING")
+                assert re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", reloading)
+                await n.expect(lambda m: m == "READY=1", 10, "READY=1 after the reload")
+                for _ in range(50):
+                    updates = [e for e in sim.received if e["type"] == "session.update"]
+                    if len(updates) > 1:
+                        break
+                    await asyncio.sleep(0.1)
+                assert len(updates) == 2, sim.received
+                partial = updates[1]["session"]
+                assert partial["audio"]["output"]["voice"] == "Dennis"
+                assert "instructions" not in partial and "temperature" not in partial
+                assert "input" not in partial["audio"]
+
+                # [audio] changed: the audio threads re-open the devices with the new settings.
+                write_config(d.config, sim.url, voice="Dennis", extra="[logging]\nlevel = 'info'\n")
+                text = d.config.read_text().replace("playback_rate = 24000", "playback_rate = 48000")
+                d.config.write_text(text)
+                d.proc.send_signal(signal.SIGHUP)
+                await n.expect(lambda m: m.startswith("RELOADING=1"), 10, "RELOADING")
+                await n.expect(lambda m: m == "READY=1", 10, "READY=1 after the audio reload")
+                assert "reloaded" in d.log_text() and "audio restarted" in d.log_text()
+                assert "playback 'spk' open: 48000 Hz" in d.log_text()
+                assert len([e for e in sim.received if e["type"] == "session.update"]) == 2
+
+                # An invalid file changes nothing: logged with its key, the daemon keeps going.
+                write_config(d.config, sim.url, extra="[logging]\nlevel = 'loud'\n")
+                d.proc.send_signal(signal.SIGHUP)
+                for _ in range(50):
+                    if "keeping the running config" in d.log_text():
+                        break
+                    await asyncio.sleep(0.1)
+                assert "logging.level" in d.log_text()
+                assert d.proc.returncode is None
+                assert not any(m.startswith("RELOADING") for m in n.messages[n._seen :])
+
+                d.proc.send_signal(signal.SIGTERM)
+                await n.expect(lambda m: m == "STOPPING=1", 10, "STOPPING=1")
+                code = await asyncio.wait_for(d.proc.wait(), 10)
+                assert code == 0, d.log_text()
+            except BaseException:
+                print(d.log_text())
+                raise
+            assert KEY not in d.log_text()
+
+    asyncio.run(main())
+
+
+def test_watchdog_pings_while_the_daemon_runs(tmp_path: Path) -> None:
+    from appliance.simulator.server import RealtimeSimulator
+
+    async def main() -> None:
+        async with (
+            RealtimeSimulator(api_key=KEY) as sim,
+            run_daemon(tmp_path, sim.url, WATCHDOG_USEC="1000000") as d,
+        ):
+            try:
+                await d.notify.expect(lambda m: m == "READY=1", 20, "READY=1")
+                start = time.monotonic()
+                for _ in range(3):
+                    await d.notify.expect(lambda m: m == "WATCHDOG=1", 3, "WATCHDOG=1")
+                assert time.monotonic() - start < 3.0
+                d.proc.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(d.proc.wait(), 10) == 0
+            except BaseException:
+                print(d.log_text())
+                raise
+
+    asyncio.run(main())
+
+
+def test_invalid_config_exits_78_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[gate]\nmode = "sometimes"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
+    result = subprocess.run(
+        [*APPLIANCE, "run", "--config", str(config)],
+        env={**env, "INWORLD_API_KEY": KEY},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 78
+    assert "gate.mode" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_says_when_it_reconnects(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def main() -> None:
+        url = f"ws://127.0.0.1:{port}/api/v1/realtime/session"
+        async with run_daemon(tmp_path, url) as d:
+            try:
+                await d.notify.expect(lambda m: m == "READY=1", 20, "READY=1")
+                status = await d.notify.expect(
+                    lambda m: m.startswith("STATUS=Reconnecting in"), 20, "STATUS=Reconnecting"
+                )
+                assert re.fullmatch(r"STATUS=Reconnecting in \d+ s: .+", status), status
+                d.proc.send_signal(signal.SIGTERM)
+                await d.notify.expect(lambda m: m == "STOPPING=1", 10, "STOPPING=1")
+                assert await asyncio.wait_for(d.proc.wait(), 10) == 0
+            except BaseException:
+                print(d.log_text())
+                raise
+
+    asyncio.run(main())
