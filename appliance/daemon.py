@@ -20,7 +20,7 @@ from appliance.audio.capture import CaptureThread
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted, SpeechStopped
 from appliance.audio.playback import PlaybackIdle, PlaybackStarted, PlaybackStopped, PlaybackThread
 from appliance.audio.vad import WebRtcVad
-from appliance.config import Config
+from appliance.config import Config, GpioSettings
 from appliance.core.backoff import Backoff
 from appliance.core.session import (
     Action,
@@ -34,7 +34,7 @@ from appliance.core.session import (
 )
 from appliance.core.state import State
 from appliance.credentials import ApiKey
-from appliance.errors import AudioDeviceError, AuthenticationError, TransportError
+from appliance.errors import AudioDeviceError, AuthenticationError, ConfigError, TransportError
 from appliance.gpio import Gpio, open_gpio
 from appliance.logs import set_level
 from appliance.notify import Notifier, watchdog_interval
@@ -254,6 +254,7 @@ class Daemon:
     async def reload(self, new: Config) -> None:
         """Apply a re-read, validated config (SIGHUP); see ``appliance.reload`` for the rules."""
         plan = plan_reload(self.config, new)
+        old_gpio = self.config.gpio
         self.notifier.reloading()
         self._reloading = True
         try:
@@ -267,7 +268,7 @@ class Daemon:
             if plan.reconnect:
                 self.reconnect()
             if plan.gpio_changed:
-                log.warning("reload: [gpio] changes take effect at the next restart")
+                self._reopen_gpio(old_gpio)
         finally:
             self._reloading = False
             self.notifier.ready()
@@ -275,6 +276,7 @@ class Daemon:
         done += ["audio restarted"] if plan.restart_audio else []
         done += ["reconnecting"] if plan.reconnect else []
         done += [f"log level {plan.log_level}"] if plan.log_level else []
+        done += ["gpio re-opened"] if plan.gpio_changed else []
         log.info("reloaded %s: %s", new.source, "; ".join(done) or "no changes")
 
     async def _restart_audio(self) -> None:
@@ -287,6 +289,25 @@ class Daemon:
         self._start_audio(asyncio.get_running_loop())
         if self.frontend is not None:
             self.frontend.muted, self.frontend.talking = muted, talking
+
+    def _reopen_gpio(self, previous: GpioSettings) -> None:
+        """Close the LEDs and buttons and open them with ``[gpio]`` as reloaded.
+
+        Pins that fail to open with the new settings (a ``ConfigError`` naming the key) are
+        logged and the previous settings are opened again.
+        """
+        assert self._loop is not None
+        if self.gpio is not None:
+            self._observers = [o for o in self._observers if o != self.gpio.on_action]
+            self.gpio.close()
+            self.gpio = None
+        try:
+            self.gpio = open_gpio(self.config.gpio, self, self._loop)
+        except ConfigError as exc:
+            log.error("reload: %s; keeping the previous [gpio]", exc, extra={"ERROR_CODE": "config"})
+            self.gpio = open_gpio(previous, self, self._loop)
+        if self.gpio is not None:
+            self._observers = [*self._observers, self.gpio.on_action]
 
     def _audio_problem(self) -> str | None:
         """The watchdog's health check (None: healthy); a reload in progress is healthy."""

@@ -11,7 +11,7 @@ Owns the rules; ``Daemon.reload`` carries them out:
 - ``[audio]`` or ``[gate]``: the audio threads are restarted with the new settings.
 - ``[realtime]``: reconnect.
 - ``[logging]``: the level changes at once; ``transcripts`` is read per message.
-- ``[gpio]``: reported; it takes effect at the next restart.
+- ``[gpio]``: the LEDs and buttons are closed and opened again with the new settings.
 
 Imports only the standard library and ``appliance.config``.
 """
@@ -39,7 +39,7 @@ class ReloadPlan:
     log_level: str | None
     """The new log level, when it changed."""
     gpio_changed: bool
-    """``[gpio]`` changed (applied at the next restart)."""
+    """``[gpio]`` changed: the LEDs and buttons are re-opened."""
 
     @property
     def empty(self) -> bool:

@@ -17,8 +17,8 @@ Two session-scoped pytest fixtures, imported by the test modules that need them
     ``spk``     playback; writes raw S16_LE to ``AlsaEnv.spk_file`` (truncated at each open)
     ``absent``  capture like ``mic`` from ``AlsaEnv.absent_file``: opening fails while that
                 file does not exist, which makes a device that comes and goes
-    ``latespk`` playback like ``spk`` into ``AlsaEnv.late_spk_file``: opening fails while
-                its directory does not exist (``AlsaEnv.late_spk_file.parent.mkdir()``)
+    ``brokenspk`` playback like ``spk`` into ``AlsaEnv.broken_spk_file``, whose directory
+                does not exist: it opens, then writes fail with EIO (a device dying mid-stream)
 
     Clocked PCMs through the private PulseAudio of ``pulse_env`` (they fail to open unless
     that fixture is active):
@@ -31,6 +31,8 @@ Two session-scoped pytest fixtures, imported by the test modules that need them
                   the file shows what has left the ALSA buffer for PulseAudio
     ``flakymic``  capture from the ``flaky`` sink's monitor, and ``flakyspk`` playback to it:
                   ``PulseEnv.suspend("flaky")`` makes both stall like a failing device
+    ``latespk``   playback to a sink ``late`` that does not exist (opening fails) until a
+                  test adds it with ``PulseEnv.add_sink("late")``, like a speaker plugged in
 
 ``pulse_env`` -> ``PulseEnv``
     A private PulseAudio (own runtime dir, null sinks, low-latency keeper streams so the
@@ -65,45 +67,32 @@ _INSTALL_HINT = (
 
 def _asoundrc(root: Path) -> str:
     server = f"unix:{root / 'pulse' / 'native'}"
-    return f"""\
-# Written by tests/alsa_env.py for one test session.
-pcm.mic {{
-    type file
-    slave.pcm "null"
-    file "/dev/null"
-    infile "{root / 'mic.raw'}"
-    format "raw"
-}}
-pcm.absent {{
-    type file
-    slave.pcm "null"
-    file "/dev/null"
-    infile "{root / 'absent.raw'}"
-    format "raw"
-}}
-pcm.spk {{
-    type file
-    slave.pcm "null"
-    file "{root / 'spk.raw'}"
-    format "raw"
-}}
-pcm.latespk {{
-    type file
-    slave.pcm "null"
-    file "{root / 'late' / 'spk.raw'}"
-    format "raw"
-}}
-pcm.pmic {{ type pulse; server "{server}"; device "micfeed.monitor" }}
-pcm.pspk {{ type pulse; server "{server}"; device "spk" }}
-pcm.flakymic {{ type pulse; server "{server}"; device "flaky.monitor" }}
-pcm.flakyspk {{ type pulse; server "{server}"; device "flaky" }}
-pcm.spktap {{
-    type file
-    slave.pcm "pspk"
-    file "{root / 'tap.raw'}"
-    format "raw"
-}}
-"""
+
+    def file_pcm(name: str, slave: str, out: Path | str, infile: Path | None = None) -> str:
+        inline = f'\n    infile "{infile}"' if infile else ""
+        return (
+            f'pcm.{name} {{\n    type file\n    slave.pcm "{slave}"\n'
+            f'    file "{out}"{inline}\n    format "raw"\n}}\n'
+        )
+
+    def pulse_pcm(name: str, device: str) -> str:
+        return f'pcm.{name} {{ type pulse; server "{server}"; device "{device}" }}\n'
+
+    return "".join(
+        [
+            "# Written by tests/alsa_env.py for one test session.\n",
+            file_pcm("mic", "null", "/dev/null", root / "mic.raw"),
+            file_pcm("absent", "null", "/dev/null", root / "absent.raw"),
+            file_pcm("spk", "null", root / "spk.raw"),
+            file_pcm("brokenspk", "null", root / "broken" / "spk.raw"),
+            pulse_pcm("pmic", "micfeed.monitor"),
+            pulse_pcm("pspk", "spk"),
+            pulse_pcm("flakymic", "flaky.monitor"),
+            pulse_pcm("flakyspk", "flaky"),
+            pulse_pcm("latespk", "late"),
+            file_pcm("spktap", "pspk", root / "tap.raw"),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -135,8 +124,8 @@ class AlsaEnv:
         return self.root / "absent.raw"
 
     @property
-    def late_spk_file(self) -> Path:
-        return self.root / "late" / "spk.raw"
+    def broken_spk_file(self) -> Path:
+        return self.root / "broken" / "spk.raw"
 
     @property
     def tap_file(self) -> Path:
@@ -184,6 +173,7 @@ def alsa_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlsaEnv]:
     env = AlsaEnv(root)
     env.pulse_dir.mkdir()
     env.asoundrc.write_text(_asoundrc(root))
+    env.mic_file.write_bytes(b"")  # so that ``mic`` opens before a test writes its input
     saved = {k: os.environ.get(k) for k in ("ALSA_CONFIG_PATH", "PULSE_SERVER", _DIR_MARK)}
     os.environ["ALSA_CONFIG_PATH"] = env.config_path
     # An explicit server keeps libpulse (ALSA's pulse hook) from autospawning a daemon.
@@ -216,11 +206,24 @@ class PulseEnv:
 
     def pactl(self, *args: str) -> str:
         done = subprocess.run(
-            ["pactl", *args], env=self.env(), capture_output=True, text=True, timeout=10
+            ["pactl", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
         if done.returncode != 0:
             raise RuntimeError(f"pactl {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
+
+    def add_sink(self, name: str, rate: int = 48000, channels: int = 2) -> str:
+        """Load a null sink; returns the module id for ``remove_module``."""
+        args = [f"sink_name={name}", f"rate={rate}", f"channels={channels}"]
+        return self.pactl("load-module", "module-null-sink", *args).strip()
+
+    def remove_module(self, module_id: str) -> None:
+        self.pactl("unload-module", module_id)
 
     def suspend(self, sink: str, suspended: bool) -> None:
         """Suspend a sink (its streams and its monitor's stall) or resume it."""

@@ -6,13 +6,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from alsa_env import AlsaEnv, PulseEnv, alsa_env, pulse_env  # noqa: F401  (fixtures)
 
 from appliance.audio.capture import CaptureThread
 from appliance.errors import AudioDeviceError
+
+if TYPE_CHECKING:
+    from alsa_env import AlsaEnv, PulseEnv
+
+pytest_plugins = ["alsa_env"]  # the alsa_env and pulse_env fixtures
 
 
 class Recorder:
@@ -44,7 +49,12 @@ class Recorder:
 
 
 def make(rec: Recorder, device: str, **kw: int | float) -> CaptureThread:
-    args: dict[str, int | float] = {"rate": 16000, "channels": 1, "channel": 0, "period_frames": 320}
+    args: dict[str, int | float] = {
+        "rate": 16000,
+        "channels": 1,
+        "channel": 0,
+        "period_frames": 320,
+    }
     args.update(kw)
     return CaptureThread(
         device=device,
@@ -145,7 +155,7 @@ def test_clocked_capture_hears_what_is_played_into_the_mic(pulse_env: PulseEnv) 
     heard = got[loud[0] : loud[0] + 4000]
     ref = tone[: len(heard)].astype(np.float64)
     # Align on the first loud sample (within a quarter period of the tone), then compare shape.
-    best = max(np.corrcoef(heard[: 3900], ref[s : s + 3900])[0, 1] for s in range(0, 40))
+    best = max(np.corrcoef(heard[:3900], ref[s : s + 3900])[0, 1] for s in range(0, 40))
     assert best > 0.99
 
 
@@ -194,34 +204,6 @@ def test_stalled_device_is_reported_and_picked_up_again(pulse_env: PulseEnv) -> 
     finally:
         assert closed_promptly(thread) < 0.1
     assert rec.errors[1:] == [None]
-
-
-def test_slow_consumer_overrun_is_counted_and_survived(pulse_env: PulseEnv) -> None:
-    rec = Recorder()
-    stalled_once = threading.Event()
-
-    def slow_sink(mono: np.ndarray) -> None:
-        if not stalled_once.is_set() and rec.count > 3200:
-            stalled_once.set()
-            time.sleep(0.3)  # far longer than the 80 ms device buffer
-        rec.sink(mono)
-
-    thread = CaptureThread(
-        device="pmic",
-        rate=16000,
-        channels=1,
-        channel=0,
-        period_frames=320,
-        sink=slow_sink,
-        on_error=rec.on_error,
-    )
-    thread.start()
-    try:
-        assert wait_for(lambda: stalled_once.is_set() and rec.count > 8000, 3)
-    finally:
-        thread.close()
-    assert thread.xruns >= 1
-    assert rec.errors == []
 
 
 def test_channel_must_exist() -> None:

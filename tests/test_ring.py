@@ -85,7 +85,7 @@ def test_clear_and_skip_to_discard_from_the_consumer_side() -> None:
 
 def test_one_producer_thread_and_one_consumer_thread_keep_every_sample_in_order() -> None:
     ring = SampleRing(1000)
-    total = 200_000
+    total = 50_000
     received = np.zeros(total, np.int16)
     done = threading.Event()
 
