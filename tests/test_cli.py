@@ -8,6 +8,8 @@ import sys
 import wave
 from pathlib import Path
 
+import pytest
+
 APPLIANCE = [sys.executable, "-m", "appliance"]
 
 
@@ -48,3 +50,53 @@ def test_demo_runs_one_turn_and_saves_the_reply(tmp_path: Path) -> None:
     with wave.open(str(tmp_path / "reply.wav")) as wav:
         assert wav.getframerate() == 24000
         assert wav.getnframes() > 24000  # more than a second of reply
+
+
+def test_devices_lists_pcms_with_rates(tmp_path: Path) -> None:
+    from appliance.demo import alsa_config_path, write_file_devices
+
+    mic = tmp_path / "mic.raw"
+    mic.write_bytes(b"\x00\x00" * 1600)
+    asoundrc = write_file_devices(tmp_path, mic, tmp_path / "spk.raw")
+    result = run("devices", env={"ALSA_CONFIG_PATH": alsa_config_path(asoundrc)})
+    assert result.returncode == 0, result.stderr
+    assert "mic (capture)" in result.stdout and "spk (playback)" in result.stdout
+    assert "rates:" in result.stdout and "16000" in result.stdout
+
+
+def test_simulate_serves_the_realtime_protocol_on_loopback() -> None:
+    import asyncio
+    import json
+    import socket
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"} | {"INWORLD_API_KEY": "c2ltOmtleQ=="}
+    proc = subprocess.Popen([*APPLIANCE, "simulate", "--port", str(port)], env=env, stdout=subprocess.PIPE, text=True)
+
+    async def talk() -> str:
+        url = f"ws://127.0.0.1:{port}/api/v1/realtime/session?key=t&protocol=realtime"
+        for _ in range(100):
+            try:
+                async with connect(url, additional_headers={"Authorization": "Basic c2ltOmtleQ=="}, compression=None) as ws:
+                    created = json.loads(await ws.recv())
+                    break
+            except OSError:
+                await asyncio.sleep(0.1)
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, additional_headers={"Authorization": "Basic wrong"}, compression=None):
+                pass
+        assert refused.value.response.status_code == 401
+        return str(created["type"])
+
+    try:
+        assert asyncio.run(talk()) == "session.created"
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        assert proc.stdout is not None
+        proc.stdout.close()
