@@ -1,8 +1,9 @@
 """Real ALSA devices for tests on a machine without a sound card.
 
-Two session-scoped pytest fixtures, imported by the test modules that need them
-(``from alsa_env import alsa_env, pulse_env``) or registered once in conftest.py with
-``pytest_plugins = ["alsa_env"]``:
+Two session-scoped pytest fixtures. Load this module as a plugin, in conftest.py or in each
+test module that needs it: ``pytest_plugins = ["alsa_env"]``; import the classes for
+annotations only (``if TYPE_CHECKING: from alsa_env import AlsaEnv, PulseEnv``), since a
+plain import before pytest registers the plugin defeats its assertion rewriting.
 
 ``alsa_env`` -> ``AlsaEnv``
     One asoundrc for the whole test process, loaded through ``ALSA_CONFIG_PATH``. alsa-lib
@@ -37,7 +38,10 @@ Two session-scoped pytest fixtures, imported by the test modules that need them
 ``pulse_env`` -> ``PulseEnv``
     A private PulseAudio (own runtime dir, null sinks, low-latency keeper streams so the
     sinks run in real time from the first test), started once and stopped by PID at the
-    end. Fails, never skips, when PulseAudio is not installed.
+    end; costs ~2.5 s once per session. Fails, never skips, when PulseAudio is not
+    installed. Helpers: ``feed`` (play samples into the mic), ``record`` (what a sink
+    rendered, from its monitor), ``suspend``, ``add_sink``/``remove_module``, ``pactl``,
+    ``env()`` for subprocesses.
 """
 
 from __future__ import annotations

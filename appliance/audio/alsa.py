@@ -22,10 +22,7 @@ from appliance.errors import AudioDeviceError
 
 Direction = Literal["capture", "playback"]
 
-# pyalsaaudio's state() values (snd_pcm_state_t), re-exported for readers of this module.
-STATE_PREPARED: int = alsaaudio.PCM_STATE_PREPARED
-STATE_RUNNING: int = alsaaudio.PCM_STATE_RUNNING
-STATE_XRUN: int = alsaaudio.PCM_STATE_XRUN
+STATE_RUNNING: int = alsaaudio.PCM_STATE_RUNNING  # a value of Pcm.state()
 
 AlsaError: type[Exception] = alsaaudio.ALSAAudioError
 

@@ -49,8 +49,9 @@ _HEALTHY_S = 1.0
 _POLL_MS = 500
 
 
-class _Stop(Exception):
-    """Raised inside the thread when close() asked it to end."""
+class _Stop(BaseException):
+    """Raised inside the thread when close() asked it to end (not an Exception, so that
+    the catch-all that keeps the thread alive never swallows it)."""
 
 
 class CaptureThread:
@@ -162,6 +163,10 @@ class CaptureThread:
                     self._stream(pcm, params)
                 except AudioDeviceError as err:
                     self._report_outage(err)
+                except Exception as exc:
+                    # A bug must not silence the microphone for good: log it, then retry.
+                    log.exception("capture %r failed unexpectedly", self._device)
+                    self._report_outage(AudioDeviceError(self._device, f"internal error: {exc}"))
                 finally:
                     close_quietly(pcm)
                 if self._streamed_s >= _HEALTHY_S:
@@ -210,6 +215,7 @@ class CaptureThread:
         anchor_t = time.monotonic()
         anchor_frames = self._frames
         last_data = anchor_t
+        poll_ms = min(_POLL_MS, max(1, round(self._stall_timeout * 500)))
         while not self._stopping.is_set():
             try:
                 n, data = pcm.read()
@@ -251,7 +257,7 @@ class CaptureThread:
                     raise AudioDeviceError(
                         self._device, f"no audio for {now - last_data:.1f} s (device stalled)"
                     )
-                for fd, _ in poller.poll(_POLL_MS):
+                for fd, _ in poller.poll(poll_ms):
                     if fd == waker_fd:
                         self._waker.reset()
 

@@ -101,17 +101,18 @@ PlayerEvent = (
 _HEARTBEAT_S = 1.0  # the longest the thread sleeps while idle
 _HEALTHY_S = 1.0  # audio played without trouble before the reopen backoff starts over
 _MAX_ITEMS_KEPT = 256  # played-ms history kept for the loop
-_CANCELLED_KEPT = 64
+_CANCELLED_KEPT = 64  # interrupted item ids remembered to ignore their late audio
 
 
-class _Stop(Exception):
-    """Raised inside the thread when close() asked it to end."""
+class _Stop(BaseException):
+    """Raised inside the thread when close() asked it to end (not an Exception, so that
+    the catch-all that keeps the thread alive never swallows it)."""
 
 
 class _Phase(enum.Enum):
-    IDLE = "idle"  # nothing started; waiting for prefill or end_of_stream
+    IDLE = "idle"  # no run: waiting for the prefill or end_of_stream()
     PLAYING = "playing"  # writing as fast as the device takes it
-    REFILL = "refill"  # underrun mid-reply: waiting for prefill again
+    REFILL = "refill"  # underrun mid-reply: waiting for the prefill again
     DRAINING = "draining"  # the reply is all written; waiting for the device to play it out
 
 
@@ -122,15 +123,79 @@ class _Pump(enum.Enum):
 
 
 class _Segment:
-    """Where one item's samples start in the stream (player thread only)."""
-
     __slots__ = ("done", "item_id", "start", "started")
 
     def __init__(self, start: int, item_id: str) -> None:
         self.start = start
         self.item_id = item_id
         self.started = False
-        self.done = False
+        self.done = False  # its played figure is final
+
+
+class _Ledger:
+    """Which item each stream position belongs to, and how much of each was heard.
+
+    Pure bookkeeping in stream positions (source samples since the player was made). Used on
+    the player thread only; ``played`` is also read by the loop (single dict lookups).
+    """
+
+    def __init__(self) -> None:
+        self._segments: list[_Segment] = []
+        self.played: dict[str, int] = {}  # samples heard per item
+
+    def add(self, start: int, item_id: str) -> None:
+        self._segments.append(_Segment(start, item_id))
+
+    def newly_started(self, written: int) -> list[str]:
+        """Items whose first sample is now before stream position ``written``."""
+        started = []
+        for seg in self._segments:
+            if seg.start >= written:
+                break
+            if not seg.started and not seg.done:
+                seg.started = True
+                started.append(seg.item_id)
+        return started
+
+    def credit(self, heard: int, final_before: int | None = None) -> None:
+        """Everything before stream position ``heard`` was heard. With ``final_before``,
+        items that start before it are closed: what they have now is all they get."""
+        segs = self._segments
+        for i, seg in enumerate(segs):
+            if seg.done:
+                continue
+            closing = final_before is not None and seg.start < final_before
+            if seg.start >= heard and not closing:
+                break
+            end = segs[i + 1].start if i + 1 < len(segs) else None
+            upto = heard if end is None else min(heard, end)
+            self.played[seg.item_id] = max(0, upto - seg.start)
+            if closing or (end is not None and end <= heard):
+                seg.done = True
+        self._prune()
+
+    def interrupted(self, heard: int, stop_pos: int, playing: bool) -> str | None:
+        """The item a stop at ``stop_pos`` cut off: the one being heard, or else the first
+        that was queued and never heard; None if nothing was."""
+        current = first_unheard = None
+        for seg in self._segments:
+            if seg.done or seg.start >= stop_pos:
+                continue
+            if playing and seg.start < heard:
+                current = seg.item_id
+            elif first_unheard is None:
+                first_unheard = seg.item_id
+        return current if current is not None else first_unheard
+
+    def _prune(self) -> None:
+        segs = self._segments
+        done = 0
+        while done < len(segs) - 1 and segs[done].done:
+            done += 1
+        if done > 32:
+            del segs[:done]
+        while len(self.played) > _MAX_ITEMS_KEPT:
+            del self.played[next(iter(self.played))]
 
 
 class PlaybackThread:
@@ -180,23 +245,24 @@ class PlaybackThread:
         self._overflow_logged = 0
 
         # Player side, read by the loop.
-        self._want_wake = False
-        self._played: dict[str, int] = {}  # samples heard per item
+        self._want_wake = False  # the player sleeps until enqueue() brings more audio
+        self._ledger = _Ledger()
         self._underruns = 0
         self._heartbeat = time.monotonic()
 
         # Player side only.
-        self._segments: list[_Segment] = []
         self._eos_done = 0  # generation of the last end_of_stream() handled
         self._outage = False
         self._phase = _Phase.IDLE
         self._resampler: soxr.ResampleStream | None = None
-        self._pend_off = 0
+        self._pend_off = 0  # device frames staged in _out and not yet written: [off, len)
         self._pend_len = 0
         self._run_base = 0  # stream position where the current run started
         self._run_fed = 0  # source samples taken from the ring in this run
         self._run_written = 0  # device frames written in this run
-        self._played_s = 0.0
+        self._progress_t = 0.0  # when the device last took or played something
+        self._last_avail = -1
+        self._played_s = 0.0  # audio the current device has taken since it was opened
 
     # --- loop side: never blocks ------------------------------------------------------------
 
@@ -244,7 +310,7 @@ class PlaybackThread:
 
     def played_ms(self, item_id: str) -> int:
         """How much of ``item_id`` the listener has heard (to within a period)."""
-        return self._played.get(item_id, 0) * 1000 // self._source_rate
+        return self._ledger.played.get(item_id, 0) * 1000 // self._source_rate
 
     # --- control ------------------------------------------------------------------------------
 
@@ -319,6 +385,12 @@ class PlaybackThread:
                     self._end_run()
                     self._phase = _Phase.IDLE
                     self._report_outage(err)
+                except Exception as exc:
+                    # A bug must not silence the speaker for good: log it, then retry.
+                    log.exception("playback %r failed unexpectedly", self._device)
+                    self._end_run()
+                    self._phase = _Phase.IDLE
+                    self._report_outage(AudioDeviceError(self._device, f"internal error: {exc}"))
                 finally:
                     close_quietly(pcm)
                 if self._played_s >= _HEALTHY_S:
@@ -343,10 +415,12 @@ class PlaybackThread:
         while True:
             self._check_closing()
             self._heartbeat = time.monotonic()
-            self._pull_segments()
             if self._stops_in:
                 self._handle_stop(None, None)
-            self._discard_to(self._ring.write_pos)
+            # Position first, then segments: every item starting before it is then known.
+            pos = self._ring.write_pos
+            self._pull_segments()
+            self._discard_to(pos)
             self._idle_if_eos()
             left = deadline - time.monotonic()
             if left <= 0:
@@ -363,13 +437,13 @@ class PlaybackThread:
     def _serve(self, pcm: Pcm, params: PcmParams) -> None:
         """Play until close() (raises _Stop) or a device failure (raises AudioDeviceError)."""
         waker_fd = self._waker.fileno()
-        idle_poll = select.poll()
-        idle_poll.register(waker_fd, select.POLLIN)
-        busy_poll = select.poll()
-        busy_poll.register(waker_fd, select.POLLIN)
+        waker_poll = select.poll()
+        waker_poll.register(waker_fd, select.POLLIN)
+        device_poll = select.poll()
+        device_poll.register(waker_fd, select.POLLIN)
         try:
             for fd, events in pcm.polldescriptors():
-                busy_poll.register(fd, events)
+                device_poll.register(fd, events)
         except AlsaError as exc:
             raise AudioDeviceError(self._device, f"no poll descriptors: {exc}") from exc
         self._resampler = (
@@ -380,87 +454,93 @@ class PlaybackThread:
         self._phase = _Phase.IDLE
         self._end_run()
         try:
-            progress_t = time.monotonic()
-            last_avail = -1
             while True:
                 self._check_closing()
-                now = time.monotonic()
-                self._heartbeat = now
+                self._heartbeat = time.monotonic()
                 self._pull_segments()
+                if self._phase is not _Phase.IDLE:
+                    self._announce()  # items whose samples went out before we knew of them
                 if self._stops_in:
                     self._handle_stop(pcm, params)
-                    continue
-                phase = self._phase
-
-                if phase is _Phase.IDLE:
-                    self._idle_if_eos()
-                    if self._ready_to_start():
-                        self._begin_run()
-                        progress_t = now
-                        continue
-                    self._sleep_until_woken(idle_poll, _HEARTBEAT_S, self._ready_to_start)
-
-                elif phase is _Phase.REFILL:
-                    if self._ready_to_start() or self._at_eos():
-                        self._phase = _Phase.PLAYING
-                        progress_t = now
-                        continue
-                    self._publish(pcm, params)
-                    self._sleep_until_woken(
-                        idle_poll, params.period_s, lambda: self._ready_to_start() or self._at_eos()
-                    )
-
-                elif phase is _Phase.PLAYING:
-                    pumped = self._pump(pcm, read=True)
-                    if pumped is _Pump.FULL:
-                        progress_t = self._wait_device(pcm, params, busy_poll, progress_t)
-                    elif pumped is _Pump.INTERRUPTED:
-                        continue
-                    elif self._at_eos():
-                        self._finish_stream(params)
-                        self._phase = _Phase.DRAINING
-                    else:
-                        self._underruns += 1
-                        log.info("playback underrun (%d so far)", self._underruns)
-                        self._phase = _Phase.REFILL
-
-                else:  # DRAINING
-                    if self._pend_off < self._pend_len:
-                        if self._pump(pcm, read=False) is _Pump.FULL:
-                            progress_t = self._wait_device(pcm, params, busy_poll, progress_t)
-                        continue
-                    avail = self._avail(pcm)
-                    if avail >= params.buffer_frames or pcm.state() != STATE_RUNNING:
-                        self._publish(pcm, params, delay=0)
-                        self._drop(pcm)
-                        self._end_run()
-                        self._phase = _Phase.IDLE
-                        eos_gen, _ = self._eos
-                        self._eos_done = eos_gen
-                        self._emit(PlaybackIdle())
-                        continue
-                    if avail != last_avail:
-                        last_avail, progress_t = avail, now
-                    elif now - progress_t > self._stall_timeout:
-                        raise AudioDeviceError(self._device, "stopped playing (device stalled)")
-                    self._publish(pcm, params)
-                    left = (params.buffer_frames - avail) / params.rate
-                    self._sleep_until_woken(idle_poll, min(left, params.period_s), None)
+                elif self._phase is _Phase.IDLE:
+                    self._idle(waker_poll)
+                elif self._phase is _Phase.REFILL:
+                    self._refill(pcm, params, waker_poll)
+                elif self._phase is _Phase.PLAYING:
+                    self._play(pcm, params, device_poll)
+                else:
+                    self._drain(pcm, params, waker_poll, device_poll)
         except AudioDeviceError:
             # Whatever the device still held is lost with it: count it as not heard.
-            heard = self._heard_pos(params.buffer_frames)
-            self._credit(heard, end_limit=self._ring.read_pos)
+            self._ledger.credit(self._heard_pos(params.buffer_frames), self._ring.read_pos)
             raise
+
+    def _idle(self, waker_poll: select.poll) -> None:
+        self._idle_if_eos()
+        if self._ready_to_start():
+            self._begin_run()
+        else:
+            self._sleep(waker_poll, _HEARTBEAT_S, self._ready_to_start)
+
+    def _refill(self, pcm: Pcm, params: PcmParams, waker_poll: select.poll) -> None:
+        """Underrun: the device plays out what it holds while we wait for the prefill."""
+
+        def ready() -> bool:
+            return self._ready_to_start() or self._at_eos()
+
+        if ready():
+            self._phase = _Phase.PLAYING
+            self._progress_t = time.monotonic()
+        else:
+            self._publish(pcm, params)
+            self._sleep(waker_poll, params.period_s, ready)
+
+    def _play(self, pcm: Pcm, params: PcmParams, device_poll: select.poll) -> None:
+        pumped = self._pump(pcm, read=True)
+        if pumped is _Pump.FULL:
+            self._wait_for_room(pcm, params, device_poll)
+        elif pumped is _Pump.EMPTY:
+            if self._at_eos():
+                self._finish_stream(params)
+                self._phase = _Phase.DRAINING
+            else:
+                self._underruns += 1
+                log.info("playback underrun (%d so far)", self._underruns)
+                self._phase = _Phase.REFILL
+
+    def _drain(
+        self, pcm: Pcm, params: PcmParams, waker_poll: select.poll, device_poll: select.poll
+    ) -> None:
+        """The reply is in the device: wait until it has played out, then report idle."""
+        if self._pend_off < self._pend_len:
+            if self._pump(pcm, read=False) is _Pump.FULL:
+                self._wait_for_room(pcm, params, device_poll)
+            return
+        avail = self._avail(pcm)
+        if avail >= params.buffer_frames or self._state(pcm) != STATE_RUNNING:
+            self._ledger.credit(self._heard_pos(0))
+            self._drop(pcm)  # back to PREPARED, ready for the next reply
+            self._end_run()
+            self._phase = _Phase.IDLE
+            self._eos_done = self._eos[0]
+            self._emit(PlaybackIdle())
+            return
+        now = time.monotonic()
+        if avail != self._last_avail:
+            self._last_avail, self._progress_t = avail, now
+        elif now - self._progress_t > self._stall_timeout:
+            raise AudioDeviceError(self._device, "stopped playing (device stalled)")
+        self._publish(pcm, params)
+        left = (params.buffer_frames - avail) / params.rate
+        self._sleep(waker_poll, min(left, params.period_s), None)
 
     def _check_closing(self) -> None:
         if self._stopping.is_set():
             raise _Stop
 
-    def _sleep_until_woken(
-        self, poller: select.poll, seconds: float, ready: Callable[[], bool] | None
-    ) -> None:
-        """Poll the waker; ``ready`` is checked after asking producers to wake us (no lost
-        wake-up: they write before they look at ``_want_wake``, we look after setting it)."""
+    def _sleep(self, poller: select.poll, seconds: float, ready: Callable[[], bool] | None) -> None:
+        """Sleep on the waker. ``ready`` is checked after asking enqueue() to wake us, so no
+        wake-up is lost: it writes its samples before it looks at ``_want_wake``."""
         self._want_wake = True
         try:
             if ready is not None and ready():
@@ -470,20 +550,14 @@ class PlaybackThread:
         finally:
             self._want_wake = False
 
-    def _wait_device(
-        self, pcm: Pcm, params: PcmParams, poller: select.poll, progress_t: float
-    ) -> float:
-        """The device buffer is full: sleep until it has room (or we are woken)."""
+    def _wait_for_room(self, pcm: Pcm, params: PcmParams, device_poll: select.poll) -> None:
+        """The device buffer is full: sleep until it has room for a period, or stop()."""
         self._publish(pcm, params)
-        events = poller.poll(max(1, round(min(self._stall_timeout, 1.0) * 1000)))
-        now = time.monotonic()
-        if not events:
-            if now - progress_t > self._stall_timeout:
-                raise AudioDeviceError(self._device, "stopped playing (device stalled)")
-            return progress_t
+        events = device_poll.poll(max(1, round(min(self._stall_timeout, 1.0) * 1000)))
         if any(fd == self._waker.fileno() for fd, _ in events):
             self._waker.reset()
-        return now
+        if time.monotonic() - self._progress_t > self._stall_timeout:
+            raise AudioDeviceError(self._device, "stopped playing (device stalled)")
 
     # --- the thread: moving samples --------------------------------------------------------
 
@@ -499,21 +573,23 @@ class PlaybackThread:
         return eos_gen != self._eos_done and eos_pos <= self._ring.read_pos
 
     def _begin_run(self) -> None:
-        self._run_base = self._ring.read_pos
-        self._run_fed = 0
-        self._run_written = 0
-        self._pend_off = self._pend_len = 0
+        self._end_run()
         if self._resampler is not None:
             self._resampler.clear()
         self._phase = _Phase.PLAYING
+        self._progress_t = time.monotonic()
+
+    def _end_run(self) -> None:
+        self._run_base = self._ring.read_pos
+        self._run_fed = self._run_written = 0
+        self._pend_off = self._pend_len = 0
 
     def _pump(self, pcm: Pcm, *, read: bool) -> _Pump:
         """Write until the device is full, there is nothing left, or stop() was called."""
-        out = self._out
         while True:
             if self._pend_off < self._pend_len:
                 try:
-                    n = pcm.write(out[self._pend_off : self._pend_len].data)
+                    n = pcm.write(self._out[self._pend_off : self._pend_len].data)
                 except AlsaError as exc:
                     raise AudioDeviceError(self._device, f"write failed: {exc}") from exc
                 if n <= 0:
@@ -521,6 +597,7 @@ class PlaybackThread:
                 self._pend_off += n
                 self._run_written += n
                 self._played_s += n / self._rate
+                self._progress_t = time.monotonic()
                 self._announce()
                 continue
             if not read:
@@ -532,12 +609,10 @@ class PlaybackThread:
             if k == 0:
                 return _Pump.EMPTY
             self._run_fed += k
-            self._stage(self._src[:k] if self._resampler is None else self._resample(k))
-
-    def _resample(self, k: int) -> npt.NDArray[np.int16]:
-        assert self._resampler is not None
-        y: npt.NDArray[np.int16] = self._resampler.resample_chunk(self._src[:k])
-        return y
+            if self._resampler is None:
+                self._stage(self._src[:k])
+            else:
+                self._stage(self._resampler.resample_chunk(self._src[:k]))
 
     def _stage(self, mono: npt.NDArray[np.int16], pad_to: int = 0) -> None:
         """Put device-rate mono into the pending buffer, one copy per channel."""
@@ -545,9 +620,8 @@ class PlaybackThread:
         total = max(m, pad_to)
         if total > len(self._out):
             self._out = np.zeros((total, self._channels), dtype=np.int16)
-        out = self._out
-        out[:m] = mono[:, np.newaxis]  # broadcasts to every channel
-        out[m:total] = 0
+        self._out[:m] = mono[:, np.newaxis]  # broadcasts to every channel
+        self._out[m:total] = 0
         self._pend_off, self._pend_len = 0, total
 
     def _finish_stream(self, params: PcmParams) -> None:
@@ -558,16 +632,22 @@ class PlaybackThread:
             if self._resampler is not None
             else np.zeros(0, dtype=np.int16)
         )
-        period = params.period_frames
-        pad_to = len(tail) + (-(self._run_written + len(tail)) % period)
+        pad_to = len(tail) + (-(self._run_written + len(tail)) % params.period_frames)
         if pad_to:
             self._stage(tail, pad_to)
+        self._last_avail = -1
 
     def _avail(self, pcm: Pcm) -> int:
         try:
             return int(pcm.avail())
         except AlsaError as exc:
             raise AudioDeviceError(self._device, f"avail failed: {exc}") from exc
+
+    def _state(self, pcm: Pcm) -> int:
+        try:
+            return int(pcm.state())
+        except AlsaError as exc:
+            raise AudioDeviceError(self._device, f"state failed: {exc}") from exc
 
     def _drop(self, pcm: Pcm) -> None:
         try:
@@ -576,15 +656,10 @@ class PlaybackThread:
             raise AudioDeviceError(self._device, f"drop failed: {exc}") from exc
         self._pend_off = self._pend_len = 0
 
-    def _end_run(self) -> None:
-        self._run_base = self._ring.read_pos
-        self._run_fed = self._run_written = 0
-        self._pend_off = self._pend_len = 0
-
     # --- the thread: what was heard --------------------------------------------------------
 
     def _heard_pos(self, delay: int) -> int:
-        """Stream position the listener has heard up to, given frames still in the device."""
+        """Stream position heard up to, when the device still holds ``delay`` frames."""
         heard = int((self._run_written - max(0, delay)) * self._ratio)
         return self._run_base + max(0, min(self._run_fed, heard))
 
@@ -594,55 +669,17 @@ class PlaybackThread:
         return max(0, params.buffer_frames - self._avail(pcm))
 
     def _announce(self) -> None:
-        written_pos = self._run_base + min(self._run_fed, int(self._run_written * self._ratio))
-        for seg in self._segments:
-            if seg.start >= written_pos:
-                break
-            if not seg.started and not seg.done:
-                seg.started = True
-                self._emit(PlaybackStarted(seg.item_id))
+        written = self._run_base + min(self._run_fed, int(self._run_written * self._ratio))
+        for item_id in self._ledger.newly_started(written):
+            self._emit(PlaybackStarted(item_id))
 
-    def _publish(self, pcm: Pcm, params: PcmParams, delay: int | None = None) -> int:
-        """Update ``_played`` for the items being heard; return the heard position."""
-        if delay is None:
-            delay = self._device_delay(pcm, params)
-        heard = self._heard_pos(delay)
-        self._credit(heard, end_limit=None)
-        return heard
-
-    def _credit(self, heard: int, end_limit: int | None) -> None:
-        """Record how much of each item up to ``heard`` was heard; with ``end_limit`` (a
-        stop position), items starting before it are final."""
-        segs = self._segments
-        for i, seg in enumerate(segs):
-            if seg.done:
-                continue
-            final_by_stop = end_limit is not None and seg.start < end_limit
-            if seg.start >= heard and not final_by_stop:
-                break
-            end = segs[i + 1].start if i + 1 < len(segs) else None
-            if end is None and end_limit is not None and seg.start < end_limit:
-                end = end_limit
-            upto = heard if end is None else min(heard, end)
-            self._played[seg.item_id] = max(0, upto - seg.start)
-            if final_by_stop or (end is not None and end <= heard):
-                seg.done = True
-        self._prune()
-
-    def _prune(self) -> None:
-        segs = self._segments
-        i = 0
-        while i < len(segs) - 1 and segs[i].done:
-            i += 1
-        if i > 32:
-            del segs[:i]
-        while len(self._played) > _MAX_ITEMS_KEPT:
-            del self._played[next(iter(self._played))]
+    def _publish(self, pcm: Pcm, params: PcmParams) -> None:
+        """Let played_ms() see progress (called about once a period while playing)."""
+        self._ledger.credit(self._heard_pos(self._device_delay(pcm, params)))
 
     def _pull_segments(self) -> None:
         while self._segments_in:
-            start, item_id = self._segments_in.popleft()
-            self._segments.append(_Segment(start, item_id))
+            self._ledger.add(*self._segments_in.popleft())
 
     def _handle_stop(self, pcm: Pcm | None, params: PcmParams | None) -> None:
         """Barge-in: drop the device, discard what was queued before stop(), report."""
@@ -650,37 +687,27 @@ class PlaybackThread:
         while self._stops_in:
             stop_pos = max(stop_pos, self._stops_in.popleft())
         self._pull_segments()
+        playing = pcm is not None and params is not None and self._phase is not _Phase.IDLE
         heard = self._run_base
-        active = pcm is not None and self._phase is not _Phase.IDLE
-        if pcm is not None and params is not None and active:
+        if playing:
+            assert pcm is not None and params is not None
             heard = self._heard_pos(self._device_delay(pcm, params))
             self._drop(pcm)
-        current: _Segment | None = None
-        first_dropped: _Segment | None = None
-        for seg in self._segments:
-            if seg.done or seg.start >= stop_pos:
-                continue
-            if active and seg.start < heard:
-                current = seg
-            elif first_dropped is None:
-                first_dropped = seg
-        self._credit(heard, end_limit=stop_pos)
+        item_id = self._ledger.interrupted(heard, stop_pos, playing)
+        self._ledger.credit(heard, final_before=stop_pos)
         self._ring.skip_to(stop_pos)
         self._end_run()
         self._phase = _Phase.IDLE
         eos_gen, eos_pos = self._eos
         if eos_pos <= stop_pos:
-            self._eos_done = eos_gen  # that reply is over; no PlaybackIdle for it
-        if current is not None:
-            event = PlaybackStopped(current.item_id, self.played_ms(current.item_id))
-        else:
-            event = PlaybackStopped(first_dropped.item_id if first_dropped else None, 0)
-        self._emit(event)
+            self._eos_done = eos_gen  # that reply is over: no PlaybackIdle for it
+        played = self.played_ms(item_id) if item_id is not None else 0
+        self._emit(PlaybackStopped(item_id, played))
 
     def _discard_to(self, pos: int) -> None:
         """No device: what is queued can never be heard."""
         if self._ring.skip_to(pos):
-            self._credit(self._run_base, end_limit=pos)
+            self._ledger.credit(self._run_base, final_before=pos)
             self._end_run()
 
     def _idle_if_eos(self) -> None:
