@@ -11,7 +11,10 @@ Imports: alsaaudio, ``appliance.errors``.
 
 from __future__ import annotations
 
+import abc
 import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
@@ -175,3 +178,44 @@ class Waker:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+class AudioThread(abc.ABC):
+    """What the capture and playback threads share: a named daemon thread that stops on an
+    Event plus a wake-up fd (so a thread blocked in poll() reacts at once), a join with a
+    deadline that raises if it does not end, and the heartbeat the watchdog reads."""
+
+    kind = "audio"
+
+    def __init__(self, device: str) -> None:
+        self._device = device
+        self._stopping = threading.Event()
+        self._waker = Waker()
+        self._thread = threading.Thread(target=self._run, name=f"{self.kind}:{device}", daemon=True)
+        self._heartbeat = time.monotonic()
+
+    @abc.abstractmethod
+    def _run(self) -> None:
+        """The thread body: loop until ``_stopping`` is set."""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the thread and wait for it; RuntimeError if it does not end in time."""
+        self._stopping.set()
+        self._waker.wake()
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError(f"{self.kind} thread for {self._device!r} did not stop")
+        self._waker.close()
+
+    @property
+    def heartbeat(self) -> float:
+        """``time.monotonic()`` of the thread's last progress (or of construction)."""
+        return self._heartbeat
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import select
-import threading
 import time
 from collections.abc import Callable
 
@@ -28,9 +27,9 @@ import numpy.typing as npt
 
 from appliance.audio.alsa import (
     AlsaError,
+    AudioThread,
     Pcm,
     PcmParams,
-    Waker,
     close_quietly,
     open_pcm,
     reopen_delays,
@@ -54,12 +53,14 @@ class _Stop(BaseException):
     the catch-all that keeps the thread alive never swallows it)."""
 
 
-class CaptureThread:
+class CaptureThread(AudioThread):
     """Reads one capture device on its own thread and feeds ``sink`` with mono int16.
 
     ``sink`` gets a view of a buffer that is reused for the next period: copy what you keep
     (``SampleRing.write`` does). Both callbacks run on the capture thread.
     """
+
+    kind = "capture"
 
     def __init__(
         self,
@@ -76,7 +77,7 @@ class CaptureThread:
     ) -> None:
         if not 0 <= channel < channels:
             raise ValueError(f"channel {channel} is not one of the {channels} channels")
-        self._device = device
+        super().__init__(device)
         self._rate = rate
         self._channels = channels
         self._channel = channel
@@ -86,31 +87,14 @@ class CaptureThread:
         self._sink = sink
         self._on_error = on_error
         self._mono: npt.NDArray[np.int16] = np.zeros(period_frames, dtype=np.int16)
-        self._stopping = threading.Event()
-        self._waker = Waker()
-        self._thread = threading.Thread(target=self._run, name=f"capture:{device}", daemon=True)
         self._xruns = 0
         self._frames = 0
-        self._heartbeat = time.monotonic()
         self._sink_errors = 0
         # Thread-private: an outage is reported once, and ends when audio flows again.
         self._outage = False
         self._streamed_s = 0.0
 
     # --- control (any thread) -------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self, timeout: float = 2.0) -> None:
-        """Stop the thread and wait for it; RuntimeError if it does not end in time."""
-        self._stopping.set()
-        self._waker.wake()
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise RuntimeError(f"capture thread for {self._device!r} did not stop")
-        self._waker.close()
 
     @property
     def xruns(self) -> int:
@@ -121,15 +105,6 @@ class CaptureThread:
     def frames(self) -> int:
         """Frames read since start, over all reopenings."""
         return self._frames
-
-    @property
-    def heartbeat(self) -> float:
-        """``time.monotonic()`` of the last successful read (or of construction)."""
-        return self._heartbeat
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     # --- the thread ------------------------------------------------------------------------
 

@@ -28,7 +28,6 @@ import enum
 import logging
 import math
 import select
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -41,9 +40,9 @@ import soxr
 from appliance.audio.alsa import (
     STATE_RUNNING,
     AlsaError,
+    AudioThread,
     Pcm,
     PcmParams,
-    Waker,
     close_quietly,
     open_pcm,
     reopen_delays,
@@ -198,8 +197,10 @@ class _Ledger:
             del self.played[next(iter(self.played))]
 
 
-class PlaybackThread:
+class PlaybackThread(AudioThread):
     """Plays queued mono PCM16 replies on one ALSA device; see the module docstring."""
+
+    kind = "playback"
 
     def __init__(
         self,
@@ -215,7 +216,7 @@ class PlaybackThread:
         periods: int = 4,
         stall_timeout: float = 2.0,
     ) -> None:
-        self._device = device
+        super().__init__(device)
         self._rate = rate
         self._channels = channels
         self._period_frames = period_frames
@@ -231,9 +232,6 @@ class PlaybackThread:
         self._out: npt.NDArray[np.int16] = np.zeros(
             (2 * period_frames + 4096, channels), dtype=np.int16
         )
-        self._stopping = threading.Event()
-        self._waker = Waker()
-        self._thread = threading.Thread(target=self._run, name=f"playback:{device}", daemon=True)
 
         # Loop side (written only by the loop thread).
         self._last_item: str | None = None
@@ -248,7 +246,6 @@ class PlaybackThread:
         self._want_wake = False  # the player sleeps until enqueue() brings more audio
         self._ledger = _Ledger()
         self._underruns = 0
-        self._heartbeat = time.monotonic()
 
         # Player side only.
         self._eos_done = 0  # generation of the last end_of_stream() handled
@@ -314,32 +311,10 @@ class PlaybackThread:
 
     # --- control ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self, timeout: float = 2.0) -> None:
-        """Stop the thread (dropping queued audio) and wait; RuntimeError if it hangs."""
-        self._stopping.set()
-        self._waker.wake()
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise RuntimeError(f"playback thread for {self._device!r} did not stop")
-        self._waker.close()
-
     @property
     def underruns(self) -> int:
         """Times the queue ran dry while a reply was still streaming."""
         return self._underruns
-
-    @property
-    def heartbeat(self) -> float:
-        """``time.monotonic()`` when the thread last made progress or woke (≥ once a second)."""
-        return self._heartbeat
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     @property
     def queued_ms(self) -> int:
