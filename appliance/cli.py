@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from appliance.errors import ApplianceError, ConfigError, CredentialError
 
@@ -33,6 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("devices", help="list ALSA capture and playback PCMs")
     sim = sub.add_parser("simulate", help="run the loopback realtime simulator")
     sim.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (default 8765)")
+    sim.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        type=_fault,
+        metavar="NAME[:ARG][@N]",
+        help="switch a fault on (repeatable), e.g. drop, refuse:401@3, malformed:bad-base64, "
+        "error, silent@0; see appliance/simulator/faults.py or the README's Reliability section",
+    )
     demo = sub.add_parser("demo", help="one voice turn offline: simulator + ALSA file devices")
     demo.add_argument(
         "--out", type=Path, default=Path("out/demo"), help="where to write the demo files"
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate":
             from appliance.simulator.server import run_simulator
 
-            run_simulator(args.port, _simulator_key())
+            run_simulator(args.port, _simulator_key(), args.fault)
             return 0
         if args.command == "demo":
             from appliance.demo import run_demo
@@ -67,6 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def _fault(spec: str) -> Any:
+    """argparse type for ``simulate --fault``: a clear one-line usage error when it is bad."""
+    from appliance.simulator.faults import Fault, FaultSpecError
+
+    try:
+        return Fault.parse(spec)
+    except FaultSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _simulator_key() -> str:
@@ -145,6 +164,16 @@ def _check(config_path: Path) -> int:
             problems.append(f"{key_path}: {problem}")
         else:
             print(f"ok: {direction} device {name!r} opens at {rate} Hz, {channels} channel(s)")
+    if config.gate.mode == "wake":
+        from appliance.audio.wake import WakeWordDetector
+
+        try:
+            wake = WakeWordDetector(config.gate.wake_word, cutoff=config.gate.wake_cutoff or None)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        else:
+            print(f"ok: wake word {wake.name!r} loads (probability cutoff {wake.cutoff:g})")
+            wake.close()
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     print(f"config {config.source}: {'ok' if not problems else f'{len(problems)} problem(s)'}")

@@ -2,22 +2,28 @@
 
 Owns the file format, defaults and validation. Every error names the dotted key path
 (``session.audio.output.speed: expected a number, got "fast"``). Unknown keys are errors.
-Imports only the standard library and ``appliance.errors``.
+Imports only the standard library, ``appliance.errors`` and ``appliance.core.schema``.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.core.schema import SchemaError, check_schema
 from appliance.errors import ConfigError
 
 DEFAULT_URL = "wss://api.inworld.ai/api/v1/realtime/session"
-GATE_MODES = ("vad", "push_to_talk", "always")
+DEFAULT_API_URL = "https://api.inworld.ai"
+TRANSPORTS = ("websocket", "webrtc", "voice-sdk")
+WIRE_FORMATS = ("pcm16", "pcmu", "pcma")
+GATE_MODES = ("vad", "push_to_talk", "always", "wake")
 BARGE_IN_SOURCES = ("local", "server", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 STT_MODELS = (
@@ -31,7 +37,7 @@ STT_MODELS = (
 
 def _describe(value: object) -> str:
     if isinstance(value, str):
-        return f'"{value}"'
+        return json.dumps(value, ensure_ascii=False)  # escaped: the error stays one line
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -39,6 +45,9 @@ def _describe(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return repr(value)
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class _Table:
@@ -52,6 +61,8 @@ class _Table:
         self._seen: set[str] = set()
 
     def key(self, name: str) -> str:
+        if not _BARE_KEY.fullmatch(name):
+            name = json.dumps(name)  # as TOML quotes it: a key with a newline stays one line
         return f"{self._path}.{name}" if self._path else name
 
     def has(self, name: str) -> bool:
@@ -156,6 +167,16 @@ class RealtimeSettings:
     """Seconds allowed between the handshake and ``session.created``."""
     ping_interval_s: float = 20.0
     """WebSocket ping interval that keeps idle connections (and NAT entries) alive."""
+    response_timeout_s: float = 15.0
+    """No server event for this long while a response is expected: the connection is dead."""
+    renew_after_s: float = 3300.0
+    """Renew the session (a fresh connection) at the first quiet moment after this age; the
+    service caps a session's duration (OpenAI: 60 minutes)."""
+    transport: str = "websocket"
+    """``websocket`` (``url``), ``webrtc`` or ``voice-sdk`` (both reach ``api_url``)."""
+    api_url: str = DEFAULT_API_URL
+    """HTTPS base of the WebRTC (``/v1/realtime/calls``, ``/v1/realtime/ice-servers``) and
+    Voice SDK (``/api/v1/sdk/token``) endpoints."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +230,29 @@ class SessionSettings:
 
 
 @dataclass(frozen=True)
+class ProcessingSettings:
+    """``[audio.processing]``: the WebRTC audio processing module on the microphone
+    (``appliance.audio.aec``; needs the optional ``livekit`` package)."""
+
+    echo_cancellation: bool = True
+    """Cancel the speaker's own voice (the played reply) before the VAD and upstream."""
+    noise_suppression: bool = False
+    """Suppress steady background noise."""
+    auto_gain: bool = False
+    """Automatic gain control for quiet or distant talkers."""
+
+    @property
+    def enabled(self) -> bool:
+        """Any processing at all (otherwise the module is not loaded)."""
+        return self.echo_cancellation or self.noise_suppression or self.auto_gain
+
+    @property
+    def always_on(self) -> bool:
+        """Processing that must see every frame, not only while the speaker plays."""
+        return self.noise_suppression or self.auto_gain
+
+
+@dataclass(frozen=True)
 class AudioSettings:
     """ALSA devices and the audio path's timing."""
 
@@ -232,6 +276,10 @@ class AudioSettings:
     """Length of each upstream audio chunk, in ms (20 to 100)."""
     prefill_ms: int = 60
     """Reply audio buffered before playback starts (jitter buffer), in ms."""
+    wire_format: str = "pcm16"
+    """Audio on the realtime WebSocket: ``pcm16`` (24 kHz) or G.711 ``pcmu`` / ``pcma`` (8 kHz)."""
+    processing: ProcessingSettings = field(default_factory=ProcessingSettings)
+    """``[audio.processing]``: echo cancellation, noise suppression, gain control."""
 
     @property
     def capture_period_frames(self) -> int:
@@ -247,7 +295,8 @@ class GateSettings:
     """How local audio is gated before anything is sent."""
 
     mode: str = "vad"
-    """``vad`` (local voice activity), ``push_to_talk`` (button) or ``always`` (server VAD)."""
+    """``vad`` (local voice activity), ``push_to_talk`` (button), ``always`` (server VAD) or
+    ``wake`` (nothing until the wake word, then as ``vad``)."""
     vad_aggressiveness: int = 2
     """webrtcvad aggressiveness, 0 (permissive) to 3 (strict)."""
     vad_frame_ms: int = 30
@@ -264,11 +313,35 @@ class GateSettings:
     """Ignored at the start of a VAD: webrtcvad reports speech while it adapts."""
     barge_in: str = "local"
     """Who may interrupt the agent: ``local`` VAD/button, ``server`` speech_started, ``off``."""
+    barge_in_aggressiveness: int = 3
+    """Echo guard: webrtcvad aggressiveness while the speaker plays (>= ``vad_aggressiveness``)."""
+    barge_in_min_speech_ms: int = 120
+    """Echo guard: voiced time the start window must hold while the speaker plays."""
+    wake_word: str = "okay_nabu"
+    """Wake mode: a built-in microWakeWord model ("okay_nabu", "hey_jarvis", "hey_mycroft",
+    "alexa") or the path of a custom model (its JSON manifest or a bare ``.tflite``)."""
+    wake_cutoff: float = 0.0
+    """Wake mode: probability above which the wake word is detected; 0 = the model's own."""
+    wake_refractory_ms: int = 2000
+    """Wake mode: after a detection, nothing is detected for this long."""
+    wake_listen_s: float = 5.0
+    """Wake mode: after the wake word, how long the device waits for the request to start."""
+    send_wake_word: bool = False
+    """Wake mode: send the wake word itself upstream at the start of the turn."""
+    follow_up_s: float = 8.0
+    """Wake mode: after a reply, how long the user may answer without the wake word (0: off)."""
+
+    @property
+    def barge_in_start(self) -> tuple[int, int]:
+        """(start_frames, start_window) while the speaker plays: at least
+        ``barge_in_min_speech_ms`` of voiced frames, with the same slack as ``start_window``."""
+        need = max(self.start_frames, -(-self.barge_in_min_speech_ms // self.vad_frame_ms))
+        return need, need + self.start_window - self.start_frames
 
     @property
     def local_turns(self) -> bool:
         """True when the device, not the server, decides where a turn ends."""
-        return self.mode in ("vad", "push_to_talk")
+        return self.mode in ("vad", "push_to_talk", "wake")
 
 
 @dataclass(frozen=True)
@@ -327,7 +400,10 @@ class GpioSettings:
     mixer_control: str = "Master"
     """ALSA simple mixer control the volume buttons change (``amixer scontrols`` lists them)."""
     mixer_card: int = -1
-    """ALSA card index of the mixer; -1 is the ``default`` control device."""
+    """ALSA card index of the mixer; -1: the control device ``mixer_device``."""
+    mixer_device: str = "default"
+    """ALSA control device of the mixer when ``mixer_card`` is -1 ("default", "pulse",
+    "hw:CARD=Headphones")."""
     volume_step: int = 5
     """Percent the volume changes per press."""
 
@@ -394,6 +470,82 @@ class GpioSettings:
         return (r, g, b)
 
 
+EARCON_NAMES = ("listening", "mute", "unmute", "error", "too_short", "wake")
+
+
+@dataclass(frozen=True)
+class EarconSettings:
+    """Short sounds for the user's cues (``appliance.earcons``). Each is "default" (the
+    shipped sound), "" (silent) or the absolute path of a WAV file (PCM16, mono or stereo,
+    any rate, at most ``earcons.MAX_SECONDS``)."""
+
+    enabled: bool = True
+    """Play earcons at all."""
+    listening: str = "default"
+    """Push-to-talk: the talk button was pressed, speak now."""
+    mute: str = "default"
+    """The privacy mute went on."""
+    unmute: str = "default"
+    """The privacy mute went off."""
+    error: str = "default"
+    """The connection was lost or an audio device failed (once until ready again)."""
+    too_short: str = "default"
+    """A push-to-talk press held too little audio to send."""
+    wake: str = "default"
+    """The wake word was heard (gate mode "wake")."""
+
+    def sound(self, name: str) -> str:
+        """The configured value for one earcon name ("" when earcons are off)."""
+        value: str = getattr(self, name)
+        return value if self.enabled else ""
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """One ``[[tools]]`` entry: a function the model may call. No ``command``: a built-in."""
+
+    name: str
+    """Function name the model calls (letters, digits, ``_`` and ``-``, at most 64)."""
+    description: str = ""
+    """What the tool does and when to use it; the model reads this."""
+    parameters: Mapping[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+    """JSON schema of the arguments (the subset in ``appliance.core.schema``)."""
+    command: tuple[str, ...] = ()
+    """argv of the program to run (never a shell); the arguments arrive as JSON on stdin."""
+    timeout_s: float = 10.0
+    """The program is killed after this many seconds and the model is told it timed out."""
+    max_output_bytes: int = 16384
+    """Stdout beyond this is an error reported to the model (the program is killed)."""
+
+    @property
+    def builtin(self) -> bool:
+        return not self.command
+
+    def to_api(self) -> dict[str, Any]:
+        """The function definition for ``session.tools``."""
+        return {
+            "type": "function",
+            "name": self.name,
+            "description": self.description,
+            "parameters": dict(self.parameters),
+        }
+
+
+@dataclass(frozen=True)
+class SessionPolicySettings:
+    """How the conversation starts and how long it is kept."""
+
+    greeting: str = ""
+    """Sent as a user text item plus ``response.create`` once the first session is ready
+    (e.g. "Greet the user"); "" = no greeting."""
+    fresh_after_idle_s: float = 600.0
+    """After this long with no turn, the conversation's items are deleted; 0 = never."""
+    max_turns: int = 20
+    """Keep at most this many turns (a user item and what follows it); 0 = no limit."""
+
+
 @dataclass(frozen=True)
 class LoggingSettings:
     """What goes to the journal."""
@@ -413,7 +565,11 @@ class Config:
     audio: AudioSettings = field(default_factory=AudioSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     gpio: GpioSettings = field(default_factory=GpioSettings)
+    earcons: EarconSettings = field(default_factory=EarconSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    tools: tuple[ToolSettings, ...] = ()
+    """``[[tools]]``: functions offered to the model, in order."""
+    session_policy: SessionPolicySettings = field(default_factory=SessionPolicySettings)
     source: str = "<defaults>"
     """The file this was read from."""
 
@@ -431,7 +587,16 @@ def _realtime(t: _Table) -> RealtimeSettings:
         connect_timeout_s=t.number("connect_timeout_s", 10.0, 0.5, 120),
         open_timeout_s=t.number("open_timeout_s", 10.0, 0.5, 120),
         ping_interval_s=t.number("ping_interval_s", 20.0, 1, 300),
+        response_timeout_s=t.number("response_timeout_s", 15.0, 0.5, 600),
+        renew_after_s=t.number("renew_after_s", 3300.0, 1, 86400),
+        transport=t.text("transport", "websocket", TRANSPORTS),
+        api_url=t.text("api_url", DEFAULT_API_URL),
     )
+    if not settings.api_url.startswith(("http://", "https://")) or "?" in settings.api_url:
+        raise ConfigError(
+            t.key("api_url"),
+            f"expected an http:// or https:// URL without a query, got {_describe(settings.api_url)}",
+        )
     t.done()
     return settings
 
@@ -514,6 +679,8 @@ def _audio(t: _Table) -> AudioSettings:
         period_ms=t.whole("period_ms", 10, choices=(5, 10, 20, 40)),
         chunk_ms=t.whole("chunk_ms", 40, 20, 100),
         prefill_ms=t.whole("prefill_ms", 60, 0, 1000),
+        wire_format=t.text("wire_format", "pcm16", WIRE_FORMATS),
+        processing=_processing(t.table("processing")),
     )
     if s.channel >= s.capture_channels:
         raise ConfigError(
@@ -522,6 +689,16 @@ def _audio(t: _Table) -> AudioSettings:
         )
     if s.chunk_ms % s.period_ms:
         raise ConfigError(t.key("chunk_ms"), f"must be a multiple of period_ms ({s.period_ms})")
+    t.done()
+    return s
+
+
+def _processing(t: _Table) -> ProcessingSettings:
+    s = ProcessingSettings(
+        echo_cancellation=t.flag("echo_cancellation", True),
+        noise_suppression=t.flag("noise_suppression", False),
+        auto_gain=t.flag("auto_gain", False),
+    )
     t.done()
     return s
 
@@ -537,9 +714,25 @@ def _gate(t: _Table) -> GateSettings:
         hangover_ms=t.whole("hangover_ms", 700, 100, 5000),
         warmup_ms=t.whole("warmup_ms", 150, 0, 2000),
         barge_in=t.text("barge_in", "local", BARGE_IN_SOURCES),
+        barge_in_aggressiveness=t.whole("barge_in_aggressiveness", 3, 0, 3),
+        barge_in_min_speech_ms=t.whole("barge_in_min_speech_ms", 120, 0, 2000),
+        wake_word=t.text("wake_word", "okay_nabu"),
+        wake_cutoff=t.number("wake_cutoff", 0.0, 0.0, 0.999),
+        wake_refractory_ms=t.whole("wake_refractory_ms", 2000, 0, 60000),
+        wake_listen_s=t.number("wake_listen_s", 5.0, 0.5, 60),
+        send_wake_word=t.flag("send_wake_word", False),
+        follow_up_s=t.number("follow_up_s", 8.0, 0, 600),
     )
+    if not s.wake_word:
+        raise ConfigError(t.key("wake_word"), "must name a built-in wake word or a model file")
     if s.start_frames > s.start_window:
         raise ConfigError(t.key("start_frames"), f"must not exceed start_window ({s.start_window})")
+    if s.barge_in_aggressiveness < s.vad_aggressiveness:
+        raise ConfigError(
+            t.key("barge_in_aggressiveness"),
+            f"must not be below vad_aggressiveness ({s.vad_aggressiveness}): "
+            "the guard asks for more evidence, not less",
+        )
     t.done()
     return s
 
@@ -602,8 +795,25 @@ def _gpio(t: _Table) -> GpioSettings:
         talk_mode=t.text("talk_mode", "hold", ("hold", "toggle")),
         mixer_control=t.text("mixer_control", "Master"),
         mixer_card=t.whole("mixer_card", -1, -1, 31),
+        mixer_device=t.text("mixer_device", "default"),
         volume_step=t.whole("volume_step", 5, 1, 50),
     )
+    t.done()
+    return s
+
+
+def _earcons(t: _Table) -> EarconSettings:
+    sounds: dict[str, str] = {}
+    for name in EARCON_NAMES:
+        value = t.text(name, "default")
+        if value not in ("", "default") and not value.startswith(("/", "~")):
+            raise ConfigError(
+                t.key(name),
+                f'expected "default", "" (silent) or an absolute path to a WAV file, '
+                f"got {_describe(value)}",
+            )
+        sounds[name] = value
+    s = EarconSettings(enabled=t.flag("enabled", True), **sounds)
     t.done()
     return s
 
@@ -611,6 +821,109 @@ def _gpio(t: _Table) -> GpioSettings:
 def _logging(t: _Table) -> LoggingSettings:
     s = LoggingSettings(
         level=t.text("level", "info", LOG_LEVELS), transcripts=t.flag("transcripts", True)
+    )
+    t.done()
+    return s
+
+
+BUILTIN_TOOLS = ("get_time", "set_volume", "mute")
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _tools(root: _Table, name: str) -> tuple[ToolSettings, ...]:
+    value = root._get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(name, f"expected an array of tables ([[tools]]), got {_describe(value)}")
+    tools: list[ToolSettings] = []
+    for i, entry in enumerate(value):
+        t = _Table(entry, f"{name}[{i}]")
+        tools.append(_tool(t))
+        if any(other.name == tools[-1].name for other in tools[:-1]):
+            raise ConfigError(t.key("name"), f"duplicate tool name {_describe(tools[-1].name)}")
+    return tuple(tools)
+
+
+def _tool(t: _Table) -> ToolSettings:
+    tool_name = t.text("name")
+    if tool_name is None:
+        raise ConfigError(t.key("name"), "missing (every tool needs a name)")
+    if not _TOOL_NAME.match(tool_name):
+        raise ConfigError(
+            t.key("name"),
+            f"expected letters, digits, _ or - (at most 64), got {_describe(tool_name)}",
+        )
+    command: tuple[str, ...] = ()
+    if t.has("command"):
+        command = t.texts("command") or ()
+    elif tool_name not in BUILTIN_TOOLS:
+        builtins = ", ".join(BUILTIN_TOOLS)
+        raise ConfigError(
+            t.key("command"), f"missing: {tool_name!r} is not a built-in tool ({builtins})"
+        )
+    if command and tool_name in BUILTIN_TOOLS:
+        raise ConfigError(
+            t.key("command"), f"{tool_name!r} is a built-in tool; rename yours or drop command"
+        )
+    description = t.text("description", BUILTIN_DESCRIPTIONS.get(tool_name, ""))
+    if t.has("parameters"):
+        if tool_name in BUILTIN_TOOLS:
+            raise ConfigError(t.key("parameters"), f"{tool_name!r} is a built-in tool")
+        parameters = t.peek("parameters")
+        t.table("parameters")  # type-checks the table and marks it seen
+        try:
+            check_schema(parameters)
+        except SchemaError as exc:
+            where = t.key("parameters") + (f".{exc.path}" if exc.path else "")
+            raise ConfigError(where, exc.message) from None
+        if parameters.get("type", "object") != "object":
+            raise ConfigError(t.key("parameters") + ".type", 'must be "object"')
+        parameters = {"type": "object", **parameters}
+    else:
+        parameters = BUILTIN_PARAMETERS.get(tool_name, {"type": "object", "properties": {}})
+    settings = ToolSettings(
+        name=tool_name,
+        description=description,
+        parameters=parameters,
+        command=command,
+        timeout_s=t.number("timeout_s", 10.0, 0.1, 600),
+        max_output_bytes=t.whole("max_output_bytes", 16384, 16, 1024 * 1024),
+    )
+    t.done()
+    return settings
+
+
+BUILTIN_DESCRIPTIONS = {
+    "get_time": "Get the current local date, time and time zone of the device.",
+    "set_volume": "Set the speaker volume, in percent.",
+    "mute": "Turn the microphone privacy mute on (the device stops listening until the "
+    "user presses the mute button) or off.",
+}
+BUILTIN_PARAMETERS: dict[str, dict[str, Any]] = {
+    "get_time": {"type": "object", "properties": {}, "additionalProperties": False},
+    "set_volume": {
+        "type": "object",
+        "properties": {
+            "percent": {"type": "integer", "minimum": 0, "maximum": 100, "description": "0 to 100"}
+        },
+        "required": ["percent"],
+        "additionalProperties": False,
+    },
+    "mute": {
+        "type": "object",
+        "properties": {"muted": {"type": "boolean", "description": "true to stop listening"}},
+        "required": ["muted"],
+        "additionalProperties": False,
+    },
+}
+
+
+def _session_policy(t: _Table) -> SessionPolicySettings:
+    s = SessionPolicySettings(
+        greeting=t.text("greeting", ""),
+        fresh_after_idle_s=t.number("fresh_after_idle_s", 600.0, 0, 7 * 86400),
+        max_turns=t.whole("max_turns", 20, 0, 1000),
     )
     t.done()
     return s
@@ -625,10 +938,19 @@ def parse_config(data: Mapping[str, Any], source: str = "<string>") -> Config:
         audio=_audio(root.table("audio")),
         gate=_gate(root.table("gate")),
         gpio=_gpio(root.table("gpio")),
+        earcons=_earcons(root.table("earcons")),
         logging=_logging(root.table("logging")),
+        tools=_tools(root, "tools"),
+        session_policy=_session_policy(root.table("session_policy")),
         source=source,
     )
     root.done()
+    if config.audio.wire_format != "pcm16" and config.realtime.transport != "websocket":
+        raise ConfigError(
+            "audio.wire_format",
+            f'"{config.audio.wire_format}" needs realtime.transport = "websocket" '
+            f'(the {config.realtime.transport} transport has its own audio encoding)',
+        )
     return config
 
 

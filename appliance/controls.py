@@ -32,8 +32,8 @@ class Target(Protocol):
     def reconnect(self) -> None: ...
 
 
-Cue = Callable[[str], None]
-"""Plays a short sound by name ("mute", "unmute"); optional."""
+Cue = Callable[[str], object]
+"""Plays an earcon by name ("mute", "unmute"; ``Daemon.cue``); optional."""
 
 
 class Controls:

@@ -14,33 +14,67 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
+from appliance.audio.aec import (
+    EchoCanceller,
+    ProcessingUnavailable,
+    ReferenceTap,
+    canceller_installed,
+    load_canceller,
+)
 from appliance.audio.capture import CaptureThread
-from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted, SpeechStopped
-from appliance.audio.playback import PlaybackIdle, PlaybackStarted, PlaybackStopped, PlaybackThread
+from appliance.audio.frontend import (
+    AudioChunk,
+    FrontEnd,
+    GateOutput,
+    SpeechStarted,
+    SpeechStopped,
+    WakeWindow,
+)
+from appliance.audio.playback import (
+    PlaybackDeviceError,
+    PlaybackDeviceRestored,
+    PlaybackIdle,
+    PlaybackStarted,
+    PlaybackStopped,
+    PlaybackThread,
+)
 from appliance.audio.vad import WebRtcVad
 from appliance.config import Config, GpioSettings
 from appliance.core.backoff import Backoff
 from appliance.core.session import (
     Action,
+    CallTool,
     EndOfReply,
     Play,
+    Reconnect,
     Send,
     Session,
     StateChanged,
     StopPlayback,
+    TooShort,
     Transcript,
 )
 from appliance.core.state import State
 from appliance.credentials import ApiKey
+from appliance.earcons import EarconPlayer, Timer, load_earcons
 from appliance.errors import AudioDeviceError, AuthenticationError, ConfigError, TransportError
 from appliance.gpio import Gpio, open_gpio
 from appliance.logs import set_level
+from appliance.mixer import Mixer
 from appliance.notify import Notifier, watchdog_interval
 from appliance.reload import plan_reload
-from appliance.transport.websocket import RealtimeConnection, open_connection
+from appliance.tools import Toolbox
+from appliance.transport import open_transport
+from appliance.transport.base import Connection
 from appliance.watchdog import audio_problem, run_watchdog
+
+if TYPE_CHECKING:
+    from appliance.audio.wake import WakeWordDetector  # imported when wake mode is used
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,6 +82,7 @@ T = TypeVar("T")
 OUTGOING_FRAMES = 256  # about 10 s of 40 ms chunks; past that the socket is stuck
 AUTH_RETRY_S = 60.0  # a refused key is not retried in a hot loop
 HEALTHY_AFTER_S = 30.0  # a session this long resets the backoff
+TICK_S = 0.5  # how often the session checks its response deadline, renewal and idle policy
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, handler: Callable[[T], None]) -> Callable[[T], None]:
@@ -78,11 +113,29 @@ class Daemon:
         self.capture: CaptureThread | None = None
         self.player: PlaybackThread | None = None
         self.frontend: FrontEnd | None = None
+        self._reference: ReferenceTap | None = None
         self.gpio: Gpio | None = None
         self._status_prefix = ""
         self._conn_task: asyncio.Task[None] | None = None
         self._reconnect_requested = asyncio.Event()
+        self._reconnect_reason = ""
+        self._reconnect_immediate = False
         self._reloading = False
+        self._last_state = State.STARTING  # for the wake mode's follow-up window
+        if config.gate.mode == "wake":  # a bad gate.wake_word is a config error before any audio
+            wake = self._make_wake(rebuilding=False)
+            if wake is not None:
+                wake.close()
+        self.toolbox = Toolbox(config.tools, _ToolHost(self), secret=key.reveal())
+        self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._device_errors: dict[str, str] = {"capture": "", "playback": ""}
+        # Cue sounds through the reply player, hidden from the session (appliance.earcons).
+        self.earcons = EarconPlayer(
+            load_earcons(config.earcons),
+            player=None,
+            hold=self._hold_gate,
+            call_later=self._call_later,
+        )
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -92,7 +145,7 @@ class Daemon:
         self._start_audio(loop)
         try:
             # GPIO LEDs and buttons (appliance.gpio); None when disabled or absent.
-            self.gpio = open_gpio(self.config.gpio, self, loop)
+            self.gpio = open_gpio(self.config.gpio, self, loop, cue=self.cue)
             if self.gpio is not None:
                 self._observers = [*self._observers, self.gpio.on_action]
             async with asyncio.TaskGroup() as tg:
@@ -109,11 +162,23 @@ class Daemon:
         finally:
             if self.gpio is not None:
                 self.gpio.close()
+            self.earcons.close()
             self._stop_audio()
             log.info("stopped")
 
     def _start_audio(self, loop: asyncio.AbstractEventLoop) -> None:
-        a, g = self.config.audio, self.config.gate
+        self._start_player(loop)
+        self._make_frontend(loop)
+        self._start_capture(loop)
+
+    def _start_player(self, loop: asyncio.AbstractEventLoop) -> None:
+        a = self.config.audio
+        # Echo cancellation's reference, from the player to each front end's canceller.
+        self._reference = (
+            ReferenceTap(a.playback_rate)
+            if a.processing.echo_cancellation and canceller_installed()
+            else None
+        )
         self.player = PlaybackThread(
             device=a.playback_device,
             rate=a.playback_rate,
@@ -121,29 +186,96 @@ class Daemon:
             period_frames=a.playback_period_frames,
             prefill_ms=a.prefill_ms,
             on_event=_on_loop(loop, self._on_player),
+            reference=self._reference,
         )
-        vad = WebRtcVad(g.vad_aggressiveness, g.vad_frame_ms) if g.mode == "vad" else None
-        self.frontend = FrontEnd(
+        self.earcons.player = self.player
+        self.player.start()
+
+    def _make_frontend(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A new front end; the capture thread feeds whichever is current (``_to_frontend``).
+
+        What an older front end still emits after it was replaced is dropped, so a reload
+        that rebuilds it mid-turn cannot leak the dead turn's audio into the session.
+        """
+        a, g = self.config.audio, self.config.gate
+        old = self.frontend
+        vad = WebRtcVad(g.vad_aggressiveness, g.vad_frame_ms) if g.mode in ("vad", "wake") else None
+        made: list[FrontEnd] = []
+
+        def on_gate(out: GateOutput) -> None:
+            if made and made[0] is self.frontend:
+                self._on_gate(out)
+
+        frontend = FrontEnd(
             device_rate=a.capture_rate,
             gate=g,
             chunk_ms=a.chunk_ms,
             vad=vad,
-            emit=_on_loop(loop, self._on_gate),
+            emit=_on_loop(loop, on_gate),
+            canceller=self._load_canceller(),
+            wake=self._make_wake(rebuilding=old is not None),
         )
+        made.append(frontend)
+        if old is not None:  # the loop's view of the world carries over
+            frontend.muted, frontend.talking = old.muted, old.talking
+            frontend.playing, frontend.earcon = old.playing, old.earcon
+            self.session.wake_window(False, loop.time())  # a new front end starts asleep
+        self.frontend = frontend
+
+    def _make_wake(self, *, rebuilding: bool) -> WakeWordDetector | None:
+        """The wake-word detector of ``[gate] mode = "wake"`` (None in other modes).
+
+        A bad ``gate.wake_word`` stops the start with its config error; on a reload it is
+        logged and the device runs without a detector, so it sends nothing, until fixed.
+        """
+        g = self.config.gate
+        if g.mode != "wake":
+            return None
+        from appliance.audio.wake import WakeWordDetector
+
+        try:
+            return WakeWordDetector(
+                g.wake_word, cutoff=g.wake_cutoff or None, refractory_ms=g.wake_refractory_ms
+            )
+        except ConfigError as exc:
+            if not rebuilding:
+                raise
+            log.error("reload: %s; no wake word until it is fixed", exc, extra={"ERROR_CODE": "config"})
+            return None
+
+    def _load_canceller(self) -> EchoCanceller | None:
+        """The ``[audio.processing]`` module, or None (off, or not installed: warned once)."""
+        try:
+            return load_canceller(self.config.audio.processing, self._reference)
+        except ProcessingUnavailable as exc:
+            log.warning("%s; barge-in relies on the echo guard alone", exc)
+            return None
+
+    def _to_frontend(self, mono: npt.NDArray[np.int16]) -> None:
+        """The capture thread's sink: one attribute read, so a reload can swap front ends."""
+        frontend = self.frontend
+        if frontend is not None:
+            frontend.process(mono)
+
+    def _start_capture(self, loop: asyncio.AbstractEventLoop) -> None:
+        a = self.config.audio
         self.capture = CaptureThread(
             device=a.capture_device,
             rate=a.capture_rate,
             channels=a.capture_channels,
             channel=a.channel,
             period_frames=a.capture_period_frames,
-            sink=self.frontend.process,
+            sink=self._to_frontend,
             on_error=_on_loop(loop, self._on_device_error),
         )
-        self.player.start()
         self.capture.start()
 
     def _stop_audio(self) -> None:
-        for part in (self.capture, self.player):
+        self._close_parts([self.capture, self.player])
+
+    @staticmethod
+    def _close_parts(parts: list[CaptureThread | PlaybackThread | None]) -> None:
+        for part in parts:
             if part is not None:
                 try:
                     part.close(timeout=2.0)
@@ -160,8 +292,9 @@ class Daemon:
             self._dispatch()
             reason = ""
             delay = 0.0
+            planned = False
             try:
-                conn = await open_connection(self.config.realtime, self._key)
+                conn = await open_transport(self.config, self._key)
             except AuthenticationError as exc:
                 reason, delay = str(exc), AUTH_RETRY_S
                 log.error("%s; retrying in %.0f s", exc, delay, extra={"ERROR_CODE": "auth"})
@@ -170,49 +303,89 @@ class Daemon:
                 log.warning("connect failed: %s", exc)
             else:
                 started = loop.time()
+                self._reconnect_immediate = False
                 try:
                     await self._serve(conn)
                 except TransportError as exc:
                     reason = str(exc)
-                    log.warning("connection lost: %s", exc)
+                    if self._reconnect_immediate:
+                        log.info("reconnecting: %s", exc)
+                    else:
+                        log.warning("connection lost: %s", exc)
                 finally:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), 2.0)
                 healthy = loop.time() - started >= HEALTHY_AFTER_S
                 if healthy:
                     backoff.reset()
-                delay = backoff.next()
-            self._status_prefix = f"Reconnecting in {delay:.0f} s: {reason}"
-            self.session.disconnected(reason)
+                # A renewal, a button press or a reload reconnects at once; a failure backs off.
+                planned = self._reconnect_immediate
+                delay = 0.0 if planned else backoff.next()
+            self._status_prefix = "" if planned else f"Reconnecting in {delay:.0f} s: {reason}"
+            self.session.disconnected(reason, planned=planned)
             self._dispatch()
             await asyncio.sleep(delay)
             self._status_prefix = ""
 
-    async def _serve(self, conn: RealtimeConnection) -> None:
+    async def _serve(self, conn: Connection) -> None:
         """Run one connection until it fails or a reconnect is asked for."""
-        while not self._outq.empty():
-            self._outq.get_nowait()  # nothing from a previous connection goes to this one
+        self._drop_outgoing()  # nothing from a previous connection goes to this one
         self._reconnect_requested.clear()
         self.session.connected()
         self._dispatch()
         tasks: set[asyncio.Task[Any]] = {
             asyncio.create_task(self._reader(conn), name="reader"),
             asyncio.create_task(self._writer(conn), name="writer"),
+            asyncio.create_task(self._ticker(), name="ticker"),
         }
         watcher = asyncio.create_task(self._reconnect_requested.wait(), name="reconnect")
         tasks.add(watcher)
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if watcher in done:
-                raise TransportError("reconnect requested")
+                raise TransportError(self._reconnect_reason or "reconnect requested")
             for task in done:
                 task.result()
         finally:
-            for task in tasks:
+            # Tool programs still running answer a session that is gone: stop them.
+            for task in tasks | self._tool_tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._tool_tasks, return_exceptions=True)
+            self._drop_outgoing()
 
-    async def _reader(self, conn: RealtimeConnection) -> None:
+    async def _ticker(self) -> None:
+        """The session's clock: response deadline, renewal, idle policy."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.session.tick(loop.time())
+            self._dispatch()
+
+    async def _run_tool(self, call: CallTool) -> None:
+        output = await self.toolbox.call(call.name, call.arguments)
+        self.session.tool_result(call.call_id, output, self._now())
+        self._dispatch()
+
+    def _drop_outgoing(self) -> None:
+        """Empty the outgoing queue, saying what was lost.
+
+        The bound on upstream audio in flight across a drop (README "Reliability"): at most
+        ``OUTGOING_FRAMES`` frames wait for a live socket, and what is still queued when the
+        connection ends is dropped, not replayed: a new session has no use for half a turn.
+        """
+        frames = appends = 0
+        while not self._outq.empty():
+            text = self._outq.get_nowait()
+            frames += 1
+            appends += text.startswith('{"type":"input_audio_buffer.append"')
+        if frames:
+            log.warning(
+                "dropped %d frames (%d of audio) queued for the previous connection",
+                frames,
+                appends,
+            )
+
+    async def _reader(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
         frames = conn.frames()
         try:
@@ -224,7 +397,7 @@ class Daemon:
             self._on_frame(frame, loop.time())
         raise TransportError("server closed the connection")
 
-    async def _writer(self, conn: RealtimeConnection) -> None:
+    async def _writer(self, conn: Connection) -> None:
         while True:
             await conn.send(await self._outq.get())
 
@@ -235,9 +408,22 @@ class Daemon:
     # --- user inputs (buttons, tools, reload); call on the loop thread ----------------------
 
     def set_talking(self, held: bool) -> None:
-        """Push-to-talk button state; the capture thread reads it at its next period."""
-        if self.frontend is not None:
-            self.frontend.talking = held
+        """Push-to-talk button state; the capture thread reads it at its next period.
+
+        A press in push-to-talk mode plays the "listening" earcon first; the front end
+        starts the turn once the cue has played (``FrontEnd.earcon``).
+        """
+        if self.frontend is None:
+            return
+        fe = self.frontend
+        if held and not fe.talking and not fe.muted and self.config.gate.mode == "push_to_talk":
+            self.cue("listening")
+        self.frontend.talking = held
+
+    def cue(self, name: str) -> bool:
+        """Play earcon ``name`` (``appliance.earcons``: listening, mute, unmute, error,
+        too_short, wake); False when it is silent or skipped because the agent speaks."""
+        return self.earcons.play(name)
 
     def set_muted(self, muted: bool) -> None:
         """The privacy switch: nothing captured is sent while muted."""
@@ -246,25 +432,47 @@ class Daemon:
         self.session.set_muted(muted)
         self._dispatch()
 
-    def reconnect(self) -> None:
-        """Drop the connection now; the connection loop opens a fresh one."""
+    def reconnect(self, reason: str = "reconnect requested", *, immediate: bool = True) -> None:
+        """Drop the connection now; the connection loop opens a fresh one (``immediate``: at
+        once, else after the backoff delay, as for a failure)."""
         if self._conn_task is not None and not self._conn_task.done():
+            if not self._reconnect_requested.is_set():
+                self._reconnect_reason = reason
+                self._reconnect_immediate = immediate
             self._reconnect_requested.set()
 
     async def reload(self, new: Config) -> None:
-        """Apply a re-read, validated config (SIGHUP); see ``appliance.reload`` for the rules."""
+        """Apply a re-read, validated config (SIGHUP); see ``appliance.reload`` for the rules.
+
+        Earcon files are read before anything changes: one that fails rejects the reload.
+        """
         plan = plan_reload(self.config, new)
+        sounds = None
+        if plan.earcons_changed:
+            try:
+                sounds = load_earcons(new.earcons)
+            except ConfigError as exc:
+                log.error(
+                    "reload: %s; keeping the running config", exc, extra={"ERROR_CODE": "config"}
+                )
+                return
         old_gpio = self.config.gpio
         self.notifier.reloading()
         self._reloading = True
         try:
             self.config = new
+            if sounds is not None:
+                self.earcons.sounds = sounds
             self.session.reconfigure(new, plan.session_update)
             self._dispatch()
             if plan.log_level:
                 set_level(plan.log_level)
             if plan.restart_audio:
-                await self._restart_audio()
+                await self._restart_audio(
+                    capture=plan.restart_capture,
+                    playback=plan.restart_playback,
+                    frontend=plan.rebuild_frontend,
+                )
             if plan.reconnect:
                 self.reconnect()
             if plan.gpio_changed:
@@ -272,23 +480,53 @@ class Daemon:
         finally:
             self._reloading = False
             self.notifier.ready()
+        reopened = [
+            what
+            for what, yes in (
+                ("capture", plan.restart_capture),
+                ("playback", plan.restart_playback),
+                ("front end", plan.rebuild_frontend and not plan.restart_capture),
+            )
+            if yes
+        ]
         done = [f"session {', '.join(plan.changed_fields)}"] if plan.changed_fields else []
-        done += ["audio restarted"] if plan.restart_audio else []
+        done += [f"{', '.join(plan.audio_keys)} changed"] if plan.audio_keys else []
+        done += [f"re-opened {', '.join(reopened)}"] if reopened else []
         done += ["reconnecting"] if plan.reconnect else []
         done += [f"log level {plan.log_level}"] if plan.log_level else []
         done += ["gpio re-opened"] if plan.gpio_changed else []
+        done += ["earcons re-read"] if plan.earcons_changed else []
         log.info("reloaded %s: %s", new.source, "; ".join(done) or "no changes")
 
-    async def _restart_audio(self) -> None:
-        """Re-open the audio devices with the new ``[audio]``/``[gate]`` settings."""
-        muted = self.frontend.muted if self.frontend is not None else False
-        talking = self.frontend.talking if self.frontend is not None else False
-        await asyncio.to_thread(self._stop_audio)  # joins threads: not on the loop
-        if self.session.state is State.LISTENING:
+    async def _restart_audio(self, *, capture: bool, playback: bool, frontend: bool) -> None:
+        """Re-open only the parts of the audio path whose settings changed.
+
+        A capture restart always comes with a new front end (its resamplers follow the
+        device rate); a front end alone is swapped under the running capture thread. A user
+        turn in progress dies with its front end and is cancelled; a reply playing on a
+        re-opened speaker is lost, and the session is told nothing plays any more.
+        """
+        loop = asyncio.get_running_loop()
+        # A new speaker has a new echo reference, which the front end's canceller must use.
+        echo_reference = playback and self._reference is not None
+        frontend = frontend or capture or echo_reference
+        parts = [p for p, yes in ((self.capture, capture), (self.player, playback)) if yes]
+        await asyncio.to_thread(self._close_parts, parts)  # joins threads: not on the loop
+        for which, yes in (("capture", capture), ("playback", playback)):
+            if yes:
+                self._device_errors[which] = ""  # the new thread reports afresh
+        self.session.device_error("; ".join(m for m in self._device_errors.values() if m))
+        if frontend and self.session.state is State.LISTENING:
             self._on_gate(SpeechStopped(0, cancelled=True))  # the turn died with the old gate
-        self._start_audio(asyncio.get_running_loop())
-        if self.frontend is not None:
-            self.frontend.muted, self.frontend.talking = muted, talking
+        if playback:
+            self._start_player(loop)
+            self.session.playback_idle(self._now())
+            self._set_playing(False)
+            self._dispatch()
+        if frontend:
+            self._make_frontend(loop)
+        if capture:
+            self._start_capture(loop)
 
     def _reopen_gpio(self, previous: GpioSettings) -> None:
         """Close the LEDs and buttons and open them with ``[gpio]`` as reloaded.
@@ -302,10 +540,10 @@ class Daemon:
             self.gpio.close()
             self.gpio = None
         try:
-            self.gpio = open_gpio(self.config.gpio, self, self._loop)
+            self.gpio = open_gpio(self.config.gpio, self, self._loop, cue=self.cue)
         except ConfigError as exc:
             log.error("reload: %s; keeping the previous [gpio]", exc, extra={"ERROR_CODE": "config"})
-            self.gpio = open_gpio(previous, self, self._loop)
+            self.gpio = open_gpio(previous, self, self._loop, cue=self.cue)
         if self.gpio is not None:
             self._observers = [*self._observers, self.gpio.on_action]
 
@@ -331,22 +569,57 @@ class Daemon:
             self.session.speech_started(now)
         elif isinstance(out, SpeechStopped):
             self.session.speech_stopped(out.sent_ms, now, cancelled=out.cancelled)
+        elif isinstance(out, WakeWindow):
+            self.session.wake_window(out.open, now, wake_word=out.wake_word)
+            if out.wake_word:
+                self._dispatch()  # the barge-in's StopPlayback first: the cue is not skipped
+                self.cue("wake")
         self._dispatch()
 
     def _on_player(self, ev: Any) -> None:
+        ev = self.earcons.player_event(ev)  # an earcon's own events stop here
+        if ev is None:
+            return
         if isinstance(ev, PlaybackStarted):
+            self._set_playing(True)
             self.session.playback_started(ev.item_id)
         elif isinstance(ev, PlaybackStopped):
+            self._set_playing(False)
             self.session.playback_stopped(ev.item_id, ev.played_ms)
         elif isinstance(ev, PlaybackIdle):
-            self.session.playback_idle()
+            self._set_playing(False)
+            self.session.playback_idle(self._now())
+        elif isinstance(ev, PlaybackDeviceError):
+            self._set_playing(False)
+            self._device_error("playback", ev.message)
+        elif isinstance(ev, PlaybackDeviceRestored):
+            self._device_error("playback", "")
         else:
             log.warning("playback: %s", ev)
         self._dispatch()
 
+    def _hold_gate(self, hold: bool) -> None:
+        """While an earcon plays no turn may start on it (``FrontEnd.earcon``)."""
+        if self.frontend is not None:
+            self.frontend.earcon = hold
+
+    def _call_later(self, seconds: float, fn: Callable[[], None]) -> Timer:
+        assert self._loop is not None
+        return self._loop.call_later(seconds, fn)
+
+    def _set_playing(self, playing: bool) -> None:
+        """Tell the front end the speaker plays (its echo guard), like ``talking``/``muted``."""
+        if self.frontend is not None:
+            self.frontend.playing = playing
+
     def _on_device_error(self, err: AudioDeviceError | None) -> None:
-        self.session.device_error(str(err) if err else "")
+        self._device_error("capture", str(err) if err else "")
         self._dispatch()
+
+    def _device_error(self, which: str, message: str) -> None:
+        """Each device's outage ("" when it is back); the state shows whichever are out."""
+        self._device_errors[which] = message
+        self.session.device_error("; ".join(m for m in self._device_errors.values() if m))
 
     def _now(self) -> float:
         assert self._loop is not None
@@ -359,22 +632,47 @@ class Daemon:
             if isinstance(action, Send):
                 self._queue(action.text)
             elif isinstance(action, Play):
+                self.earcons.reply_audio()
                 if self.player is not None:
                     self.player.enqueue(action.item_id, action.pcm)
             elif isinstance(action, EndOfReply):
+                self.earcons.reply_ended()
                 if self.player is not None:
                     self.player.end_of_stream()
             elif isinstance(action, StopPlayback):
+                self.earcons.reply_stopped()
                 if self.player is not None:
                     self.player.stop()
+            elif isinstance(action, TooShort):
+                self.cue("too_short")
             elif isinstance(action, StateChanged):
                 self.notifier.status(self._status_prefix or action.state.words)
+                self.earcons.state_changed(action.state)
+                self._follow_up(action.state)
             elif isinstance(action, Transcript) and self.config.logging.transcripts:
                 log.info(
                     "%s: %s", action.role, action.text, extra={"TURN_ID": self.session.turn_id}
                 )
+            elif isinstance(action, CallTool):
+                task = asyncio.create_task(self._run_tool(action), name=f"tool {action.name}")
+                self._tool_tasks.add(task)
+                task.add_done_callback(self._tool_tasks.discard)
+            elif isinstance(action, Reconnect):
+                self.reconnect(action.reason, immediate=action.immediate)
             for observer in self._observers:
                 observer(action)
+
+    def _follow_up(self, state: State) -> None:
+        """Wake mode: a reply just ended (speaking or thinking, then ready), so the front end
+        listens without the wake word for ``[gate] follow_up_s``."""
+        before, self._last_state = self._last_state, state
+        if (
+            state is State.READY
+            and before in (State.SPEAKING, State.THINKING)
+            and self.frontend is not None
+            and self.config.gate.mode == "wake"
+        ):
+            self.frontend.open_follow_up()
 
     def _queue(self, text: str) -> None:
         try:
@@ -385,3 +683,34 @@ class Daemon:
                 log.warning(
                     "server is not reading; dropped %d outgoing frames", self.session.dropped_chunks
                 )
+
+
+class _ToolHost:
+    """What the built-in tools act on (``appliance.tools.ToolHost``), on the loop thread.
+
+    Mute and volume set by voice persist like the buttons' (``[gpio]`` controls' state).
+    """
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def set_muted(self, muted: bool) -> None:
+        self._daemon.set_muted(muted)
+        gpio = self._daemon.gpio
+        if gpio is not None:
+            gpio.controls.state.muted = muted
+            gpio.controls.state.save()
+
+    def set_volume(self, percent: int) -> int:
+        g = self._daemon.config.gpio
+        mixer = Mixer(g.mixer_control, g.mixer_card, g.mixer_device)
+        try:
+            volume = mixer.set_volume(percent)
+        finally:
+            mixer.close()
+        gpio = self._daemon.gpio
+        if gpio is not None:
+            gpio.controls.state.volume = volume
+            gpio.controls.state.save()
+        log.info("volume %d%% (asked by the model)", volume)
+        return volume

@@ -216,7 +216,9 @@ def open_gpio(
         target,
         s,
         ControlState(state_dir(s.state_dir)),
-        mixer=partial(Mixer, s.mixer_control, s.mixer_card) if wants_mixer else None,
+        mixer=partial(Mixer, s.mixer_control, s.mixer_card, s.mixer_device)
+        if wants_mixer
+        else None,
         cue=cue,
     )
     with warnings.catch_warnings(record=True) as caught:

@@ -13,20 +13,24 @@ from appliance.errors import AudioDeviceError
 
 
 class Mixer:
-    """One playback volume control, in percent. ``card`` -1 is the ``default`` ctl device."""
+    """One playback volume control, in percent: on card ``card``, or when that is -1 on the
+    ALSA control device ``device`` ("default", "hw:CARD=Headphones", "pulse")."""
 
-    def __init__(self, control: str, card: int = -1) -> None:
+    def __init__(self, control: str, card: int = -1, device: str = "default") -> None:
         self.control = control
         self.card = card
-        where = "the default control device" if card < 0 else f"card {card}"
+        where = f"control device {device!r}" if card < 0 else f"card {card}"
         self._name = f"mixer control {control!r} on {where}"
         try:
-            self._mixer = alsaaudio.Mixer(control, cardindex=card)
+            if card < 0:
+                self._mixer = alsaaudio.Mixer(control, device=device)
+            else:
+                self._mixer = alsaaudio.Mixer(control, cardindex=card)
         except alsaaudio.ALSAAudioError as exc:
             raise AudioDeviceError(
                 control,
                 f"cannot open {self._name} ({exc}); `amixer scontrols` lists the controls, "
-                "set [gpio] mixer_control and mixer_card",
+                "set [gpio] mixer_control and mixer_card or mixer_device",
             ) from exc
 
     def volume(self) -> int:

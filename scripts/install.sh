@@ -66,7 +66,7 @@ install_venv() {
   [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
   # A copy, not an editable install: the service must not depend on this checkout.
-  "$venv/bin/pip" install -q --upgrade --no-cache-dir "$src"
+  "$venv/bin/pip" install -q --upgrade --no-cache-dir "$src[aec]"  # with echo cancellation
   say "installed the package into $venv"
 }
 

@@ -10,6 +10,7 @@ want=${1:-run}
 debs=(python3-venv python3-dev gcc pkg-config libasound2-dev libsystemd-dev)
 if [ "$want" = test ]; then
   debs+=(pulseaudio pulseaudio-utils libasound2-plugins alsa-utils systemd)
+  debs+=(espeak-ng)  # synthesized wake-word recordings (bench/wake_corpus.py), agent speech (tests/test_aec.py)
 fi
 
 missing=()

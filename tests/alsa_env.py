@@ -34,6 +34,11 @@ plain import before pytest registers the plugin defeats its assertion rewriting.
                   ``PulseEnv.suspend("flaky")`` makes both stall like a failing device
     ``latespk``   playback to a sink ``late`` that does not exist (opening fails) until a
                   test adds it with ``PulseEnv.add_sink("late")``, like a speaker plugged in
+    ``echomic``   capture from the ``spk`` sink's monitor: a microphone that hears exactly
+                  what ``pspk``/``spktap`` play (an acoustic loop with no room)
+
+    and one control device: ``pmixer``, the ``spk`` sink's volume as the simple mixer
+    control ``Master`` (``alsaaudio.Mixer("Master", device="pmixer")``).
 
 ``pulse_env`` -> ``PulseEnv``
     A private PulseAudio (own runtime dir, null sinks, low-latency keeper streams so the
@@ -46,13 +51,14 @@ plain import before pytest registers the plugin defeats its assertion rewriting.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +100,8 @@ def _asoundrc(root: Path) -> str:
             pulse_pcm("flakymic", "flaky.monitor"),
             pulse_pcm("flakyspk", "flaky"),
             pulse_pcm("latespk", "late"),
+            pulse_pcm("echomic", "spk.monitor"),
+            f'ctl.pmixer {{ type pulse; server "{server}"; device "spk" }}\n',
             file_pcm("spktap", "pspk", root / "tap.raw"),
         ]
     )
@@ -165,6 +173,16 @@ class AlsaEnv:
         path.unlink(missing_ok=True)
 
 
+def make_alsa_env(root: Path) -> AlsaEnv:
+    """Write the asoundrc and the PCMs' files under ``root`` (the caller points
+    ``ALSA_CONFIG_PATH`` at ``AlsaEnv.config_path``, or passes ``AlsaEnv.env()`` on)."""
+    env = AlsaEnv(root)
+    env.pulse_dir.mkdir(exist_ok=True)
+    env.asoundrc.write_text(_asoundrc(root))
+    env.mic_file.write_bytes(b"")  # so that ``mic`` opens before a test writes its input
+    return env
+
+
 @pytest.fixture(scope="session")
 def alsa_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlsaEnv]:
     """The process's ALSA configuration; see the module docstring for the PCMs."""
@@ -173,16 +191,12 @@ def alsa_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlsaEnv]:
         # alsa-lib already read this process's config; a second one would be ignored.
         yield AlsaEnv(Path(existing))
         return
-    root = tmp_path_factory.mktemp("alsa")
-    env = AlsaEnv(root)
-    env.pulse_dir.mkdir()
-    env.asoundrc.write_text(_asoundrc(root))
-    env.mic_file.write_bytes(b"")  # so that ``mic`` opens before a test writes its input
+    env = make_alsa_env(tmp_path_factory.mktemp("alsa"))
     saved = {k: os.environ.get(k) for k in ("ALSA_CONFIG_PATH", "PULSE_SERVER", _DIR_MARK)}
     os.environ["ALSA_CONFIG_PATH"] = env.config_path
     # An explicit server keeps libpulse (ALSA's pulse hook) from autospawning a daemon.
     os.environ["PULSE_SERVER"] = env.pulse_server
-    os.environ[_DIR_MARK] = str(root)
+    os.environ[_DIR_MARK] = str(env.root)
     try:
         yield env
     finally:
@@ -234,10 +248,17 @@ class PulseEnv:
         self.pactl("suspend-sink", sink, "1" if suspended else "0")
 
     def feed(
-        self, samples: npt.NDArray[np.int16], rate: int = 16000, sink: str = "micfeed"
+        self,
+        samples: npt.NDArray[np.int16],
+        rate: int = 16000,
+        sink: str = "micfeed",
+        latency_ms: int = 20,
     ) -> subprocess.Popen[bytes]:
         """Play mono ``samples`` into ``sink`` in real time; ``pmic`` captures them.
-        Returns the pacat process (wait() for it to finish)."""
+        Returns at once with the pacat process (wait() for it to finish, or kill() it): a
+        thread writes the samples, so a long feed never blocks the caller's event loop.
+        A background stream (room noise) wants a larger ``latency_ms``: pacat then never
+        underruns on a busy machine, and a gap of digital silence would sound like an event."""
         proc = subprocess.Popen(
             [
                 "pacat",
@@ -247,17 +268,28 @@ class PulseEnv:
                 f"--rate={rate}",
                 "--channels=1",
                 "--format=s16le",
-                "--latency-msec=20",
+                f"--latency-msec={latency_ms}",
             ],
             stdin=subprocess.PIPE,
             env=self.env(),
         )
-        assert proc.stdin is not None
-        proc.stdin.write(np.ascontiguousarray(samples, dtype="<i2").tobytes())
-        proc.stdin.close()
+        stdin = proc.stdin
+        assert stdin is not None
+        data = np.ascontiguousarray(samples, dtype="<i2").tobytes()
+
+        def write() -> None:
+            try:
+                stdin.write(data)
+            except BrokenPipeError:
+                pass  # killed before the end
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    stdin.close()
+
+        threading.Thread(target=write, name=f"feed:{sink}", daemon=True).start()
         return proc
 
-    @contextmanager
+    @contextlib.contextmanager
     def record(
         self, source: str = "spk.monitor", rate: int = 48000, channels: int = 2
     ) -> Iterator[Path]:
@@ -307,17 +339,19 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
-def pulse_env(alsa_env: AlsaEnv) -> Iterator[PulseEnv]:
-    """A private PulseAudio behind the clocked PCMs, settled and ready for timing tests."""
+@contextlib.contextmanager
+def pulse_running(alsa: AlsaEnv) -> Iterator[PulseEnv]:
+    """Start the private PulseAudio and its keepers for ``alsa``'s PCMs, settled; stop them
+    by PID after the block. ``RuntimeError`` (with the install hint) when it cannot start.
+    The ``pulse_env`` fixture and the benchmarks (``bench.audio``) share it."""
     missing = [tool for tool in ("pulseaudio", "pactl", "pacat", "parec") if not shutil.which(tool)]
     if missing or not list(Path("/").glob(_PULSE_PLUGIN_GLOB.lstrip("/"))):
-        pytest.fail(
+        raise RuntimeError(
             f"PulseAudio test devices need {', '.join(missing) or 'the ALSA pulse plugin'}: "
-            f"{_INSTALL_HINT}",
-            pytrace=False,
+            f"{_INSTALL_HINT}"
         )
-    rundir = alsa_env.pulse_dir
+    rundir = alsa.pulse_dir
+    rundir.mkdir(exist_ok=True)
     socket = rundir / "native"
     (rundir / "default.pa").write_text(
         f"""\
@@ -332,7 +366,7 @@ set-default-source micfeed.monitor
     env = dict(os.environ)
     env.update(HOME=str(rundir), XDG_RUNTIME_DIR=str(rundir), PULSE_SERVER=f"unix:{socket}")
     log = rundir / "pulse.log"
-    pulse = PulseEnv(alsa_env)
+    pulse = PulseEnv(alsa)
     pulse.procs.append(
         _start(
             [
@@ -352,9 +386,8 @@ set-default-source micfeed.monitor
         deadline = time.monotonic() + 10
         while not socket.exists():
             if pulse.procs[0].poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"pulseaudio did not start: {log.read_text(errors='replace')[-2000:]}",
-                    pytrace=False,
+                raise RuntimeError(
+                    f"pulseaudio did not start: {log.read_text(errors='replace')[-2000:]}"
                 )
             time.sleep(0.02)
         for sink in ("spk", "micfeed", "flaky"):
@@ -380,3 +413,17 @@ set-default-source micfeed.monitor
         yield pulse
     finally:
         _stop(pulse.procs)
+
+
+@pytest.fixture(scope="session")
+def pulse_env(alsa_env: AlsaEnv) -> Iterator[PulseEnv]:
+    """A private PulseAudio behind the clocked PCMs, settled and ready for timing tests."""
+    try:
+        running = pulse_running(alsa_env)
+        pulse = running.__enter__()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield pulse
+    finally:
+        running.__exit__(None, None, None)

@@ -41,7 +41,7 @@ def test_wrong_type_names_the_key_path() -> None:
     [
         ({"audio": {"chunk_ms": 10}}, "audio.chunk_ms: expected a whole number from 20 to 100, got 10"),
         ({"audio": {"chunk_ms": 45}}, "audio.chunk_ms: must be a multiple of period_ms (10)"),
-        ({"gate": {"mode": "loud"}}, 'gate.mode: expected one of "vad", "push_to_talk", "always", got "loud"'),
+        ({"gate": {"mode": "loud"}}, 'gate.mode: expected one of "vad", "push_to_talk", "always", "wake", got "loud"'),
         ({"gate": {"vad_aggressiveness": True}}, "gate.vad_aggressiveness: expected a whole number, got true"),
         ({"audio": {"capture_device": 3}}, "audio.capture_device: expected a string, got 3"),
         ({"audio": {"channel": 1}}, "audio.channel: channel 1 does not exist with capture_channels = 1"),
@@ -51,6 +51,10 @@ def test_wrong_type_names_the_key_path() -> None:
         ({"session": {"audio": {"input": {"turn_detection": {"type": "server_vad", "eagerness": "low"}}}}},
          "session.audio.input.turn_detection.eagerness: unknown key"),
         ({"gate": "vad"}, 'gate: expected a table, got "vad"'),
+        ({"gate": {"vad_aggressiveness": 3, "barge_in_aggressiveness": 2}},
+         "gate.barge_in_aggressiveness: must not be below vad_aggressiveness (3): the guard asks for more evidence, not less"),
+        ({"gate": {"barge_in_min_speech_ms": -1}},
+         "gate.barge_in_min_speech_ms: expected a whole number from 0 to 2000, got -1"),
     ],
 )
 def test_errors_name_the_key(data: dict[str, object], expected: str) -> None:

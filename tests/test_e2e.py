@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soxr
+from daemon_env import APPLIANCE, KEY, daemon_env, write_config
 
-from appliance.demo import alsa_config_path, speech_recording, write_file_devices
+from appliance.demo import speech_recording, write_file_devices
 from appliance.simulator.server import RealtimeSimulator
-
-KEY = "dGVzdDp0ZXN0LWtleQ=="
-APPLIANCE = [sys.executable, "-m", "appliance.cli"]
 
 
 def speech_span_ms(pcm: bytes, rate: int) -> tuple[int, int]:
@@ -47,37 +43,12 @@ def best_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(peak)
 
 
-def write_config(path: Path, url: str, extra: str = "") -> None:
-    path.write_text(
-        f"""
-[realtime]
-url = "{url}"
-[session.audio.input.transcription]
-model = "assemblyai/u3-rt-pro"
-[audio]
-capture_device = "mic"
-capture_rate = 16000
-playback_device = "spk"
-playback_rate = 24000
-[gate]
-mode = "vad"
-[gpio]
-enabled = false
-{extra}
-"""
-    )
-
-
-def daemon_env(asoundrc: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "JOURNAL_", "WATCHDOG_"))}
-    env.update(ALSA_CONFIG_PATH=alsa_config_path(asoundrc), INWORLD_API_KEY=KEY, PYTHONUNBUFFERED="1")
-    return env
-
-
 async def run_turn(tmp_path: Path) -> tuple[list[dict[str, Any]], bytes, str, int]:
     pcm, rate = speech_recording()
     mic, spk = tmp_path / "mic.raw", tmp_path / "spk.raw"
-    mic.write_bytes(pcm)
+    # Past its end the file plugin replays stale buffer contents: pad with silence so the
+    # daemon hears one utterance, however long the turn takes.
+    mic.write_bytes(pcm + bytes(2 * rate * 10))
     asoundrc = write_file_devices(tmp_path, mic, spk)
     async with RealtimeSimulator(api_key=KEY) as sim:
         cfg = tmp_path / "appliance.toml"

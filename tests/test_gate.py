@@ -38,3 +38,20 @@ def test_warmup_ignores_early_speech() -> None:
     gate = make(warmup_ms=150)
     assert run(gate, "11111") == []
     assert run(gate, "111") == [(2, Edge.START)]
+
+
+def test_require_asks_for_more_evidence_and_keeps_what_was_seen() -> None:
+    gate = make()
+    gate.require(4, 6)  # the echo guard while the speaker plays
+    assert run(gate, "0111") == []  # 3 of 5 would have started here
+    assert run(gate, "1") == [(0, Edge.START)]  # the frames already seen still count
+    assert run(gate, "0" * 10) == [(9, Edge.STOP)]
+    gate.require(3, 5)
+    assert run(gate, "111") == [(2, Edge.START)]
+
+
+def test_require_rejects_more_frames_than_the_window() -> None:
+    import pytest
+
+    with pytest.raises(ValueError):
+        make().require(5, 4)

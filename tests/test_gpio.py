@@ -7,12 +7,14 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from gpiozero import Device
@@ -25,6 +27,11 @@ from appliance.errors import AudioDeviceError, ConfigError
 from appliance.gpio import Gpio, open_gpio
 from appliance.mixer import Mixer
 from appliance.persist import ControlState, state_dir
+
+if TYPE_CHECKING:
+    from alsa_env import PulseEnv
+
+pytest_plugins = ["alsa_env"]  # pulse_env: a real ALSA mixer (PulseAudio's ctl plugin)
 
 
 class Daemonish:
@@ -345,6 +352,48 @@ def test_missing_mixer_control_is_named() -> None:
     assert "card 7" in str(err.value)
 
 
+def sink_volume(pulse: PulseEnv) -> int:
+    """The ``spk`` sink's volume in percent, as PulseAudio itself reports it."""
+    found = re.search(r"/\s*(\d+)%", pulse.pactl("get-sink-volume", "spk"))
+    assert found is not None
+    return int(found.group(1))
+
+
+def test_volume_buttons_change_a_real_alsa_mixer_and_persist(
+    tmp_path: Path, factory: MockFactory, pulse_env: PulseEnv
+) -> None:
+    """The ALSA ``pulse`` ctl plugin exposes the sink volume as ``Master`` (``pmixer``)."""
+    s = settings(
+        tmp_path,
+        talk_pin="",
+        led="none",
+        volume_up_pin=22,
+        volume_down_pin=23,
+        mixer_device="pmixer",
+        volume_step=5,
+    )
+    pulse_env.pactl("set-sink-volume", "spk", "50%")
+    try:
+
+        async def body(gpio: Gpio, target: Daemonish) -> None:
+            await press(factory.pin(22), target)
+            await until(lambda: sink_volume(pulse_env) == 55)
+            for _ in range(2):
+                await press(factory.pin(23), target)
+            await until(lambda: sink_volume(pulse_env) == 45)
+            assert target.calls == []  # volume is the mixer's business, not the daemon's
+
+        with_gpio(s, body)
+        saved = json.loads((tmp_path / "state" / "controls.json").read_text())
+        assert saved["volume"] == 45
+        # After a restart the persisted volume is applied again, whatever the mixer says.
+        pulse_env.pactl("set-sink-volume", "spk", "80%")
+        with_gpio(s, lambda gpio, target: None)
+        assert sink_volume(pulse_env) == 45
+    finally:
+        pulse_env.pactl("set-sink-volume", "spk", "100%")  # as the other tests expect it
+
+
 def test_volume_buttons_without_mixer_warn_and_do_nothing(
     tmp_path: Path, factory: MockFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -481,3 +530,15 @@ def test_held_talk_button_sends_a_turn_end_to_end(tmp_path: Path) -> None:
     assert types.count("response.create") == 1
     assert types.index("input_audio_buffer.commit") < types.index("response.create")
     assert "listening" in result["states"]
+    # The press played the "listening" earcon on the speaker before the turn streamed.
+    import numpy as np
+
+    from appliance.config import EarconSettings
+    from appliance.earcons import load_earcons
+
+    cue = np.frombuffer(load_earcons(EarconSettings())["listening"], dtype=np.int16) / 1.0
+    played = np.fromfile(spk, dtype="<i2") / 1.0
+    assert len(played) > len(cue)
+    window = np.lib.stride_tricks.sliding_window_view(played[: 24000 * 5], len(cue))
+    scores = window @ cue / (np.linalg.norm(window, axis=1) * np.linalg.norm(cue) + 1e-9)
+    assert scores.max() > 0.99

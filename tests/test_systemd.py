@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_env import APPLIANCE, KEY, daemon_env, write_config
 
 from appliance.config import parse_config
 from appliance.notify import Notifier, watchdog_interval
@@ -33,8 +35,6 @@ from appliance.watchdog import CAPTURE_STALL_S, audio_problem, run_watchdog
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "appliance.service"
 INSTALLED_EXEC = "/opt/appliance/venv/bin/appliance"
-KEY = "dGVzdDp0ZXN0LWtleQ=="  # base64 "test:test-key"
-APPLIANCE = [sys.executable, "-m", "appliance.cli"]
 MAX_EXPOSURE = 1.5
 
 
@@ -377,8 +377,44 @@ def test_audio_gate_realtime_logging_and_gpio_changes_are_planned() -> None:
     assert plan.log_level == "debug" and plan.session_update is None
     # gate mode "always" hands turn detection to the server: the session changes too.
     plan = plan_reload(parse_config(BASE), parse_config(changed(gate={"mode": "always"})))
-    assert plan.restart_audio
+    assert plan.rebuild_frontend and not (plan.restart_capture or plan.restart_playback)
     assert plan.session_update is not None and "input" in plan.session_update["audio"]
+
+
+@pytest.mark.parametrize(
+    ("tables", "capture", "playback", "frontend"),
+    [
+        ({"audio": {"capture_device": "hw:1"}}, True, False, True),
+        ({"audio": {"capture_rate": 48000}}, True, False, True),
+        ({"audio": {"capture_channels": 2, "channel": 1}}, True, False, True),
+        ({"audio": {"playback_device": "hw:2"}}, False, True, False),
+        ({"audio": {"playback_rate": 48000, "prefill_ms": 120}}, False, True, False),
+        ({"audio": {"period_ms": 20}}, True, True, True),  # both devices use it
+        ({"audio": {"chunk_ms": 60}}, False, False, True),
+        ({"gate": {"vad_aggressiveness": 3, "hangover_ms": 500}}, False, False, True),
+        ({"gate": {"preroll_ms": 200}}, False, False, True),
+        ({"gate": {"barge_in": "off"}}, False, False, False),  # the session's alone
+        # A key the plan does not know re-opens everything: slower, never wrong.
+        ({"audio": {"processing": {"noise_suppression": True}}}, True, True, True),
+    ],
+)
+def test_reload_reopens_only_what_changed(
+    tables: dict[str, Any], capture: bool, playback: bool, frontend: bool
+) -> None:
+    plan = plan_reload(parse_config(BASE), parse_config(changed(**tables)))
+    assert (plan.restart_capture, plan.restart_playback, plan.rebuild_frontend) == (
+        capture,
+        playback,
+        frontend,
+    )
+    assert not plan.empty and not plan.reconnect and plan.session_update is None
+    section = next(iter(tables))
+    assert set(plan.audio_keys) == {f"{section}.{k}" for k in tables[section]}
+
+
+def test_reload_of_earcons_is_planned() -> None:
+    plan = plan_reload(parse_config(BASE), parse_config(changed(earcons={"mute": ""})))
+    assert plan.earcons_changed and not plan.restart_audio and not plan.empty
 
 
 # --- the daemon process under a notify socket of our own -----------------------------------------
@@ -400,6 +436,13 @@ class NotifyReader:
         self.sock.close()
         shutil.rmtree(self.directory)
 
+    def drain(self) -> list[str]:
+        """Every message: those already read and those waiting in the socket."""
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.messages.append(self.sock.recv(4096).decode())
+        return self.messages
+
     async def expect(self, match: Callable[[str], bool], timeout: float, what: str) -> str:
         """The next message (after those already matched) for which ``match`` is true."""
         loop = asyncio.get_running_loop()
@@ -418,30 +461,6 @@ class NotifyReader:
                 self.messages.append(data.decode())
 
 
-def write_config(path: Path, url: str, voice: str = "Clive", extra: str = "") -> None:
-    path.write_text(
-        f"""
-[realtime]
-url = "{url}"
-[session]
-instructions = "Be brief."
-temperature = 0.8
-[session.audio.output]
-voice = "{voice}"
-[audio]
-capture_device = "mic"
-capture_rate = 16000
-playback_device = "spk"
-playback_rate = 24000
-[gate]
-mode = "vad"
-[gpio]
-enabled = false
-{extra}
-"""
-    )
-
-
 @dataclass
 class DaemonRun:
     proc: asyncio.subprocess.Process
@@ -454,28 +473,25 @@ class DaemonRun:
 
 
 @contextlib.asynccontextmanager
-async def run_daemon(tmp_path: Path, url: str, **env: str) -> Any:
-    from appliance.demo import alsa_config_path, write_file_devices
+async def run_daemon(
+    tmp_path: Path, url: str, *, mic_pcm: bytes | None = None, fifo_mic: bool = False, **env: str
+) -> Any:
+    """The daemon with its own notify socket. The microphone reads ``mic_pcm`` (16 kHz; by
+    default 30 s of silence), or with ``fifo_mic`` a named pipe at ``tmp_path / "mic.raw"``
+    that the test feeds: the ``file`` plugin reads it with blocking ``read()``s, so a pipe
+    left empty hangs the capture thread inside alsa-lib, as a wedged driver would."""
+    from appliance.demo import write_file_devices
 
     mic, spk = tmp_path / "mic.raw", tmp_path / "spk.raw"
-    mic.write_bytes(bytes(16000 * 2 * 30))  # 30 s of silence
+    if fifo_mic:
+        os.mkfifo(mic)
+    else:
+        mic.write_bytes(bytes(16000 * 2 * 30) if mic_pcm is None else mic_pcm)
     asoundrc = write_file_devices(tmp_path, mic, spk)
     config = tmp_path / "appliance.toml"
     write_config(config, url)
     notify = NotifyReader()
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("NOTIFY_", "JOURNAL_", "WATCHDOG_", "INWORLD_", "CREDENTIALS_"))
-    }
-    full_env = {
-        **base,
-        "NOTIFY_SOCKET": notify.path,
-        "ALSA_CONFIG_PATH": alsa_config_path(asoundrc),
-        "INWORLD_API_KEY": KEY,
-        "PYTHONUNBUFFERED": "1",
-        **env,
-    }
+    full_env = daemon_env(asoundrc, NOTIFY_SOCKET=notify.path, **env)
     log = tmp_path / "daemon.log"
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
@@ -528,15 +544,28 @@ def test_lifecycle_ready_status_reload_stop(tmp_path: Path) -> None:
                 assert "instructions" not in partial and "temperature" not in partial
                 assert "input" not in partial["audio"]
 
-                # [audio] changed: the audio threads re-open the devices with the new settings.
-                write_config(d.config, sim.url, voice="Dennis", extra="[logging]\nlevel = 'info'\n")
-                text = d.config.read_text().replace("playback_rate = 24000", "playback_rate = 48000")
-                d.config.write_text(text)
-                d.proc.send_signal(signal.SIGHUP)
-                await n.expect(lambda m: m.startswith("RELOADING=1"), 10, "RELOADING")
-                await n.expect(lambda m: m == "READY=1", 10, "READY=1 after the audio reload")
-                assert "audio restarted" in d.log_text()
+                # Only what changed is re-opened: [audio] playback keys re-open the speaker...
+                def opened(device: str) -> int:
+                    return d.log_text().count(f"{device} open:")
+
+                async def reload_with(old: str, new: str, done: str) -> None:
+                    d.config.write_text(d.config.read_text().replace(old, new))
+                    d.proc.send_signal(signal.SIGHUP)
+                    await n.expect(lambda m: m.startswith("RELOADING=1"), 10, "RELOADING")
+                    await n.expect(lambda m: m == "READY=1", 10, "READY=1 after the reload")
+                    await wait_for_log(d, done)
+
+                write_config(d.config, sim.url, voice="Dennis")
+                await reload_with("playback_rate = 24000", "playback_rate = 48000", "re-opened playback")
                 await wait_for_log(d, "playback 'spk' open: 48000 Hz")  # opened by its thread
+                assert (opened("capture 'mic'"), opened("playback 'spk'")) == (1, 2)
+                # ...gate keys rebuild the front end on the running capture thread...
+                await reload_with("mode = \"vad\"", "mode = \"vad\"\nhangover_ms = 500", "re-opened front end")
+                assert "gate.hangover_ms changed" in d.log_text()
+                # ...and capture keys re-open the microphone alone.
+                await reload_with("capture_rate = 16000", "capture_rate = 48000", "re-opened capture")
+                await wait_for_log(d, "capture 'mic' open: 48000 Hz")
+                assert (opened("capture 'mic'"), opened("playback 'spk'")) == (2, 2)
                 assert len([e for e in sim.received if e["type"] == "session.update"]) == 2
 
                 # An invalid file changes nothing: logged with its key, the daemon keeps going.
@@ -618,5 +647,107 @@ def test_status_says_when_it_reconnects(tmp_path: Path) -> None:
             except BaseException:
                 print(d.log_text())
                 raise
+
+    asyncio.run(main())
+
+
+def test_status_follows_a_voice_turn(tmp_path: Path) -> None:
+    """STATUS= says each state of a real turn, in order, as systemctl status would show it."""
+    from appliance.demo import speech_recording
+    from appliance.simulator.server import RealtimeSimulator
+
+    pcm, rate = speech_recording()
+    assert rate == 16000
+    # Two seconds of silence first, so the turn starts after the session is ready.
+    mic = bytes(2 * rate * 2) + pcm + bytes(3 * rate * 2)
+
+    async def main() -> None:
+        async with RealtimeSimulator(api_key=KEY) as sim, run_daemon(tmp_path, sim.url, mic_pcm=mic) as d:
+            n = d.notify
+            try:
+                await n.expect(lambda m: m == "READY=1", 20, "READY=1")
+                await n.expect(lambda m: m == "STATUS=Ready", 20, "STATUS=Ready")
+                for words in ("Listening", "Thinking", "Speaking", "Ready"):
+                    await n.expect(lambda m, w=words: m == f"STATUS={w}", 20, f"STATUS={words}")
+                statuses = [m for m in n.messages if m.startswith("STATUS=")]
+                turn = statuses[statuses.index("STATUS=Listening") :]
+                assert turn == [f"STATUS={w}" for w in ("Listening", "Thinking", "Speaking", "Ready")]
+                d.proc.send_signal(signal.SIGTERM)
+                await n.expect(lambda m: m == "STOPPING=1", 10, "STOPPING=1")
+                assert await asyncio.wait_for(d.proc.wait(), 10) == 0
+            except BaseException:
+                print(d.log_text())
+                raise
+
+    asyncio.run(main())
+
+
+class PipeFeeder:
+    """Feeds a named pipe 10 ms of 16 kHz silence every 10 ms while ``feeding`` is set.
+
+    The pipe is opened read-write here, so neither end blocks in ``open()``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self.feeding = threading.Event()
+        self.feeding.set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        period = bytes(320)
+        due = time.monotonic()
+        while not self._stop.is_set():
+            if self.feeding.is_set():
+                with contextlib.suppress(BlockingIOError):  # the pipe is full: the reader lags
+                    os.write(self.fd, period)
+            due += 0.01
+            time.sleep(max(0.0, due - time.monotonic()))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        os.close(self.fd)
+
+
+def test_a_hung_capture_thread_stops_the_watchdog_pings(tmp_path: Path) -> None:
+    """The capture thread blocks for real inside alsa-lib's read() of an empty pipe: the
+    event loop still turns, yet no WATCHDOG=1 goes out (systemd would restart the service)
+    until the thread reads again."""
+    from appliance.simulator.server import RealtimeSimulator
+
+    async def main() -> None:
+        async with (
+            RealtimeSimulator(api_key=KEY) as sim,
+            run_daemon(tmp_path, sim.url, fifo_mic=True, WATCHDOG_USEC="1000000") as d,
+        ):
+            feeder = PipeFeeder(tmp_path / "mic.raw")
+            n = d.notify
+            try:
+                await n.expect(lambda m: m == "READY=1", 20, "READY=1")
+                for _ in range(2):
+                    await n.expect(lambda m: m == "WATCHDOG=1", 3, "WATCHDOG=1")
+                feeder.feeding.clear()  # the next read() blocks
+                hung_at = time.monotonic()
+                await wait_for_log(d, "not pinging systemd: capture thread made no progress", 10)
+                pings = n.drain().count("WATCHDOG=1")
+                silent_from = time.monotonic()
+                await asyncio.sleep(2.5)  # five ping intervals
+                assert n.drain().count("WATCHDOG=1") == pings
+                assert silent_from - hung_at < CAPTURE_STALL_S + 1.5
+                assert d.proc.returncode is None
+                assert "device stalled" not in d.log_text()  # hung, not a reported outage
+                feeder.feeding.set()  # the read() returns: progress, pings again
+                await n.expect(lambda m: m == "WATCHDOG=1", 5, "WATCHDOG=1 after the hang")
+                await wait_for_log(d, "watchdog: healthy again")
+                d.proc.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(d.proc.wait(), 10) == 0
+            except BaseException:
+                print(d.log_text())
+                raise
+            finally:
+                feeder.close()
 
     asyncio.run(main())

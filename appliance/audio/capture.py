@@ -219,10 +219,22 @@ class CaptureThread(AudioThread):
                     )
                 elif now - anchor_t > _CLOCK_WINDOW_S:
                     anchor_t, anchor_frames = now, self._frames
+                if not paced and n >= params.period_frames:
+                    # A whole period came: the next is not due for a period, so sleep until
+                    # the device says it is, rather than spend a read to hear "not yet"
+                    # (half the reads, and through PulseAudio a read is the dear part).
+                    for fd, _ in poller.poll(poll_ms):
+                        if fd == waker_fd:
+                            self._waker.reset()
             elif n < 0:
                 # -EPIPE: pyalsaaudio already re-prepared the PCM; the next read restarts it.
                 self._xruns += 1
-                log.warning("capture %r overrun (%d so far)", self._device, self._xruns)
+                log.warning(
+                    "capture %r overrun: audio lost (%d so far)",
+                    self._device,
+                    self._xruns,
+                    extra={"XRUNS": self._xruns},
+                )
             else:
                 if paced:
                     # Nothing ready: the device does wait for its clock after all.

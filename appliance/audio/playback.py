@@ -19,6 +19,9 @@ ratio) and split over the items by where each one started in the stream.
 
 Events (``PlayerEvent``) go to ``on_event`` on the player thread.
 
+Echo cancellation: with a ``reference`` (``appliance.audio.aec.ReferenceTap``), every write
+is handed to it with the device delay, and every ``drop()`` tells it the rest is not heard.
+
 Imports: numpy, soxr, ``appliance.audio.alsa``, ``appliance.audio.ring``, ``appliance.errors``.
 """
 
@@ -32,6 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +53,9 @@ from appliance.audio.alsa import (
 )
 from appliance.audio.ring import SampleRing
 from appliance.errors import AudioDeviceError
+
+if TYPE_CHECKING:
+    from appliance.audio.aec import ReferenceTap
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +222,7 @@ class PlaybackThread(AudioThread):
         on_event: Callable[[PlayerEvent], None],
         periods: int = 4,
         stall_timeout: float = 2.0,
+        reference: ReferenceTap | None = None,
     ) -> None:
         super().__init__(device)
         self._rate = rate
@@ -225,6 +233,9 @@ class PlaybackThread(AudioThread):
         self._prefill = max(1, source_rate * prefill_ms // 1000)
         self._stall_timeout = stall_timeout
         self._on_event = on_event
+        # Echo cancellation's reference: every frame written, with when it will be heard.
+        self._tap = reference
+        self._buffer_frames = 0
         self._ring = SampleRing(max(1, int(capacity_s * source_rate)))
         self._ratio = source_rate / rate  # source samples per device frame
         self._chunk = max(1, math.ceil(period_frames * self._ratio))
@@ -354,6 +365,7 @@ class PlaybackThread(AudioThread):
                     log.warning("playback %r is back", self._device)
                     self._emit(PlaybackDeviceRestored())
                 self._played_s = 0.0
+                self._buffer_frames = params.buffer_frames
                 try:
                     self._serve(pcm, params)
                 except AudioDeviceError as err:
@@ -368,6 +380,8 @@ class PlaybackThread(AudioThread):
                     self._report_outage(AudioDeviceError(self._device, f"internal error: {exc}"))
                 finally:
                     close_quietly(pcm)
+                    if self._tap is not None:
+                        self._tap.stopped(time.monotonic())
                 if self._played_s >= _HEALTHY_S:
                     delays = reopen_delays()
                 self._wait_out(next(delays))
@@ -571,6 +585,14 @@ class PlaybackThread(AudioThread):
                     return _Pump.FULL
                 self._pend_off += n
                 self._run_written += n
+                if self._tap is not None:
+                    # Channel 0 of exactly what the device took; it still holds
+                    # buffer - avail frames, these included, ahead of the listener.
+                    self._tap.written(
+                        self._out[self._pend_off - n : self._pend_off, 0],
+                        self._buffer_frames - self._avail(pcm),
+                        time.monotonic(),
+                    )
                 self._played_s += n / self._rate
                 self._progress_t = time.monotonic()
                 self._announce()
@@ -629,6 +651,9 @@ class PlaybackThread(AudioThread):
             pcm.drop()
         except AlsaError as exc:
             raise AudioDeviceError(self._device, f"drop failed: {exc}") from exc
+        finally:
+            if self._tap is not None:
+                self._tap.stopped(time.monotonic())
         self._pend_off = self._pend_len = 0
 
     # --- the thread: what was heard --------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Speech starts when ``start_frames`` of the last ``start_window`` frames are voiced and ends
 after ``hangover_ms`` without a voiced frame. The first ``warmup_ms`` are ignored because
-webrtcvad reports speech while it adapts. Time is the frame count; nothing is read from a clock.
+webrtcvad reports speech while it adapts. ``require()`` changes how much evidence opens the
+gate (the echo guard asks for more while the speaker plays). Time is the frame count;
+nothing is read from a clock.
 """
 
 from __future__ import annotations
@@ -55,6 +57,15 @@ class VadGate:
             self._silent_run = 0
             return Edge.START
         return None
+
+    def require(self, start_frames: int, start_window: int) -> None:
+        """From now on speech starts when ``start_frames`` of the last ``start_window`` frames
+        are voiced. The frames already seen count (the newest ``start_window`` of them)."""
+        if start_frames > start_window:
+            raise ValueError("start_frames must not exceed start_window")
+        self._start_frames = start_frames
+        if self._window.maxlen != start_window:
+            self._window = deque(self._window, maxlen=start_window)
 
     def reset(self) -> None:
         """Forget any speech in progress (mute, reconnect); warm-up is not repeated."""

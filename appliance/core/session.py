@@ -1,9 +1,17 @@
 """The realtime session state machine, sans I/O.
 
 Inputs: server frames, local gate edges and audio, playback progress, mute, connection
-events, each with ``now`` (seconds, any monotonic origin) where timing matters. Outputs:
-actions drained with ``take()`` — frames to send, audio to play, playback to stop, state
-changes, transcripts and turn timings. No sockets, threads, sleeps or clock reads here.
+events, tool results and a periodic ``tick``, each with ``now`` (seconds, any monotonic
+origin) where timing matters. Outputs: actions drained with ``take()`` — frames to send,
+audio to play, playback to stop, state changes, transcripts, turn timings, tool calls to run
+and reconnects to make. No sockets, threads, sleeps or clock reads here.
+
+Besides turns and barge-in it owns the session's life: the greeting, function calls (all
+answered before one ``response.create``), the response-expected deadline, renewal at a quiet
+moment before the service's duration cap, and ``[session_policy]`` (a fresh conversation
+after an idle period, at most N turns kept with ``conversation.item.delete``). Every server
+event type the seeds name is either handled (``_HANDLERS``) or knowingly ignored
+(``IGNORED``, with the reason); anything else is logged at debug level.
 
 The state (``State``) is derived from a few facts in one place, ``_refresh()``, and each
 change is emitted and logged once. Structured log fields use journald names in ``extra``.
@@ -26,6 +34,9 @@ log = logging.getLogger(__name__)
 
 BYTES_PER_MS = 48  # PCM16 mono at 24 kHz
 MIN_COMMIT_MS = 100  # the API rejects a commit of less audio
+QUIET_S = 3.0  # renewal and a fresh conversation wait this long after the last activity
+# Error codes after which the server ends the session: reconnect at once.
+SESSION_ENDING_CODES = frozenset({"session_expired"})
 
 # --- actions --------------------------------------------------------------------------------
 
@@ -82,8 +93,35 @@ class TooShort:
     sent_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class CallTool:
+    """Run a tool and hand the output to ``Session.tool_result`` with the same ``call_id``."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Drop this connection and open a new one. ``immediate``: a planned renewal (or a
+    session the server ended), no backoff; otherwise the connection is considered dead."""
+
+    reason: str
+    immediate: bool = False
+
+
 Action = (
-    Send | Play | EndOfReply | StopPlayback | StateChanged | Transcript | TurnTimings | TooShort
+    Send
+    | Play
+    | EndOfReply
+    | StopPlayback
+    | StateChanged
+    | Transcript
+    | TurnTimings
+    | TooShort
+    | CallTool
+    | Reconnect
 )
 
 
@@ -92,6 +130,7 @@ class _Response:
     id: str
     cancelled: bool = False
     audio_items: list[str] = field(default_factory=list)
+    calls: int = 0  # function calls issued in this response
 
 
 class Session:
@@ -110,6 +149,7 @@ class Session:
         self._user_speaking = False
         self._awaiting_reply = False
         self._playing = False
+        self._awake = False  # wake mode: listening without the wake word (wake_window)
         self._response: _Response | None = None
         self._pending_create = False
         self._ignore_turn = False
@@ -123,6 +163,17 @@ class Session:
         self.session_id = ""
         self.dropped_chunks = 0
         self.protocol_errors = 0
+        # Tools, the response deadline, renewal and the conversation policy.
+        self._calls_running: set[str] = set()
+        self._tools_need_response = False
+        self._create_sent_at: float | None = None  # a response.create awaits its response
+        self._last_event_at = 0.0
+        self._dead_reported = False
+        self._session_started_at: float | None = None
+        self._renewal_requested = False
+        self._last_activity = 0.0
+        self._turns: list[list[str]] = []  # item ids per turn, oldest first
+        self._greeted = False
 
     # --- outputs ------------------------------------------------------------------------------
 
@@ -147,16 +198,25 @@ class Session:
         self._configured = False
         self._refresh()
 
-    def disconnected(self, reason: str) -> None:
-        """The connection is gone: stop playback, forget the response, show offline."""
+    def disconnected(self, reason: str, *, planned: bool = False) -> None:
+        """The connection is gone: stop playback, forget the response, show offline
+        (``planned``, a renewal: show connecting, the next connection follows at once)."""
         if self._playing:
             self._actions.append(StopPlayback())
-        self._connected = self._connecting = self._configured = False
+        self._connected = self._configured = False
+        self._connecting = planned
         self._offline_reason = reason
         self._response = None
         self._pending_create = self._awaiting_reply = self._user_speaking = False
         self._truncate_pending = None
         self._received_ms.clear()
+        # Calls still running belong to the old session; their results are dropped.
+        self._calls_running.clear()
+        self._tools_need_response = False
+        self._create_sent_at = None
+        self._dead_reported = self._renewal_requested = False
+        self._session_started_at = None
+        self._turns.clear()
         self._refresh()
 
     def device_error(self, message: str) -> None:
@@ -170,8 +230,14 @@ class Session:
 
     def session_update(self, partial: dict[str, Any] | None = None) -> None:
         """Send the configured session (or a partial update, e.g. after a reload)."""
-        session = partial or self._config.session.to_api(turn_detection_null=self._local_turns)
+        session = partial or self._full_session()
         self._send(protocol.session_update(session))
+
+    def _full_session(self) -> dict[str, Any]:
+        session = self._config.session.to_api(turn_detection_null=self._local_turns)
+        if self._config.tools:
+            session["tools"] = [tool.to_api() for tool in self._config.tools]
+        return session
 
     def reconfigure(self, config: Config, partial: dict[str, Any] | None = None) -> None:
         """Use a reloaded config from now on; ``partial`` goes to a configured session now.
@@ -189,12 +255,17 @@ class Session:
         td = config.session.turn_detection or {}
         # With server turn detection the server cancels its own response on speech_started.
         self._server_interrupts = not self._local_turns and bool(td.get("interrupt_response", True))
+        self._server_creates = not self._local_turns and bool(td.get("create_response", True))
+        self._policy = config.session_policy
+        self._response_timeout = config.realtime.response_timeout_s
+        self._renew_after = config.realtime.renew_after_s
 
     # --- local gate ----------------------------------------------------------------------------
 
     def speech_started(self, now: float) -> None:
         """The local gate opened (VAD onset or push-to-talk press)."""
         self._ignore_turn = False
+        self._awake = False  # in wake mode the turn took the window
         if self._barge_in == "local" and (self._agent_audible() or self._response is not None):
             self._interrupt(send_cancel=True)
         elif self._agent_audible() and self._local_turns:
@@ -203,8 +274,21 @@ class Session:
             return
         self.turn_id += 1
         self._user_speaking = True
+        self._last_activity = now
         self._refresh()
         log.debug("speech started", extra={"TURN_ID": self.turn_id})
+
+    def wake_window(self, open_: bool, now: float, *, wake_word: bool = False) -> None:
+        """Wake mode: the front end listens without the wake word (``open_``), after the
+        wake word or in the follow-up window after a reply; shown as listening at once.
+        The wake word also interrupts the agent (barge-in by name) unless barge-in is off."""
+        speaking = self._agent_audible() or self._response is not None
+        if open_ and wake_word and self._barge_in != "off" and speaking:
+            self._interrupt(send_cancel=True)
+        self._awake = open_
+        if open_:
+            self._last_activity = now
+        self._refresh()
 
     def user_audio(self, pcm: bytes) -> None:
         """A chunk of gated microphone audio (PCM16 mono 24 kHz)."""
@@ -220,6 +304,13 @@ class Session:
         ignored, self._ignore_turn = self._ignore_turn, False
         self._user_speaking = False
         if ignored or not self._configured:
+            if not ignored and not cancelled:
+                # Gated audio is dropped, never buffered, while there is no session.
+                log.warning(
+                    "speech not sent: no session (%s)",
+                    self._offline_reason or "connecting",
+                    extra={"TURN_ID": self.turn_id},
+                )
             self._refresh()
             return
         if not self._local_turns:
@@ -235,16 +326,18 @@ class Session:
             )
         else:
             self._send(protocol.commit())
-            self._request_response()
+            self._request_response(now)
             self._awaiting_reply = True
             self._turn_end_at = now
+        self._last_activity = now
         self._refresh()
 
-    def _request_response(self) -> None:
+    def _request_response(self, now: float) -> None:
         if self._response is not None:
             self._pending_create = True  # sent when the active response is done
         else:
             self._send(protocol.response_create())
+            self._create_sent_at = now
 
     # --- playback ---------------------------------------------------------------------------
 
@@ -265,15 +358,121 @@ class Session:
             )
         self._refresh()
 
-    def playback_idle(self) -> None:
+    def playback_idle(self, now: float | None = None) -> None:
         """Everything queued has been heard."""
         self._playing = False
+        if now is not None:
+            self._last_activity = now
         self._refresh()
+
+    # --- tools ----------------------------------------------------------------------------
+
+    def tool_result(self, call_id: str, output: str, now: float) -> None:
+        """A ``CallTool`` finished: its output goes to the conversation; once every call of
+        the response is answered (and the response is done), one ``response.create``."""
+        if call_id not in self._calls_running:
+            log.debug("dropped the result of call %s (its session is gone)", call_id)
+            return
+        self._calls_running.discard(call_id)
+        self._last_activity = now
+        if self._connected:
+            self._send(protocol.function_call_output(call_id, output))
+        self._maybe_continue_after_tools(now)
+        self._refresh()
+
+    def _maybe_continue_after_tools(self, now: float) -> None:
+        if self._tools_need_response and not self._calls_running and self._response is None:
+            self._tools_need_response = False
+            self._request_response(now)
+            self._awaiting_reply = True
+
+    # --- time: deadlines, renewal, conversation policy -------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Called twice a second or so: checks the response deadline, renewal and idle."""
+        if not self._connected or not self._configured:
+            return
+        deadline = self.response_deadline()
+        if deadline is not None and now >= deadline and not self._dead_reported:
+            self._dead_reported = True
+            waited = now - max(self._last_event_at, self._create_sent_at or 0.0)
+            log.warning(
+                "no server event for %.0f s while a response was expected",
+                waited,
+                extra={"TURN_ID": self.turn_id},
+            )
+            self._actions.append(
+                Reconnect(f"no server event for {waited:.0f} s while a response was expected")
+            )
+            return
+        if not self._quiet(now):
+            return
+        started = self._session_started_at
+        if started is not None and now - started >= self._renew_after:
+            if not self._renewal_requested:
+                self._renewal_requested = True
+                log.info(
+                    "renewing the session after %.0f min, at a quiet moment",
+                    (now - started) / 60,
+                    extra={"SESSION_ID": self.session_id},
+                )
+                self._actions.append(Reconnect("session renewal", immediate=True))
+            return
+        idle = self._policy.fresh_after_idle_s
+        if idle and self._turns and now - self._last_activity >= idle:
+            log.info(
+                "fresh conversation after %.0f min without a turn: %d items deleted",
+                (now - self._last_activity) / 60,
+                sum(len(t) for t in self._turns),
+                extra={"SESSION_ID": self.session_id},
+            )
+            self._delete_turns(len(self._turns))
+
+    def response_deadline(self) -> float | None:
+        """When the connection counts as dead if no server event arrives (None: not waiting)."""
+        if self._create_sent_at is None and self._response is None:
+            return None
+        since = max(self._last_event_at, self._create_sent_at or 0.0)
+        return since + self._response_timeout
+
+    def _quiet(self, now: float) -> bool:
+        """Nothing is going on and nothing has for a moment: no turn, reply, call or audio."""
+        busy = (
+            self._user_speaking
+            or self._awake  # a wake-word window is open: the user is about to speak
+            or self._playing
+            or self._awaiting_reply
+            or self._response is not None
+            or self._pending_create
+            or self._calls_running
+            or self._tools_need_response
+            or self._create_sent_at is not None
+        )
+        return not busy and now - self._last_activity >= QUIET_S
+
+    def _delete_turns(self, count: int) -> None:
+        for turn in self._turns[:count]:
+            for item_id in turn:
+                self._send(protocol.delete_item(item_id))
+        del self._turns[:count]
+
+    def _prune(self) -> None:
+        keep = self._policy.max_turns
+        if keep and len(self._turns) > keep:
+            extra = len(self._turns) - keep
+            log.info(
+                "keeping the last %d turns: %d items deleted",
+                keep,
+                sum(len(t) for t in self._turns[:extra]),
+                extra={"SESSION_ID": self.session_id},
+            )
+            self._delete_turns(extra)
 
     # --- server events ---------------------------------------------------------------------
 
     def server_frame(self, frame: str | bytes, now: float) -> None:
         """One frame from the server. Malformed frames are logged and survived."""
+        self._last_event_at = now
         try:
             event = protocol.decode(frame)
         except ProtocolError as exc:
@@ -286,19 +485,35 @@ class Session:
             return
         handler = _HANDLERS.get(event.type)
         if handler is None:
-            log.debug("unhandled server event %s", event.type, extra={"EVENT_TYPE": event.type})
+            if event.type in IGNORED:
+                return
+            log.debug("unknown server event %s", event.type, extra={"EVENT_TYPE": event.type})
             return
         handler(self, event, now)
 
     def _on_session_created(self, ev: ServerEvent, now: float) -> None:
         self.session_id = str(ev.data["session"].get("id", ""))
+        self._session_started_at = now
+        self._last_activity = max(self._last_activity, now)
+        self._turns.clear()
         log.info("session created", extra={"SESSION_ID": self.session_id})
         self.session_update()
 
     def _on_session_updated(self, ev: ServerEvent, now: float) -> None:
         if not self._configured:
-            self._configured = True
-            self._refresh()
+            self._became_configured(now)
+
+    def _became_configured(self, now: float) -> None:
+        self._configured = True
+        greeting = self._policy.greeting
+        if greeting and not self._greeted:
+            # Once per daemon run, not after a reconnect or a renewal (quickstart: "Greet
+            # the user"): a user text item, then a response.
+            self._greeted = True
+            self._send(protocol.user_text(greeting))
+            self._request_response(now)
+            self._awaiting_reply = True
+        self._refresh()
 
     def _on_error(self, ev: ServerEvent, now: float) -> None:
         err = ev.data["error"]
@@ -310,12 +525,20 @@ class Session:
             )
             return
         if code == "conversation_already_has_active_response":
+            # Our response.create lost a race with a response we did not see start (a
+            # server-VAD turn): ask again once the active one is done.
             self._pending_create = True
-        where = (
-            f" (param {param}: config key {param})"
-            if param.startswith("session.")
-            else (f" (param {param})" if param else "")
-        )
+            self._create_sent_at = None
+            log.info(
+                "a response is already active; response.create is sent again after it",
+                extra={"ERROR_CODE": code},
+            )
+            return
+        where = ""
+        if param.startswith("session."):
+            where = f" (param {param}: {config_key_for(param, self._local_turns)})"
+        elif param:
+            where = f" (param {param})"
         log.error(
             "server error %s/%s: %s%s",
             err.get("type") or "error",
@@ -324,10 +547,15 @@ class Session:
             where,
             extra={"ERROR_CODE": code, "EVENT_TYPE": "error"},
         )
+        if code in SESSION_ENDING_CODES:
+            self._actions.append(Reconnect(f"server ended the session ({code})", immediate=True))
+            return
+        if code == "input_audio_buffer_commit_empty":
+            self._awaiting_reply = False
+            self._refresh()
         if param.startswith("session.") and not self._configured:
             # The update was rejected whole; the server's defaults apply. Keep working.
-            self._configured = True
-            self._refresh()
+            self._became_configured(now)
 
     def _on_speech_started(self, ev: ServerEvent, now: float) -> None:
         if self._local_turns:
@@ -337,27 +565,75 @@ class Session:
             self._interrupt(send_cancel=not self._server_interrupts)
         self.turn_id += 1
         self._user_speaking = True
+        self._last_activity = now
         self._refresh()
 
     def _on_speech_stopped(self, ev: ServerEvent, now: float) -> None:
         if self._local_turns:
             return
         self._user_speaking = False
-        self._awaiting_reply = True
-        self._turn_end_at = now
+        self._last_activity = now
+        if self._server_creates:
+            self._awaiting_reply = True
+            self._turn_end_at = now
+            self._create_sent_at = now  # the server creates the response itself
         self._refresh()
 
     def _on_timeout_triggered(self, ev: ServerEvent, now: float) -> None:
+        # server_vad's idle_timeout_ms: no speech for that long. The server commits the
+        # silence and may answer it ("are you still there?"); nobody is speaking any more.
         self._user_speaking = False
-        self._awaiting_reply = False
+        if not self._server_creates:
+            self._awaiting_reply = False
+        log.info("server turn detection: idle timeout", extra={"TURN_ID": self.turn_id})
         self._refresh()
+
+    def _on_item_added(self, ev: ServerEvent, now: float) -> None:
+        item = ev.data["item"]
+        item_id = item.get("id")
+        if not isinstance(item_id, str):
+            return
+        if any(item_id in turn for turn in self._turns):
+            return
+        if (item.get("type") == "message" and item.get("role") == "user") or not self._turns:
+            self._turns.append([item_id])
+        else:
+            self._turns[-1].append(item_id)
+
+    def _on_item_deleted(self, ev: ServerEvent, now: float) -> None:
+        item_id = ev.data["item_id"]
+        for turn in self._turns:
+            if item_id in turn:
+                turn.remove(item_id)
+        self._turns = [turn for turn in self._turns if turn]
+
+    def _on_user_transcript_failed(self, ev: ServerEvent, now: float) -> None:
+        err = ev.data.get("error")
+        message = err.get("message") if isinstance(err, dict) else None
+        log.warning("the user's speech could not be transcribed: %s", message or "no reason given")
 
     def _on_user_transcript(self, ev: ServerEvent, now: float) -> None:
         self._actions.append(Transcript("user", ev.data["transcript"]))
 
     def _on_response_created(self, ev: ServerEvent, now: float) -> None:
         self._response = _Response(ev.data["response"]["id"])
+        self._create_sent_at = None
         self._transcript_parts.clear()
+        self._refresh()
+
+    def _on_function_call(self, ev: ServerEvent, now: float) -> None:
+        resp = self._response
+        call_id = ev.data["call_id"]
+        name = ev.get_str("name")
+        if resp is None or resp.cancelled:
+            log.info("function call %s (%s) ignored: its response was cancelled", call_id, name)
+            return
+        resp.calls += 1
+        self._calls_running.add(call_id)
+        log.info(
+            "function call %s(%s)", name, ev.data["arguments"], extra={"TURN_ID": self.turn_id}
+        )
+        self._actions.append(CallTool(call_id, name, ev.data["arguments"]))
         self._refresh()
 
     def _on_audio_delta(self, ev: ServerEvent, now: float) -> None:
@@ -401,14 +677,24 @@ class Session:
             log.error(
                 "response failed: %s", response.get("status_details"), extra={"EVENT_TYPE": ev.type}
             )
+        resp = self._response
         self._response = None
         self._awaiting_reply = False
+        self._create_sent_at = None
+        self._last_activity = now
         if self._playing:
             self._actions.append(EndOfReply())
+        if resp is not None and resp.calls and status != "cancelled":
+            # Every call of this response is answered before the one response.create.
+            self._tools_need_response = True
         if self._pending_create:
             self._pending_create = False
-            self._send(protocol.response_create())
+            self._tools_need_response = False  # this create covers the tool outputs too
+            self._request_response(now)
             self._awaiting_reply = True
+        else:
+            self._maybe_continue_after_tools(now)
+        self._prune()
         self._refresh()
 
     # --- barge-in ------------------------------------------------------------------------------
@@ -441,11 +727,11 @@ class Session:
             detail = "" if self._connecting else self._offline_reason
         elif not self._configured:
             state = State.CONNECTING
-        elif self._user_speaking:
+        elif self._user_speaking or self._awake:
             state = State.LISTENING
         elif self._playing:
             state = State.SPEAKING
-        elif self._awaiting_reply or self._response is not None:
+        elif self._awaiting_reply or self._response is not None or self._calls_running:
             state = State.THINKING
         elif self.muted:
             state = State.MUTED
@@ -463,6 +749,36 @@ class Session:
         )
 
 
+def config_key_for(param: str, local_turns: bool) -> str:
+    """The config key an API ``session.*`` param came from, for error messages."""
+    if param in ("session", "session.type") or ".format" in param:
+        return "set by the daemon itself, not a config key"
+    if param.startswith("session.tools"):
+        return "config key tools" + param.removeprefix("session.tools")
+    if param.startswith("session.audio.input.turn_detection") and local_turns:
+        return 'sent as null because [gate] mode is "vad" or "push_to_talk"'
+    # [session] mirrors the API's session object: the param is the key path.
+    return f"config key {param}"
+
+
+# Server events the daemon does not act on, and why (README "Server events").
+IGNORED = {
+    "input_audio_buffer.committed": "the daemon commits itself, or server VAD did",
+    "input_audio_buffer.cleared": "confirms the daemon's own clear",
+    "conversation.item.done": "items are tracked from conversation.item.added",
+    "conversation.item.retrieved": "the daemon never retrieves items",
+    "conversation.item.truncated": "confirms the daemon's own truncate",
+    "conversation.item.input_audio_transcription.delta": "only the completed transcript is logged",
+    "conversation.item.input_audio_transcription.segment": "only the completed transcript is logged",
+    "response.output_item.added": "items are tracked from conversation.item.added",
+    "response.output_item.done": "items are tracked from conversation.item.added",
+    "response.content_part.added": "audio and text arrive as deltas",
+    "response.content_part.done": "audio and text arrive as deltas",
+    "response.output_audio.done": "the end of a reply is response.done",
+    "response.function_call_arguments.delta": "arguments are used whole, at .done",
+    "rate_limits.updated": "informational",
+}
+
 _HANDLERS = {
     "session.created": Session._on_session_created,
     "session.updated": Session._on_session_updated,
@@ -471,7 +787,11 @@ _HANDLERS = {
     "input_audio_buffer.speech_stopped": Session._on_speech_stopped,
     "input_audio_buffer.timeout_triggered": Session._on_timeout_triggered,
     "conversation.item.input_audio_transcription.completed": Session._on_user_transcript,
+    "conversation.item.input_audio_transcription.failed": Session._on_user_transcript_failed,
+    "conversation.item.added": Session._on_item_added,
+    "conversation.item.deleted": Session._on_item_deleted,
     "response.created": Session._on_response_created,
+    "response.function_call_arguments.done": Session._on_function_call,
     "response.output_audio.delta": Session._on_audio_delta,
     "response.output_audio_transcript.delta": Session._on_transcript_delta,
     "response.output_audio_transcript.done": Session._on_transcript_done,

@@ -11,7 +11,8 @@ websockets server with the service's handshake checks.
     ├── response  lazily produced response event sequences
     ├── conversation  items, per-item audio bookkeeping, ids
     ├── codecs    wire formats (PCM16 24 kHz, G.711 mu-law / A-law 8 kHz)
-    └── script    SimScript: scripted tool calls (and later faults)
+    └── script    SimScript: scripted tool calls and the session duration cap
+    faults        switchable faults (``--fault``): refusals, cuts, stalls, malformed frames
     server        RealtimeSimulator, serve_forever, run_simulator (websockets adapter)
 """
 

@@ -134,6 +134,8 @@ class SimSession:
         self._response_queued = False
         self._issued_calls: dict[str, str] = {}
         self._script_calls_issued = False
+        self.expired = False
+        """True once the duration cap was reached (``expire``)."""
         self._emit({"type": "session.created", "session": copy.deepcopy(self.session)})
 
     # ----------------------------------------------------------------- public surface
@@ -205,6 +207,21 @@ class SimSession:
             self.pump(None)
             events += self.events_to_send()
         return events
+
+    def expire(self) -> None:
+        """The session reached the service's duration cap: say so; the adapter then closes
+        the connection (see ``expired``)."""
+        if self.expired:
+            return
+        self.expired = True
+        cap = self.script.max_session_s or 0.0
+        self._emit({"type": "error", "error": {
+            "type": "invalid_request_error",
+            "code": "session_expired",
+            "message": f"Your session hit the maximum duration of {cap:g} seconds.",
+            "param": None,
+            "event_id": None,
+        }})
 
     def audio_sent_ms(self, item_id: str) -> float:
         """Assistant audio handed out for ``item_id``, in ms (0 for unknown items)."""

@@ -37,3 +37,7 @@ class SimScript:
     tool_calls: tuple[ToolCall, ...] = ()
     """Issued together, instead of audio, on the first response of a session whose tools
     include every named function and whose tool_choice is not "none". Once per session."""
+    max_session_s: float | None = None
+    """The service's cap on a session's duration (OpenAI: 60 minutes): when a connection
+    reaches it the server sends an ``error`` with code ``session_expired`` and closes the
+    connection. None: no cap."""

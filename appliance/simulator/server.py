@@ -6,7 +6,8 @@ service would refuse (wrong path 404, missing ``key`` / ``protocol=realtime`` qu
 wrong ``Authorization: Basic <key>`` 401), feeds each connection's text frames to its own
 :class:`~appliance.simulator.engine.SimSession`, and sends the session's events from a single
 writer loop that paces reply audio at ``reply_pace`` times real time. All protocol
-behaviour lives in the engine.
+behaviour lives in the engine; switchable faults (refused handshakes, drops, malformed
+frames, ...) in ``faults``, which sees every handshake and every outgoing event.
 
 Imports websockets and the simulator's engine.
 """
@@ -14,9 +15,9 @@ Imports websockets and the simulator's engine.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
+from collections.abc import Sequence
 from http import HTTPStatus
 from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
@@ -26,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from appliance.simulator.engine import DEFAULT_REPLY_CHUNK_MS, Json, SimSession
+from appliance.simulator.faults import ConnectionFaults, Fault, FaultPlan
 from appliance.simulator.script import SimScript
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class RealtimeSimulator:
         script: SimScript | None = None,
         reply_chunk_ms: int = DEFAULT_REPLY_CHUNK_MS,
         reply_pace: float = 4.0,
+        faults: Sequence[Fault] = (),
     ) -> None:
         if reply_pace < 0:
             raise ValueError(f"reply_pace must be >= 0, got {reply_pace}")
@@ -57,6 +60,12 @@ class RealtimeSimulator:
         self._reply_chunk_ms = reply_chunk_ms
         self._reply_pace = reply_pace
         self._server: Server | None = None
+        self._faults = FaultPlan(tuple(faults))
+        self._attempts = 0  # handshakes seen, refused ones included: faults count these
+        self._attempt_of: dict[ServerConnection, int] = {}
+        self._live_faults: set[ConnectionFaults] = set()
+        self.faults_tripped: list[list[str]] = []
+        """Per accepted connection, the faults that acted on it (appliance.simulator.faults)."""
         self.received: list[Json] = []
         """Every client event of every connection, in arrival order."""
         self.sessions: list[SimSession] = []
@@ -97,9 +106,21 @@ class RealtimeSimulator:
     async def close(self) -> None:
         """Close every connection (code 1001) and wait for their handlers to finish."""
         server, self._server = self._server, None
+        for faults in self._live_faults:
+            faults.release()
         if server is not None:
             server.close()
             await server.wait_closed()
+
+    def drop_connections(self) -> int:
+        """A fault on demand: cut every open connection (TCP FIN, no closing handshake), as
+        a Wi-Fi drop that the client notices. Returns how many were cut."""
+        if self._server is None:
+            return 0
+        connections = list(self._server.connections)
+        for connection in connections:
+            connection.transport.close()
+        return len(connections)
 
     async def __aenter__(self) -> RealtimeSimulator:
         await self.start()
@@ -116,6 +137,10 @@ class RealtimeSimulator:
     # ----------------------------------------------------------------------- handshake
 
     def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+        attempt, self._attempts = self._attempts, self._attempts + 1
+        if (status := self._faults.refusal(attempt)) is not None:
+            return connection.respond(HTTPStatus(status), "Simulated fault: handshake refused.\n")
+        self._attempt_of[connection] = attempt
         url = urlsplit(request.path)
         if url.path != PATH:
             return connection.respond(HTTPStatus.NOT_FOUND, f"Not found: {url.path}\n")
@@ -138,16 +163,29 @@ class RealtimeSimulator:
 
     async def _handle(self, websocket: ServerConnection) -> None:
         session = SimSession(self._script, reply_chunk_ms=self._reply_chunk_ms)
+        faults = self._faults.for_connection(self._attempt_of.pop(websocket, 0))
+        self.faults_tripped.append(faults.tripped)
+        self._live_faults.add(faults)
         self.sessions.append(session)
         self.request_paths.append(websocket.request.path if websocket.request else "")
         log.info("simulator session %s connected", session.session_id)
         wake = asyncio.Event()
         reader = asyncio.create_task(self._read(websocket, session, wake))
+        cap = session.script.max_session_s
+
+        def expire() -> None:
+            session.expire()
+            wake.set()
+
+        expiry = None if cap is None else asyncio.get_running_loop().call_later(cap, expire)
         try:
-            await self._write(websocket, session, reader, wake)
+            await self._write(websocket, session, reader, wake, faults)
         except ConnectionClosed:
             pass
         finally:
+            if expiry is not None:
+                expiry.cancel()
+            self._live_faults.discard(faults)
             reader.cancel()
             await asyncio.wait([reader])
             if not reader.cancelled() and (error := reader.exception()) is not None:
@@ -171,15 +209,20 @@ class RealtimeSimulator:
             wake.set()
 
     async def _write(self, websocket: ServerConnection, session: SimSession,
-                     reader: asyncio.Task[None], wake: asyncio.Event) -> None:
+                     reader: asyncio.Task[None], wake: asyncio.Event,
+                     faults: ConnectionFaults) -> None:
         """The connection's only sender: flushes engine events and paces reply chunks."""
         loop = asyncio.get_running_loop()
         next_chunk_at = loop.time()
         while True:
             wake.clear()
             for event in session.events_to_send():
-                await websocket.send(json.dumps(event))
+                if not await faults.send(websocket, event):
+                    return  # a fault ended the connection
             if reader.done():
+                return
+            if session.expired:  # the duration cap: the error is sent, now the close
+                await websocket.close(1000, "session expired")
                 return
             timeout: float | None = None
             if session.response_active:
@@ -200,7 +243,7 @@ class RealtimeSimulator:
 
 
 async def serve_forever(port: int, api_key: str, *, host: str = "127.0.0.1",
-                        script: SimScript | None = None) -> None:
+                        script: SimScript | None = None, faults: Sequence[Fault] = ()) -> None:
     """Run a simulator until SIGINT or SIGTERM; print its URL once it listens."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -208,14 +251,20 @@ async def serve_forever(port: int, api_key: str, *, host: str = "127.0.0.1",
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     try:
-        async with RealtimeSimulator(api_key=api_key, host=host, port=port, script=script) as sim:
+        async with RealtimeSimulator(
+            api_key=api_key, host=host, port=port, script=script, faults=faults
+        ) as sim:
             print(f"Realtime simulator listening on {sim.url}", flush=True)
+            for fault in faults:
+                print(f"Fault on: {fault.name}{':' + fault.arg if fault.arg else ''} "
+                      f"({'every connection' if fault.attempts == 0 else f'first {fault.attempts} connection attempt(s)'})",
+                      flush=True)
             await stop.wait()
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
 
 
-def run_simulator(port: int, api_key: str) -> None:
-    """Blocking entry point for ``appliance simulate --port N``."""
-    asyncio.run(serve_forever(port, api_key))
+def run_simulator(port: int, api_key: str, faults: Sequence[Fault] = ()) -> None:
+    """Blocking entry point for ``appliance simulate --port N [--fault SPEC ...]``."""
+    asyncio.run(serve_forever(port, api_key, faults=faults))

@@ -52,6 +52,11 @@ class RealtimeConnection:
     async def close(self) -> None:
         await self._ws.close()
 
+    @property
+    def latency(self) -> float:
+        """Seconds the last keepalive ping took to be answered (0 before the first pong)."""
+        return float(self._ws.latency)
+
 
 def _closed_reason(exc: ConnectionClosed) -> str:
     rcvd = exc.rcvd

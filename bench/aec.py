@@ -1,0 +1,273 @@
+"""Echo-safe barge-in: self-interruptions, barge-in latency, ERLE and CPU of the canceller.
+
+Agent speech (espeak-ng, ``SECONDS`` of it) goes through the simulated room of
+``appliance.simulator.room`` (delay, attenuation, reverberant impulse response, loudspeaker
+clipping, microphone noise) into the real capture front end (webrtcvad, the gate with its
+echo guard on, as while the speaker plays, and once off) with and without the WebRTC echo canceller, fed
+through the real ``ReferenceTap`` on a simulated clock. The echo at the microphone is 6 dB
+above the user utterances (``appliance/data/speech.wav``, every 8 s in the second run).
+
+Prints, per configuration: turn starts (barge-ins) over the agent alone; user utterances
+detected over the echo and the latency from speech onset to the turn start (p50 / p95 /
+max); ERLE in dB (echo power over what remains of it, 0.5 s windows, median from 10 s on)
+and the convergence time (first moment after which the 2 s running median ERLE stays at or
+above 25 dB); CPU per audio second of the canceller and of the rest of the front end (thread
+time on this machine). Then ERLE and convergence for room delays of 20, 80 and 150 ms.
+
+``--compare`` evaluates the alternatives on a shorter signal through the same path (the
+same tap, clock and front end): livekit's AEC3 against speexdsp's MDF canceller (Debian's
+libspeexdsp1, called through ctypes here, for the evaluation only) and, if it is installed,
+the pywebrtc-audio package (the same AEC3, another binding).
+
+Run: ``.venv/bin/python -m bench.aec`` (``--seconds 120`` for a quick look;
+``--compare`` for the evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import math
+import resource
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from appliance.audio.aec import FRAME, EchoCanceller, ReferenceTap, load_canceller
+from appliance.config import GateSettings, ProcessingSettings
+from appliance.simulator.room import (
+    RATE,
+    Room,
+    Signal,
+    agent_speech,
+    barge_in_latencies,
+    erle,
+    false_starts,
+    run_front_end,
+    scene,
+    user_speech,
+)
+
+ECHO_DBFS = -20.0
+USER_DBFS = ECHO_DBFS - 6.0
+TARGET_ERLE_DB = 25.0
+
+
+def convergence_s(curve: Signal, target: float = TARGET_ERLE_DB, window: int = 4) -> float:
+    """Seconds until the running median of ``window`` half-second ERLE values stays at or
+    above ``target`` from then on (inf if it never does)."""
+    n = len(curve)
+    ok = np.zeros(n, dtype=bool)
+    for i in range(n):
+        vals = curve[max(0, i - window + 1) : i + 1]
+        vals = vals[~np.isnan(vals)]
+        ok[i] = len(vals) > 0 and float(np.median(vals)) >= target
+    bad = np.flatnonzero(~ok)
+    if len(bad) == 0:
+        return 0.0
+    if bad[-1] == n - 1:
+        return math.inf
+    return float(bad[-1] + 1) * 0.5
+
+
+def one(
+    label: str,
+    agent: Signal,
+    room: Room,
+    processing: ProcessingSettings | None,
+    guard: bool = True,
+) -> None:
+    gate = GateSettings()
+    alone = scene(agent, room)
+    solo = run_front_end(alone, gate, processing, playing=guard)
+    with_user = scene(agent, room, user_dbfs=USER_DBFS)
+    duet = run_front_end(with_user, gate, processing, playing=guard)
+    seconds = len(agent) / RATE
+    lat = np.array(barge_in_latencies(with_user.onsets, duet.starts))
+    found = lat[np.isfinite(lat)]
+    wrong = false_starts(with_user.onsets, duet.starts, len(user_speech()))
+    print(f"{label}")
+    print(
+        f"  agent alone {seconds / 60:.1f} min: {len(solo.starts)} barge-ins"
+        + (
+            f" (at {', '.join(f'{s / RATE:.1f}' for s in solo.starts[:8])} s)"
+            if solo.starts
+            else ""
+        )
+    )
+    if len(found):
+        print(
+            f"  user over echo: {len(found)}/{len(lat)} detected, latency p50"
+            f" {np.median(found) * 1000:.0f} ms, p95 {np.percentile(lat, 95) * 1000:.0f} ms,"
+            f" max {lat.max() * 1000:.0f} ms; {len(wrong)} starts without user speech"
+        )
+    else:
+        print(f"  user over echo: 0/{len(lat)} detected")
+    if processing is not None:
+        curve, _ = erle(alone.echo, solo.heard)
+        print(
+            f"  ERLE median {np.nanmedian(curve[20:]):.1f} dB after 10 s"
+            f" (p10 {np.nanpercentile(curve[20:], 10):.1f} dB), converged (>= {TARGET_ERLE_DB:.0f} dB)"
+            f" after {convergence_s(curve):.1f} s"
+        )
+    rest = solo.cpu_s - solo.canceller_cpu_s
+    print(
+        f"  CPU per audio second: canceller {solo.canceller_cpu_s / seconds * 1000:.2f} ms"
+        f" ({solo.canceller_cpu_s / seconds * 100:.2f} % of one core), rest of the front end"
+        f" {rest / seconds * 1000:.2f} ms ({rest / seconds * 100:.2f} %)"
+    )
+
+
+class _Speex:
+    """speexdsp's echo canceller (MDF, 250 ms filter) in the shape of livekit's module."""
+
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("speexdsp") or "libspeexdsp.so.1"
+        lib = ctypes.CDLL(name)
+        lib.speex_echo_state_init.restype = ctypes.c_void_p
+        lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.speex_echo_cancellation.argtypes = [ctypes.c_void_p] * 4
+        lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        self._lib = lib
+        self._st = lib.speex_echo_state_init(FRAME, RATE // 4)
+        rate = ctypes.c_int(RATE)
+        lib.speex_echo_ctl(self._st, 24, ctypes.byref(rate))  # SPEEX_ECHO_SET_SAMPLING_RATE
+        self._far = np.zeros(FRAME, dtype=np.int16)
+        self._out = np.zeros(FRAME, dtype=np.int16)
+
+    def process_reverse_stream(self, frame: bytearray) -> None:
+        self._far[:] = np.frombuffer(frame, dtype=np.int16)
+
+    def set_stream_delay_ms(self, delay_ms: int) -> None:
+        pass
+
+    def process_stream(self, frame: bytearray) -> None:
+        near = np.frombuffer(frame, dtype=np.int16)
+        self._lib.speex_echo_cancellation(
+            self._st, near.ctypes.data, self._far.ctypes.data, self._out.ctypes.data
+        )
+        near[:] = self._out
+
+
+class _PyWebrtc:
+    """pywebrtc-audio's AudioProcessor (AEC3) in the shape of livekit's module."""
+
+    def __init__(self, module: Any) -> None:
+        self._ap = module.AudioProcessor(RATE, 1, echo_cancellation=True, high_pass_filter=True)
+        self._far = np.zeros(FRAME, dtype=np.int16)
+
+    def process_reverse_stream(self, frame: bytearray) -> None:
+        self._far[:] = np.frombuffer(frame, dtype=np.int16)
+
+    def set_stream_delay_ms(self, delay_ms: int) -> None:
+        self._ap.stream_delay_ms = delay_ms
+
+    def process_stream(self, frame: bytearray) -> None:
+        near = np.frombuffer(frame, dtype=np.int16)
+        near[:] = self._ap.process(near, self._far)
+
+
+def _maker(apm: Callable[[], Any]) -> Callable[[ReferenceTap, Callable[[], float]], EchoCanceller]:
+    def make(tap: ReferenceTap, clock: Callable[[], float]) -> EchoCanceller:
+        return EchoCanceller(apm(), lambda buf: buf, tap, always=False, clock=clock)
+
+    return make
+
+
+def _rss_mb() -> float:
+    """Resident memory now (not the peak)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def compare(seconds: float) -> None:
+    makers: list[tuple[str, Callable[[ReferenceTap, Callable[[], float]], EchoCanceller]]] = []
+    rss = _rss_mb()
+    t0 = time.perf_counter()
+    load_canceller(ProcessingSettings(), ReferenceTap(RATE))
+    print(
+        f"livekit: loading the module took {time.perf_counter() - t0:.2f} s,"
+        f" resident memory +{_rss_mb() - rss:.0f} MB"
+    )
+
+    def livekit(tap: ReferenceTap, clock: Callable[[], float]) -> EchoCanceller:
+        made = load_canceller(ProcessingSettings(), tap, clock)
+        assert made is not None
+        return made
+
+    makers.append(("livekit (WebRTC AEC3)", livekit))
+    try:
+        _Speex()
+        makers.append(("speexdsp (MDF, ctypes)", _maker(_Speex)))
+    except OSError as exc:
+        print(f"speexdsp: not available ({exc})")
+    try:
+        import pywebrtc_audio  # type: ignore[import-not-found]
+
+        rss = _rss_mb()
+        _PyWebrtc(pywebrtc_audio)
+        print(f"pywebrtc-audio: resident memory +{_rss_mb() - rss:.0f} MB")
+        makers.append(("pywebrtc-audio (WebRTC AEC3)", _maker(lambda: _PyWebrtc(pywebrtc_audio))))
+    except ImportError:
+        print("pywebrtc-audio: not installed (pip install pywebrtc-audio to include it)")
+    agent = agent_speech(seconds)
+    room = Room(delay_ms=80.0, echo_dbfs=ECHO_DBFS)
+    user_len = len(user_speech())
+    for label, make in makers:
+        alone = scene(agent, room)
+        solo = run_front_end(alone, GateSettings(), None, make_canceller=make)
+        duet_scene = scene(agent, room, user_dbfs=USER_DBFS)
+        duet = run_front_end(duet_scene, GateSettings(), None, make_canceller=make)
+        lat = np.array(barge_in_latencies(duet_scene.onsets, duet.starts))
+        curve, _ = erle(alone.echo, solo.heard)
+        wrong = false_starts(duet_scene.onsets, duet.starts, user_len)
+        print(
+            f"{label}: ERLE median {np.nanmedian(curve[20:]):.1f} dB;"
+            f" {len(solo.starts)} barge-ins over {seconds:.0f} s of agent alone;"
+            f" user {np.isfinite(lat).sum()}/{len(lat)} detected"
+            f" (p50 {np.median(lat) * 1000:.0f} ms), {len(wrong)} starts without user speech;"
+            f" CPU {solo.canceller_cpu_s / seconds * 1000:.2f} ms per audio second"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--compare", action="store_true", help="evaluate the alternatives")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", RuntimeWarning)  # NaN medians of faint windows
+    if args.compare:
+        compare(min(args.seconds, 120.0))
+        return
+    agent = agent_speech(args.seconds)
+    room = Room(delay_ms=80.0, echo_dbfs=ECHO_DBFS)
+    print(
+        f"room: delay {room.delay_ms:.0f} ms, RT60 {room.rt60_ms:.0f} ms, drive {room.drive},"
+        f" echo {ECHO_DBFS:.0f} dBFS, user {USER_DBFS:.0f} dBFS, noise {room.noise_dbfs:.0f} dBFS"
+    )
+    one("echo guard only (no canceller)", agent, room, None)
+    one("echo cancellation + echo guard", agent, room, ProcessingSettings())
+    one("echo cancellation, echo guard off", agent, room, ProcessingSettings(), guard=False)
+    one(
+        "echo cancellation + noise suppression + echo guard",
+        agent,
+        room,
+        ProcessingSettings(noise_suppression=True),
+    )
+    short = agent[: 60 * RATE]
+    for delay in (20.0, 80.0, 150.0):
+        alone = scene(short, Room(delay_ms=delay, echo_dbfs=ECHO_DBFS))
+        run = run_front_end(alone, GateSettings(), ProcessingSettings())
+        curve, _ = erle(alone.echo, run.heard)
+        print(
+            f"room delay {delay:.0f} ms: ERLE median {np.nanmedian(curve[20:]):.1f} dB,"
+            f" converged after {convergence_s(curve):.1f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()

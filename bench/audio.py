@@ -1,0 +1,465 @@
+"""The audio engine through the real daemon and simulator, on clocked devices.
+
+``.venv/bin/python -m bench.audio [--quick]``. Needs the PulseAudio test packages (``make
+bench`` installs them). A private PulseAudio (``tests/alsa_env.py``) gives real-time ALSA
+devices: the daemon captures ``pmic`` (what this process plays into the ``micfeed`` sink:
+room noise at -40 dBFS all the time, the shipped speech recording over it at 20 dB SNR) and
+plays to ``spktap`` (48 kHz stereo). The loopback simulator runs in this process and echoes
+each turn back as the reply. The daemon runs in a child process; both stamp events with
+CLOCK_MONOTONIC, which processes on one machine share.
+
+Figures:
+
+- capture-to-wire: for every sample sent live (not pre-roll, which is old by design), from
+  its capture (the read of its capture period, less its age in that period) to its append
+  frame arriving at the simulator's socket;
+- delta-to-device: the first audio delta of each reply, from the daemon receiving it to the
+  first ``write()`` to the playback PCM returning;
+- barge-in, local VAD: the start of the capture period holding the onset (the first period
+  5 dB over the room noise) to ``drop()`` on the playback PCM; server: ``speech_started``
+  received to ``drop()`` (``[gate] mode = "always"``, the simulator's server VAD);
+- CPU per audio second of the plain ``appliance run`` process, idle in the room noise
+  (nothing sent) and streaming (continuous speech, 40 ms chunks going out): utime + stime
+  of its threads from /proc, leaving out libpulse's "threaded-ml" client thread (a Pi on
+  ``hw:`` devices has none); shown in % of one core;
+- peak RSS (VmHWM) of the daemon processes.
+
+The latency runs use ``bench.audio_child`` (the same daemon, timed at its edges); CPU and
+memory are measured on ``appliance run`` itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.demo import DEMO_KEY, speech_recording
+from appliance.simulator.server import RealtimeSimulator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from alsa_env import AlsaEnv, PulseEnv, make_alsa_env, pulse_running
+
+RATE = 16000
+NOISE_DB = -40.0  # room noise; the recording's speech is at about -20 dBFS: 20 dB SNR
+ONSET_OVER_NOISE_DB = 5.0
+
+
+def speech() -> np.ndarray:
+    pcm, rate = speech_recording()
+    assert rate == RATE
+    return np.frombuffer(pcm, dtype=np.int16)
+
+
+def speech_span() -> tuple[int, int]:
+    """Sample range of the recording's speech (10 ms blocks above -40 dBFS)."""
+    x = speech().astype(np.float64)
+    block = RATE // 100
+    rms = np.sqrt(np.mean(x[: len(x) // block * block].reshape(-1, block) ** 2, axis=1))
+    loud = np.flatnonzero(rms > 32768 * 10 ** (-40 / 20))
+    return int(loud[0]) * block, int(loud[-1] + 1) * block
+
+
+def room_noise(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    level = 32768 * 10 ** (NOISE_DB / 20)
+    return (rng.standard_normal(int(RATE * seconds)) * level).astype(np.int16)
+
+
+class TimedList(list[dict[str, Any]]):
+    """``RealtimeSimulator.received`` that also notes when each event arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def extend(self, events: Any) -> None:
+        events = list(events)
+        self.times.extend([time.monotonic()] * len(events))
+        super().extend(events)
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+AUDIO_EXTRA = ""  # --audio 'key = value' lines for trying other [audio] settings
+
+
+def config_text(url: str, gate: str, session: str = "") -> str:
+    return f"""
+[realtime]
+url = "{url}"
+{session}
+[audio]
+{AUDIO_EXTRA}
+capture_device = "pmic"
+capture_rate = 16000
+playback_device = "spktap"
+playback_rate = 48000
+playback_channels = 2
+[audio.processing]
+echo_cancellation = false
+[gate]
+{gate}
+[gpio]
+enabled = false
+[earcons]
+enabled = false
+[logging]
+level = "warning"
+"""
+
+
+@dataclass
+class Child:
+    proc: subprocess.Popen[bytes]
+    out: Path | None
+
+    def stop(self) -> dict[str, Any]:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(15)
+        if self.out is None:
+            return {}
+        return dict(json.loads(self.out.read_text()))
+
+
+def start_daemon(alsa: AlsaEnv, config: Path, log: Path, timed: Path | None) -> Child:
+    env = alsa.env()
+    env.update(INWORLD_API_KEY=DEMO_KEY, PYTHONUNBUFFERED="1")
+    for k in [k for k in env if k.startswith(("NOTIFY_", "WATCHDOG_", "JOURNAL_"))]:
+        del env[k]
+    cmd = (
+        [sys.executable, "-m", "bench.audio_child", str(config), str(timed)]
+        if timed is not None
+        else [sys.executable, "-m", "appliance.cli", "run", "--config", str(config)]
+    )
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, cwd=Path(__file__).parents[1])
+    return Child(proc, timed)
+
+
+async def until(what: str, ok: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bench: no {what} within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+def types(received: list[dict[str, Any]]) -> list[str]:
+    return [str(e.get("type")) for e in received]
+
+
+# --- latency -----------------------------------------------------------------------------------
+
+
+async def latency_vad(alsa: AlsaEnv, pulse: PulseEnv, work: Path, turns: int) -> dict[str, Any]:
+    """Turns in vad mode, each new utterance barging in on the previous reply."""
+    sim = RealtimeSimulator(api_key=DEMO_KEY)
+    received = TimedList()
+    sim.received = received
+    async with sim:
+        cfg = work / "vad.toml"
+        cfg.write_text(config_text(sim.url, 'mode = "vad"'))
+        noise = pulse.feed(room_noise(15 + turns * 6), latency_ms=250)
+        child = start_daemon(alsa, cfg, work / "vad.log", work / "vad.json")
+        feeds: list[float] = []
+        try:
+            await until("session.update", lambda: "session.update" in types(received), 20)
+            await asyncio.sleep(1.5)
+            for _ in range(turns):
+                created = types(received).count("response.create")
+                feeds.append(time.monotonic())
+                pulse.feed(speech())
+                await until("turn", lambda c=created: types(received).count("response.create") > c, 15)
+                await asyncio.sleep(1.2)  # the reply is playing when the next utterance starts
+            await asyncio.sleep(3.0)
+        finally:
+            timed = child.stop()
+            noise.kill()
+            noise.wait()
+    return {"timed": timed, "received": list(received), "arrivals": received.times, "feeds": feeds}
+
+
+async def latency_server(alsa: AlsaEnv, pulse: PulseEnv, work: Path, turns: int) -> dict[str, Any]:
+    """Always mode: the simulator's server VAD opens and ends turns; each utterance talks
+    over the previous reply, so the server's speech_started must stop the speaker."""
+    sim = RealtimeSimulator(api_key=DEMO_KEY)
+    async with sim:
+        cfg = work / "server.toml"
+        session = (
+            "[session.audio.input.turn_detection]\n"
+            'type = "server_vad"\nthreshold = 0.75\nsilence_duration_ms = 500\n'
+        )
+        cfg.write_text(config_text(sim.url, 'mode = "always"\nbarge_in = "server"', session))
+        noise = pulse.feed(room_noise(15 + turns * 5), latency_ms=250)
+        child = start_daemon(alsa, cfg, work / "server.log", work / "server.json")
+        try:
+            await until("session.update", lambda: "session.update" in types(sim.received), 20)
+            await asyncio.sleep(1.5)
+            for _ in range(turns):
+                pulse.feed(speech())
+                await asyncio.sleep(4.5)  # the reply starts ~3.4 s in and lasts ~3 s
+            await asyncio.sleep(3.0)
+        finally:
+            timed = child.stop()
+            noise.kill()
+            noise.wait()
+    return {"timed": timed}
+
+
+def capture_to_wire(run: dict[str, Any]) -> list[float]:
+    """Per live sample, ms from its period's read to its append's arrival."""
+    chunks = run["timed"]["chunks"]
+    appends = [t for e, t in zip(run["received"], run["arrivals"], strict=True)
+               if e.get("type") == "input_audio_buffer.append"]
+    if len(appends) != len(chunks):
+        raise RuntimeError(f"bench: {len(chunks)} chunks made but {len(appends)} appends arrived")
+    lat: list[np.ndarray] = []
+    for arrived, live in zip(appends, chunks, strict=True):
+        for read_at, length, first, end in live:
+            captured = read_at - (length - np.arange(first, end)) / 24000
+            lat.append((arrived - captured) * 1000)
+    return np.concatenate(lat).tolist() if lat else []
+
+
+def delta_to_device(timed: dict[str, Any]) -> list[float]:
+    """First delta of each reply to the first write() after it."""
+    writes = [t for t, _ in timed["writes"]]
+    firsts: dict[str, float] = {}
+    for t, item in timed["deltas"]:
+        firsts.setdefault(item, t)
+    out = []
+    for t in firsts.values():
+        after = [w for w in writes if w >= t]
+        if after:
+            out.append((after[0] - t) * 1000)
+    return out
+
+
+def local_barge_in(run: dict[str, Any]) -> list[float]:
+    """Onset period read to drop(), for each utterance that stopped a reply."""
+    timed = run["timed"]
+    periods = timed["periods"]
+    drops = timed["drops"]
+    out = []
+    lead_s = speech_span()[0] / RATE
+    for fed in run["feeds"]:
+        # The onset is somewhere in the first loud period: count from that period's start.
+        onset = next(
+            (
+                t - n / RATE
+                for t, n, db in periods
+                if t > fed + lead_s * 0.5 and db > NOISE_DB + ONSET_OVER_NOISE_DB
+            ),
+            None,
+        )
+        if onset is None:
+            continue
+        after = [d for d in drops if onset <= d < onset + 2.0]
+        if after:
+            out.append((after[0] - onset) * 1000)
+    return out
+
+
+def server_barge_in(timed: dict[str, Any]) -> list[float]:
+    out = []
+    for started in timed["speech_started"]:
+        after = [d for d in timed["drops"] if started <= d < started + 1.0]
+        if after:
+            out.append((after[0] - started) * 1000)
+    return out
+
+
+# --- CPU and memory ------------------------------------------------------------------------------
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread (by "tid comm"), from /proc/PID/task/*/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[f"{task.name} {comm}"] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+BARE_READER = """
+import select, sys, time, alsaaudio
+pcm = alsaaudio.PCM(type=alsaaudio.PCM_CAPTURE, mode=alsaaudio.PCM_NONBLOCK, device="pmic",
+                    rate=16000, channels=1, format=alsaaudio.PCM_FORMAT_S16_LE,
+                    periodsize=160, periods=4)
+poller = select.poll()
+for fd, ev in pcm.polldescriptors():
+    poller.register(fd, ev)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    n, _ = pcm.read()
+    poller.poll(500)
+"""
+
+
+async def bare_reader_cpu(alsa: AlsaEnv, seconds: float) -> float:
+    """% of one core for a bare poll + read loop on the same PCM (one read per 10 ms period,
+    nothing done with the audio): what reading through the PulseAudio plugin costs by itself."""
+    env = alsa.env()
+    proc = subprocess.Popen([sys.executable, "-c", BARE_READER, str(seconds + 2)], env=env)
+    try:
+        await asyncio.sleep(1.0)
+        before, t0 = thread_cpu(proc.pid), time.monotonic()
+        await asyncio.sleep(seconds)
+        after, t1 = thread_cpu(proc.pid), time.monotonic()
+    finally:
+        proc.wait(10)
+    own = sum(v - before.get(k, 0.0) for k, v in after.items() if not k.endswith(" threaded-ml"))
+    return own / (t1 - t0) * 100
+
+
+@dataclass
+class CpuFigure:
+    own_s: float
+    pulse_client_s: float
+    audio_s: float
+    sent_ms: float
+
+    @property
+    def percent(self) -> float:
+        return self.own_s / self.audio_s * 100
+
+
+async def cpu_and_memory(
+    alsa: AlsaEnv, pulse: PulseEnv, work: Path, seconds: float
+) -> tuple[CpuFigure, CpuFigure, float]:
+    async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
+        cfg = work / "cpu.toml"
+        cfg.write_text(config_text(sim.url, 'mode = "vad"'))
+        noise = pulse.feed(room_noise(2 * seconds + 30), latency_ms=250)
+        child = start_daemon(alsa, cfg, work / "cpu.log", None)
+        pid = child.proc.pid
+        try:
+            await until("session.update", lambda: "session.update" in types(sim.received), 20)
+            await asyncio.sleep(3.0)  # start-up, imports and the first connection are done
+
+            async def window(label: str) -> CpuFigure:
+                before, n0, t0 = thread_cpu(pid), len(sim.received), time.monotonic()
+                await asyncio.sleep(seconds)
+                after, t1 = thread_cpu(pid), time.monotonic()
+                own = pulse_client = 0.0
+                for key, cpu in after.items():
+                    delta = cpu - before.get(key, 0.0)
+                    if key.endswith(" threaded-ml"):
+                        pulse_client += delta
+                    else:
+                        own += delta
+                sent = sum(
+                    len(base64.b64decode(e["audio"])) / 48
+                    for e in sim.received[n0:]
+                    if e.get("type") == "input_audio_buffer.append"
+                )
+                return CpuFigure(own, pulse_client, t1 - t0, sent)
+
+            idle = await window("idle")
+            # Continuous speech: the recording's speech span over and over, so the gate
+            # stays open and 40 ms chunks stream for the whole window.
+            start, end = speech_span()
+            talk = np.tile(speech()[start:end], int(seconds * RATE / (end - start)) + 3)
+            feeder = pulse.feed(talk)
+            await asyncio.sleep(1.0)
+            streaming = await window("streaming")
+            feeder.kill()
+            feeder.wait()
+            rss = peak_rss_mb(pid)
+        finally:
+            child.stop()
+            noise.kill()
+            noise.wait()
+    return idle, streaming, rss
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> None:
+    turns = 5 if quick else 12
+    seconds = 15.0 if quick else 40.0
+    vad = await latency_vad(alsa, pulse, work, turns)
+    server = await latency_server(alsa, pulse, work, turns)
+    idle, streaming, rss = await cpu_and_memory(alsa, pulse, work, seconds)
+    floor = await bare_reader_cpu(alsa, seconds)
+
+    wire = capture_to_wire(vad)
+    device = delta_to_device(vad["timed"])
+    local = local_barge_in(vad)
+    remote = server_barge_in(server["timed"])
+    print(f"audio engine through the daemon, clocked PulseAudio devices, {turns} turns per run")
+    print(
+        "(default config: 10 ms periods, 40 ms chunks, vad 2, 30 ms frames, echo guard 3 / 120 ms;"
+        f" echo cancellation off{'; ' + AUDIO_EXTRA.replace(chr(10), ', ') if AUDIO_EXTRA else ''})"
+    )
+    print(f"{'what':<46} {'p50':>8} {'p95':>8} {'n':>7}  target")
+    rows = [
+        ("capture-to-wire (live samples)", wire, "p95 <= 50 ms"),
+        ("delta-to-device (first delta of a reply)", device, "p95 <= 5 ms"),
+        ("barge-in, local VAD: onset -> drop()", local, "p95 <= 150 ms"),
+        ("barge-in, server speech_started -> drop()", remote, "p95 <= 10 ms"),
+    ]
+    for label, values, target in rows:
+        print(f"{label:<46} {pct(values, 50):6.1f}ms {pct(values, 95):6.1f}ms {len(values):7d}  {target}")
+    for label, fig, target in (("idle listening (room noise)", idle, "<= 0.2 %"),
+                               ("streaming (continuous speech)", streaming, "<= 0.5 %")):
+        print(
+            f"CPU, {label:<41} {fig.percent:6.3f} % of one core  ({fig.own_s * 1000:.0f} ms in"
+            f" {fig.audio_s:.1f} s, {fig.sent_ms:.0f} ms sent; libpulse client thread, not"
+            f" counted: {fig.pulse_client_s / fig.audio_s * 100:.3f} %)  target {target}"
+        )
+    print(
+        f"CPU, a bare poll + read loop on the same PCM      {floor:6.3f} % of one core  (the"
+        " PulseAudio plugin's cost in the reading thread; hw: devices do not have it)"
+    )
+    print(f"peak RSS of the daemon (appliance run)           {rss:6.1f} MB  target <= 60 MB")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench.audio", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer turns, 15 s CPU windows")
+    parser.add_argument(
+        "--audio", action="append", default=[], help="an [audio] line to try, e.g. 'period_ms = 20'"
+    )
+    args = parser.parse_args(argv)
+    global AUDIO_EXTRA
+    AUDIO_EXTRA = "\n".join(args.audio)
+    with tempfile.TemporaryDirectory(prefix="bench-audio-") as tmp:
+        root = Path(tmp)
+        alsa = make_alsa_env(root)
+        os.environ["PULSE_SERVER"] = alsa.pulse_server  # for this process's pacat feeders
+        with pulse_running(alsa) as pulse:
+            asyncio.run(run_all(alsa, pulse, root, args.quick))
+
+
+if __name__ == "__main__":
+    main()

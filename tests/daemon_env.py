@@ -1,0 +1,63 @@
+"""The real daemon as a subprocess: the one config and environment end-to-end tests share.
+
+Used by test_e2e.py and test_systemd.py (``from daemon_env import ...``; pytest puts this
+directory on ``sys.path``). The daemon runs ``python -m appliance.cli run`` against the
+loopback simulator at ``url`` with ALSA ``file``-plugin devices ``mic`` (16 kHz) and
+``spk`` (24 kHz) from an asoundrc of the test's own (``appliance.demo.write_file_devices``),
+VAD gating and no GPIO. Its environment never inherits systemd's variables or a real key.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from appliance.demo import alsa_config_path
+
+KEY = "dGVzdDp0ZXN0LWtleQ=="  # base64 "test:test-key"
+APPLIANCE = [sys.executable, "-m", "appliance.cli"]
+INHERITED_NOT = ("NOTIFY_", "JOURNAL_", "WATCHDOG_", "INWORLD_", "CREDENTIALS_")
+"""Prefixes of variables a test daemon must not inherit from the test run."""
+
+
+def config_text(url: str, voice: str = "Clive", extra: str = "") -> str:
+    """The daemon's config: ``extra`` is appended (more tables, e.g. ``[logging]``)."""
+    return f"""
+[realtime]
+url = "{url}"
+[session]
+instructions = "Be brief."
+temperature = 0.8
+[session.audio.output]
+voice = "{voice}"
+[session.audio.input.transcription]
+model = "assemblyai/u3-rt-pro"
+[audio]
+capture_device = "mic"
+capture_rate = 16000
+playback_device = "spk"
+playback_rate = 24000
+[gate]
+mode = "vad"
+[gpio]
+enabled = false
+{extra}
+"""
+
+
+def write_config(path: Path, url: str, voice: str = "Clive", extra: str = "") -> None:
+    path.write_text(config_text(url, voice, extra))
+
+
+def daemon_env(asoundrc: Path, **extra: str) -> dict[str, str]:
+    """This process's environment minus ``INHERITED_NOT``, with the test's ALSA devices,
+    the test key and unbuffered output; ``extra`` (e.g. ``NOTIFY_SOCKET``) last."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED_NOT)}
+    env.update(
+        ALSA_CONFIG_PATH=alsa_config_path(asoundrc),
+        INWORLD_API_KEY=KEY,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env

@@ -1,0 +1,399 @@
+"""Earcons: shipped sounds, user files, the gate they must not open, and the real daemon.
+
+The daemon test closes the acoustic loop for real: the microphone ``echomic`` is the monitor
+of the PulseAudio sink the speaker ``spktap`` plays into, so the daemon hears every earcon
+it plays, at real-time pace. The simulator must receive nothing and the session must not
+notice, while the speaker tap shows the cues were played.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import tomllib
+import wave
+from collections.abc import Callable, Iterator
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+import soxr
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted, SpeechStopped
+from appliance.audio.playback import PlaybackIdle, PlaybackStarted, PlaybackThread
+from appliance.audio.vad import WebRtcVad
+from appliance.config import EARCON_NAMES, EarconSettings, GateSettings, parse_config
+from appliance.core.session import Action, StateChanged
+from appliance.core.state import State
+from appliance.credentials import ApiKey
+from appliance.daemon import Daemon
+from appliance.demo import DEMO_KEY, demo_config, speech_recording
+from appliance.earcons import RATE, EarconPlayer, load_earcons, read_wav, shipped
+from appliance.errors import ConfigError
+from appliance.simulator.server import RealtimeSimulator
+
+if TYPE_CHECKING:
+    from alsa_env import AlsaEnv, PulseEnv
+
+pytest_plugins = ["alsa_env"]
+
+KEY = "dGVzdDp0ZXN0LWtleQ=="
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int, width: int = 2) -> Path:
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(np.ascontiguousarray(samples).tobytes())
+    return path
+
+
+def best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
+    """Peak normalised correlation of ``needle`` sliding over ``haystack``."""
+    a, b = haystack.astype(np.float64), needle.astype(np.float64)
+    if len(a) < len(b):
+        return 0.0
+    size = 1 << (len(a) + len(b)).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    energy = np.sqrt(np.convolve(a**2, np.ones(len(b)), "valid"))
+    return float(np.max(corr[: len(energy)] / (energy * np.linalg.norm(b) + 1e-9)))
+
+
+# --- the sounds ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", EARCON_NAMES)
+def test_shipped_earcons_are_short_soft_and_click_free(name: str) -> None:
+    with wave.open(str(shipped(name)), "rb") as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (24000, 1, 2)
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+    assert 0.08 <= len(x) / RATE <= 0.4
+    peak_db = 20 * np.log10(np.max(np.abs(x)) / 32768)
+    assert -10 < peak_db < -8
+    # Faded in and out: starts and ends at silence and stays near it for 0.5 ms (no click).
+    edge, peak = RATE // 2000, np.max(np.abs(x))
+    assert np.max(np.abs(x[:edge])) < 0.1 * peak and abs(x[0]) < 0.01 * peak
+    assert np.max(np.abs(x[-edge:])) < 0.1 * peak and abs(x[-1]) < 0.01 * peak
+
+
+def test_the_shipped_earcons_are_package_data() -> None:
+    """A wheel (``make install``) carries them: a package-data glob matches each file."""
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    setuptools = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]
+    globs = setuptools["package-data"]["appliance"]
+    for name in EARCON_NAMES:
+        rel = shipped(name).relative_to(shipped(name).parents[2]).as_posix()
+        assert rel == f"data/earcons/{name}.wav"
+        # setuptools' "*" stops at "/", fnmatch's does not: compare the depth too.
+        assert any(fnmatch(rel, g) and rel.count("/") == g.count("/") for g in globs), globs
+
+
+def test_the_sounds_differ_from_one_another() -> None:
+    sounds = load_earcons(EarconSettings())
+    assert set(sounds) == set(EARCON_NAMES)
+    for a in EARCON_NAMES:
+        for b in EARCON_NAMES:
+            if a < b:
+                x, y = (np.frombuffer(sounds[n], dtype=np.int16) for n in (a, b))
+                short, long_ = sorted((x, y), key=len)
+                assert best_match(long_, short) < 0.9, (a, b)
+
+
+def test_a_user_wav_is_mixed_to_mono_and_resampled(tmp_path: Path) -> None:
+    t = np.arange(int(48000 * 0.2)) / 48000
+    tone = (8000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+    path = write_wav(tmp_path / "beep.wav", np.stack([tone, tone], axis=1), 48000)
+    pcm = np.frombuffer(read_wav(path, "earcons.mute"), dtype=np.int16)
+    assert abs(len(pcm) - int(0.2 * RATE)) <= 2
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
+    assert np.argmax(spectrum) * RATE / len(pcm) == pytest.approx(1000, abs=10)
+    sounds = load_earcons(EarconSettings(mute=str(path), error=""))
+    assert sounds["mute"] == pcm.tobytes()
+    assert "error" not in sounds  # "" is silent
+    assert load_earcons(EarconSettings(enabled=False)) == {}
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda p: p / "missing.wav", "no such file"),
+        (lambda p: write_wav(p / "x.wav", np.zeros(100, np.uint8), 8000, width=1), "16-bit"),
+        (lambda p: write_wav(p / "x.wav", np.zeros(4 * 8000, np.int16), 8000), "3 s"),
+        (lambda p: write_wav(p / "x.wav", np.zeros(0, np.int16), 8000), "no audio"),
+        (lambda p: (p / "x.wav").write_text("not a wav") and p / "x.wav", "not a readable WAV"),
+    ],
+)
+def test_a_bad_earcon_file_is_a_config_error_naming_the_key(
+    tmp_path: Path, make: Callable[[Path], Path], says: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_earcons(EarconSettings(mute=str(make(tmp_path))))
+    assert err.value.key == "earcons.mute"
+    assert says in str(err.value)
+
+
+def test_earcon_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"earcons": {"error": "beep.wav"}})
+    assert err.value.key == "earcons.error"
+    with pytest.raises(ConfigError) as err:
+        parse_config({"earcons": {"chime": "default"}})
+    assert err.value.key == "earcons.chime"
+
+
+def test_daemon_with_a_bad_earcon_exits_78_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[gpio]\nenabled = false\n[earcons]\nmute = "{tmp_path}/none.wav"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "run", "--config", str(config)],
+        env={"PATH": "/usr/bin:/bin", "INWORLD_API_KEY": KEY, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 78, result.stderr
+    assert "earcons.mute" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- the gate must not open on a cue ---------------------------------------------------------
+
+
+def run_frontend(
+    fe: FrontEnd, samples24: np.ndarray, before: Callable[[int], None] | None = None
+) -> None:
+    """Feed 24 kHz samples to a 16 kHz front end in 10 ms periods."""
+    x16 = soxr.resample(samples24, 24000, 16000).astype(np.int16)
+    for n, i in enumerate(range(0, len(x16) - 159, 160)):
+        if before is not None:
+            before(n)
+        fe.process(x16[i : i + 160])
+
+
+def frontend(mode: str, out: list[GateOutput]) -> FrontEnd:
+    gate = GateSettings(mode=mode)
+    vad = WebRtcVad(gate.vad_aggressiveness, gate.vad_frame_ms) if mode == "vad" else None
+    return FrontEnd(device_rate=16000, gate=gate, chunk_ms=40, vad=vad, emit=out.append)
+
+
+@pytest.mark.parametrize("name", EARCON_NAMES)
+def test_every_earcon_would_open_the_vad_gate_but_not_while_flagged(name: str) -> None:
+    cue = np.frombuffer(load_earcons(EarconSettings())[name], dtype=np.int16)
+    heard = np.concatenate([np.zeros(RATE // 2, np.int16), cue, np.zeros(RATE, np.int16)])
+    unguarded: list[GateOutput] = []
+    run_frontend(frontend("vad", unguarded), heard)
+    assert any(isinstance(o, SpeechStarted) for o in unguarded)  # so the guard matters
+    guarded: list[GateOutput] = []
+    fe = frontend("vad", guarded)
+    fe.earcon = True
+    run_frontend(fe, heard)
+    assert guarded == []
+    assert fe.vad_calls > 0  # the VAD did hear it
+
+
+def test_a_cue_does_not_cut_a_turn_under_way() -> None:
+    pcm, rate = speech_recording()
+    speech24 = soxr.resample(np.frombuffer(pcm, dtype=np.int16), rate, 24000).astype(np.int16)
+    plain: list[GateOutput] = []
+    run_frontend(frontend("vad", plain), speech24)
+    started = next(i for i, o in enumerate(plain) if isinstance(o, SpeechStarted))
+    out: list[GateOutput] = []
+    fe = frontend("vad", out)
+    period_started: list[int] = []
+
+    def flag_once_speaking(n: int) -> None:
+        if out and not period_started:
+            period_started.append(n)
+            fe.earcon = True  # a cue starts playing mid-turn
+
+    run_frontend(fe, speech24, flag_once_speaking)
+    assert period_started and started < len(plain)
+    stops = [o for o in out if isinstance(o, SpeechStopped)]
+    assert [s.cancelled for s in stops] == [False]
+    chunks = sum(isinstance(o, AudioChunk) for o in out)
+    assert chunks == sum(isinstance(o, AudioChunk) for o in plain)  # nothing was cut
+
+
+def test_push_to_talk_streams_only_after_the_cue() -> None:
+    out: list[GateOutput] = []
+    fe = frontend("push_to_talk", out)
+    fe.talking, fe.earcon = True, True
+    period = np.zeros(160, np.int16)
+    for _ in range(20):
+        fe.process(period)
+    assert out == []
+    fe.earcon = False
+    for _ in range(9):  # one period opens the turn, the next 80 ms stream
+        fe.process(period)
+    assert isinstance(out[0], SpeechStarted)
+    assert sum(isinstance(o, AudioChunk) for o in out) == 2
+
+
+# --- the player: cues through the reply path, hidden from the session ------------------------
+
+
+class LoopTimers:
+    """``call_later`` on a running loop, for an ``EarconPlayer`` outside the daemon."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def __call__(self, seconds: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.loop.call_later(seconds, fn)
+
+
+def test_earcons_play_on_the_reply_player_and_never_reach_the_session(alsa_env: AlsaEnv) -> None:
+    sounds = load_earcons(EarconSettings())
+    t = np.arange(int(0.3 * RATE)) / RATE
+    reply = (6000 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
+
+    async def main() -> tuple[list[object], list[bool], list[object]]:
+        loop = asyncio.get_running_loop()
+        seen: list[object] = []  # every player event
+        passed: list[object] = []  # what would reach the session
+        holds: list[bool] = []
+        player = PlaybackThread(
+            device="spk",
+            rate=24000,
+            channels=1,
+            period_frames=240,
+            on_event=lambda ev: loop.call_soon_threadsafe(handle, ev),
+        )
+        cues = EarconPlayer(sounds, player=player, hold=holds.append, call_later=LoopTimers(loop))
+
+        def handle(ev: object) -> None:
+            seen.append(ev)
+            out = cues.player_event(ev)
+            if out is not None:
+                passed.append(out)
+
+        player.start()
+        try:
+            assert cues.play("mute")
+            deadline = time.monotonic() + 5
+            while holds[-1] or not any(isinstance(e, PlaybackIdle) for e in seen):
+                assert time.monotonic() < deadline, (seen, holds)
+                await asyncio.sleep(0.02)
+            # The agent speaks: a cue now is skipped, not queued behind or over it.
+            cues.reply_audio()
+            player.enqueue("item_1", reply)
+            assert not cues.play("unmute")
+            cues.reply_ended()
+            player.end_of_stream()
+            while PlaybackIdle() not in passed:  # the reply's idle is passed on
+                assert time.monotonic() < deadline + 5, seen
+                await asyncio.sleep(0.02)
+            assert cues.play("unmute")
+            await asyncio.sleep(0.5)
+        finally:
+            cues.close()
+            await asyncio.to_thread(player.close, 2.0)
+        return seen, holds, passed
+
+    seen, holds, passed = asyncio.run(main())
+    assert any(isinstance(e, PlaybackStarted) for e in seen)  # the player did play them
+    # The session would see the reply's events and none of the earcons'.
+    assert passed == [PlaybackStarted("item_1"), PlaybackIdle()]
+    assert holds[0] is True and False in holds  # the gate was held, then let go
+    played = alsa_env.read_spk()
+    for pcm in (sounds["mute"], reply, sounds["unmute"]):
+        assert best_match(played, np.frombuffer(pcm, dtype=np.int16)) > 0.99
+
+
+# --- the real daemon, hearing its own speaker -------------------------------------------------
+
+
+@pytest.fixture
+def mock_pins(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockFactory]:
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    monkeypatch.setenv("GPIOZERO_MOCK_PIN_CLASS", "mockpwmpin")
+    old = Device.pin_factory
+    mock = MockFactory(pin_class=MockPWMPin)
+    Device.pin_factory = mock
+    try:
+        yield mock
+    finally:
+        mock.reset()
+        Device.pin_factory = old
+
+
+def test_daemon_earcons_reach_the_speaker_but_not_the_simulator_or_the_session(
+    pulse_env: PulseEnv, mock_pins: MockFactory, tmp_path: Path
+) -> None:
+    alsa = pulse_env.alsa
+    sounds = load_earcons(EarconSettings())
+
+    async def main() -> tuple[list[dict[str, object]], list[State], int, Daemon]:
+        states: list[State] = []
+        ready = asyncio.Event()
+
+        def observe(action: Action) -> None:
+            if isinstance(action, StateChanged):
+                states.append(action.state)
+                if action.state is State.READY:
+                    ready.set()
+
+        async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
+            data = demo_config(sim.url)
+            data["audio"] = {
+                "capture_device": "echomic",  # hears exactly what the speaker plays
+                "capture_rate": 16000,
+                "playback_device": "spktap",
+                "playback_rate": 24000,
+                # No echo canceller: it would remove the cues from the microphone, and this
+                # test is about the gate holding without one.
+                "processing": {
+                    "echo_cancellation": False,
+                    "noise_suppression": False,
+                    "auto_gain": False,
+                },
+            }
+            data["gpio"] = {
+                "led": "none",
+                "talk_pin": "",
+                "mute_pin": "GPIO27",
+                "state_dir": str(tmp_path / "state"),
+            }
+            daemon = Daemon(parse_config(data), ApiKey(DEMO_KEY, "test"), observers=[observe])
+            stop = asyncio.Event()
+            runner = asyncio.create_task(daemon.run(stop))
+            try:
+                await asyncio.wait_for(ready.wait(), 20)
+                await asyncio.sleep(0.5)  # past the VAD's warm-up
+                assert daemon.frontend is not None
+                calls_before = daemon.frontend.vad_calls
+                pin = mock_pins.pin(27)
+                for _ in range(2):  # mute on (cue "mute"), mute off (cue "unmute")
+                    await asyncio.to_thread(pin.drive_low)
+                    await asyncio.sleep(0.05)
+                    await asyncio.to_thread(pin.drive_high)
+                    await asyncio.sleep(0.8)
+                for name in ("too_short", "wake", "error"):  # heard unmuted, in VAD mode
+                    assert daemon.cue(name)
+                    await asyncio.sleep(0.8)
+                heard = daemon.frontend.vad_calls - calls_before
+                await asyncio.sleep(0.5)
+            finally:
+                stop.set()
+                await asyncio.wait_for(runner, 10)
+            return list(sim.received), states, heard, daemon
+
+    received, states, heard, daemon = asyncio.run(main())
+    types = [e["type"] for e in received]
+    assert "input_audio_buffer.append" not in types and "input_audio_buffer.commit" not in types
+    assert heard >= 8  # the microphone heard the cues: the VAD ran on them (silence: 0)
+    assert daemon.earcons.played == ["mute", "unmute", "too_short", "wake", "error"]
+    # The session saw the mute and nothing of the sounds: no turn, no playback.
+    after_ready = states[states.index(State.READY) :]
+    assert after_ready == [State.READY, State.MUTED, State.READY], states
+    tap = alsa.read_spk(path=alsa.tap_file)
+    for name in daemon.earcons.played:
+        assert best_match(tap, np.frombuffer(sounds[name], dtype=np.int16)) > 0.99, name

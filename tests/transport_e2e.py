@@ -1,0 +1,107 @@
+"""Shared by the transport end-to-end tests: run the real daemon process for one voice turn.
+
+The microphone is the shipped recording through the ALSA ``file`` plugin, the speaker a file;
+the peer is whichever simulator endpoint the test started on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from appliance.demo import alsa_config_path, speech_recording, write_file_devices
+
+KEY = "dGVzdDp0ZXN0LWtleQ=="
+APPLIANCE = [sys.executable, "-m", "appliance.cli"]
+
+
+def config_text(realtime: str, audio: str = "", gate: str = 'mode = "vad"') -> str:
+    return f"""
+[realtime]
+{realtime}
+[session.audio.input.transcription]
+model = "assemblyai/u3-rt-pro"
+[audio]
+capture_device = "mic"
+capture_rate = 16000
+playback_device = "spk"
+playback_rate = 24000
+{audio}
+[gate]
+{gate}
+[gpio]
+enabled = false
+"""
+
+
+def speech_span_ms(pcm: bytes, rate: int) -> tuple[int, int]:
+    """Where the recording is loud: first and last 10 ms frame above -40 dBFS."""
+    x = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
+    frame = rate // 100
+    rms = np.sqrt(np.mean(x[: len(x) // frame * frame].reshape(-1, frame) ** 2, axis=1))
+    loud = np.flatnonzero(rms > 32768 * 10 ** (-40 / 20))
+    return int(loud[0]) * 10, int(loud[-1] + 1) * 10
+
+
+def best_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak normalised cross-correlation of b sliding over a (b shorter)."""
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    n = len(a) + len(b)
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)[: len(a)]
+    energy = np.sqrt(np.convolve(a**2, np.ones(len(b)), "valid"))
+    peak = np.max(np.abs(corr[: len(energy)]) / (energy * np.linalg.norm(b) + 1e-9))
+    return float(peak)
+
+
+async def run_daemon_turn(
+    tmp_path: Path, config: str, replied: Callable[[], bool], timeout_s: float = 40.0
+) -> tuple[bytes, str, int]:
+    """Run the daemon until ``replied()`` and the speaker file stops growing; then SIGTERM.
+
+    Returns what reached the speaker (PCM16 24 kHz), the daemon's log and its exit code.
+    """
+    pcm, rate = speech_recording()
+    mic, spk = tmp_path / "mic.raw", tmp_path / "spk.raw"
+    # Silence after the speech, so one turn is all the microphone holds for the test's length
+    # (whatever the capture does at the end of the file).
+    mic.write_bytes(pcm + bytes(2 * rate * 10))
+    asoundrc = write_file_devices(tmp_path, mic, spk)
+    cfg = tmp_path / "appliance.toml"
+    cfg.write_text(config)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NOTIFY_", "JOURNAL_", "WATCHDOG_"))
+    }
+    env.update(ALSA_CONFIG_PATH=alsa_config_path(asoundrc), INWORLD_API_KEY=KEY, PYTHONUNBUFFERED="1")
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*APPLIANCE, "run", "--config", str(cfg)], env=env, stderr=log, stdout=log
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            done = False
+            while time.monotonic() < deadline and proc.poll() is None:
+                await asyncio.sleep(0.2)
+                if replied() and spk.exists() and spk.stat().st_size > 0:
+                    size = spk.stat().st_size
+                    await asyncio.sleep(1.0)  # let playback finish
+                    if spk.stat().st_size == size:
+                        done = True
+                        break
+            assert done, "the turn did not complete: " + log_path.read_text()[-3000:]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(proc.wait, 15)
+    return spk.read_bytes(), log_path.read_text(), code
