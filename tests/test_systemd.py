@@ -119,6 +119,14 @@ stream.resample_chunk(np.zeros(1600, np.int16))
 webrtcvad.Vad(2).is_speech(b"\\0" * 320, 16000)
 np.fft.rfft(x); float(x @ x)
 ssl.create_default_context()
+# The optional audio processing (AEC3) and the wake-word runtime (TFLite) at work.
+import pywebrtc_audio
+ap = pywebrtc_audio.AudioProcessor(16000, 1, echo_cancellation=True, noise_suppression=True)
+ap.process(np.zeros(160, np.int16), np.zeros(160, np.int16))
+from appliance.audio.wake import WakeWordDetector
+detector = WakeWordDetector("okay_nabu")
+detector(np.random.default_rng(1).integers(-3000, 3000, 16000).astype(np.int16))
+assert detector.model_steps > 0
 try:
     mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
 except OSError:
@@ -136,6 +144,50 @@ def test_libraries_work_under_memory_deny_write_execute() -> None:
     if result.stdout.startswith("no-mdwe") or "no-mdwe" in result.stderr:
         pytest.skip(f"kernel {os.uname().release} has no PR_SET_MDWE")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
+
+
+WEBRTC_DROPIN = ROOT / "systemd" / "appliance-webrtc.conf"
+
+OPENSSL_CALLBACK_PROBE = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(65, 1, 0, 0, 0) == 0
+from OpenSSL import SSL  # aiortc's DTLS
+ctx = SSL.Context(SSL.DTLS_METHOD)
+try:
+    ctx.set_verify(SSL.VERIFY_PEER, lambda *args: True)
+except MemoryError:
+    print("needs W+X")
+else:
+    print("ok")
+"""
+
+
+def test_webrtc_needs_its_drop_in_and_the_drop_in_verifies(tmp_path: Path) -> None:
+    """transport = "webrtc" cannot run under the unit's MemoryDenyWriteExecute=yes: aiortc's
+    DTLS (pyOpenSSL) makes a cffi callback, which needs writable+executable memory. The
+    shipped drop-in lifts exactly that (and lets ICE list the interfaces over netlink);
+    the unit with it still verifies cleanly and stays at most 2.0 exposed."""
+    probe = subprocess.run(
+        [sys.executable, "-c", OPENSSL_CALLBACK_PROBE], capture_output=True, text=True, check=False
+    )
+    assert probe.stdout.strip() == "needs W+X", probe.stdout + probe.stderr
+    dropin = WEBRTC_DROPIN.read_text()
+    assert "MemoryDenyWriteExecute=no" in dropin and "AF_NETLINK" in dropin
+    unit = checkable_unit(tmp_path)
+    unit.write_text(unit.read_text() + "\n" + dropin)
+    verify = subprocess.run(
+        [systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+    security = subprocess.run(
+        [systemd_analyze(), "security", "--offline=true", "--threshold=20", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d)", security.stdout)
+    assert found and float(found.group(1)) <= 2.0, security.stdout
 
 
 # --- install / uninstall -------------------------------------------------------------------------
@@ -736,7 +788,7 @@ def test_a_hung_capture_thread_stops_the_watchdog_pings(tmp_path: Path) -> None:
                 silent_from = time.monotonic()
                 await asyncio.sleep(2.5)  # five ping intervals
                 assert n.drain().count("WATCHDOG=1") == pings
-                assert silent_from - hung_at < CAPTURE_STALL_S + 1.5
+                assert silent_from - hung_at < CAPTURE_STALL_S + 3.0  # slack for a loaded machine
                 assert d.proc.returncode is None
                 assert "device stalled" not in d.log_text()  # hung, not a reported outage
                 feeder.feeding.set()  # the read() returns: progress, pings again
