@@ -15,9 +15,10 @@ above 25 dB); CPU per audio second of the canceller and of the rest of the front
 time on this machine). Then ERLE and convergence for room delays of 20, 80 and 150 ms.
 
 ``--compare`` evaluates the alternatives on a shorter signal through the same path (the
-same tap, clock and front end): livekit's AEC3 against speexdsp's MDF canceller (Debian's
-libspeexdsp1, called through ctypes here, for the evaluation only) and, if it is installed,
-the pywebrtc-audio package (the same AEC3, another binding).
+same tap, clock, coupling rule and front end): pywebrtc-audio's AEC3 (the one the product
+uses) against speexdsp's MDF canceller (Debian's libspeexdsp1, called through ctypes here,
+for the evaluation only) and, if it is installed, livekit's AudioProcessingModule (the same
+AEC3, another binding).
 
 Run: ``.venv/bin/python -m bench.aec`` (``--seconds 120`` for a quick look;
 ``--compare`` for the evaluation).
@@ -28,8 +29,11 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import importlib
 import math
+import os
 import resource
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -123,7 +127,7 @@ def one(
 
 
 class _Speex:
-    """speexdsp's echo canceller (MDF, 250 ms filter) in the shape of livekit's module."""
+    """speexdsp's echo canceller (MDF, 250 ms filter) in the shape of ``aec.Apm``."""
 
     def __init__(self) -> None:
         name = ctypes.util.find_library("speexdsp") or "libspeexdsp.so.1"
@@ -153,24 +157,6 @@ class _Speex:
         near[:] = self._out
 
 
-class _PyWebrtc:
-    """pywebrtc-audio's AudioProcessor (AEC3) in the shape of livekit's module."""
-
-    def __init__(self, module: Any) -> None:
-        self._ap = module.AudioProcessor(RATE, 1, echo_cancellation=True, high_pass_filter=True)
-        self._far = np.zeros(FRAME, dtype=np.int16)
-
-    def process_reverse_stream(self, frame: bytearray) -> None:
-        self._far[:] = np.frombuffer(frame, dtype=np.int16)
-
-    def set_stream_delay_ms(self, delay_ms: int) -> None:
-        self._ap.stream_delay_ms = delay_ms
-
-    def process_stream(self, frame: bytearray) -> None:
-        near = np.frombuffer(frame, dtype=np.int16)
-        near[:] = self._ap.process(near, self._far)
-
-
 def _maker(apm: Callable[[], Any]) -> Callable[[ReferenceTap, Callable[[], float]], EchoCanceller]:
     def make(tap: ReferenceTap, clock: Callable[[], float]) -> EchoCanceller:
         return EchoCanceller(apm(), lambda buf: buf, tap, always=False, clock=clock)
@@ -190,30 +176,40 @@ def compare(seconds: float) -> None:
     t0 = time.perf_counter()
     load_canceller(ProcessingSettings(), ReferenceTap(RATE))
     print(
-        f"livekit: loading the module took {time.perf_counter() - t0:.2f} s,"
-        f" resident memory +{_rss_mb() - rss:.0f} MB"
+        f"pywebrtc-audio: loading the module took {time.perf_counter() - t0:.2f} s,"
+        f" resident memory +{_rss_mb() - rss:.0f} MB, threads {threading.active_count()}"
+        f" Python / {len(os.listdir('/proc/self/task'))} in all"
     )
 
-    def livekit(tap: ReferenceTap, clock: Callable[[], float]) -> EchoCanceller:
+    def product(tap: ReferenceTap, clock: Callable[[], float]) -> EchoCanceller:
         made = load_canceller(ProcessingSettings(), tap, clock)
         assert made is not None
         return made
 
-    makers.append(("livekit (WebRTC AEC3)", livekit))
+    makers.append(("pywebrtc-audio (WebRTC AEC3, the product's)", product))
     try:
         _Speex()
         makers.append(("speexdsp (MDF, ctypes)", _maker(_Speex)))
     except OSError as exc:
         print(f"speexdsp: not available ({exc})")
     try:
-        import pywebrtc_audio  # type: ignore[import-not-found]
-
+        rtc: Any = importlib.import_module("livekit.rtc")
         rss = _rss_mb()
-        _PyWebrtc(pywebrtc_audio)
-        print(f"pywebrtc-audio: resident memory +{_rss_mb() - rss:.0f} MB")
-        makers.append(("pywebrtc-audio (WebRTC AEC3)", _maker(lambda: _PyWebrtc(pywebrtc_audio))))
+        rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
+        print(
+            f"livekit: resident memory +{_rss_mb() - rss:.0f} MB,"
+            f" {len(os.listdir('/proc/self/task'))} threads in all"
+        )
+
+        def livekit(tap: ReferenceTap, clock: Callable[[], float]) -> EchoCanceller:
+            apm = rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
+            return EchoCanceller(
+                apm, lambda buf: rtc.AudioFrame(buf, RATE, 1, FRAME), tap, always=False, clock=clock
+            )
+
+        makers.append(("livekit (WebRTC AEC3)", livekit))
     except ImportError:
-        print("pywebrtc-audio: not installed (pip install pywebrtc-audio to include it)")
+        print("livekit: not installed (pip install livekit to include it)")
     agent = agent_speech(seconds)
     room = Room(delay_ms=80.0, echo_dbfs=ECHO_DBFS)
     user_len = len(user_speech())

@@ -1,7 +1,7 @@
 """Echo cancellation: the appliance does not interrupt itself, and the user still can.
 
 The simulated-room tests run the real capture front end (webrtcvad, gate, echo guard) with
-the real WebRTC canceller (livekit) on a seeded signal: espeak-ng agent speech through the
+the real WebRTC canceller (pywebrtc-audio) on a seeded signal: espeak-ng agent speech through the
 room of ``appliance.simulator.room``, the echo 6 dB above the user utterances. The ALSA
 tests play through the real PlaybackThread into a clocked PulseAudio sink whose monitor is
 the microphone (``echomic``), so the reference handover is checked against real device
@@ -79,11 +79,11 @@ def test_all_off_loads_nothing() -> None:
     assert load_canceller(ProcessingSettings(False, False, False), None) is None
 
 
-def test_missing_livekit_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "livekit", None)  # what an install without the extra sees
+def test_missing_package_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pywebrtc_audio", None)  # an install without the extra
     with pytest.raises(ProcessingUnavailable) as info:
         load_canceller(ProcessingSettings(), ReferenceTap(24000))
-    assert str(info.value).startswith("[audio.processing] needs the livekit package")
+    assert str(info.value).startswith("[audio.processing] needs the pywebrtc-audio package")
     assert "\n" not in str(info.value)
 
 
@@ -156,6 +156,32 @@ def test_without_the_canceller_the_echo_wins(agent: np.ndarray) -> None:
     starts, latencies, _ = _barge_in_runs(agent, None)
     assert starts  # the echo opened the gate (and, being continuous, kept it open)
     assert not any(math.isfinite(x) for x in latencies)
+
+
+def test_no_echo_heard_barge_in_is_not_delayed(agent: np.ndarray) -> None:
+    """A microphone that hears none of the speaker: AEC3's suppressor would still eat the
+    first few hundred ms of the user's voice (up to a second late); the coupling rule hands
+    the VAD the raw microphone, so barge-in is as fast as without the canceller."""
+    room = Room(delay_ms=80.0, echo_dbfs=-80.0)
+    short = agent[: 40 * RATE]
+    duet_scene = scene(short, room, user_dbfs=USER_DBFS)
+    duet = run_front_end(duet_scene, GateSettings(), ProcessingSettings())
+    bare = run_front_end(duet_scene, GateSettings(), None)
+    lat = barge_in_latencies(duet_scene.onsets, duet.starts)
+    bare_lat = barge_in_latencies(duet_scene.onsets, bare.starts)
+    assert len(lat) == 5 and all(math.isfinite(x) for x in bare_lat), bare_lat
+    # From the second utterance on (the rule has heard a few seconds of the speaker):
+    assert all(x <= b + 0.03 for x, b in zip(lat[1:], bare_lat[1:], strict=True)), (lat, bare_lat)
+    assert max(lat) <= 0.25, lat
+
+
+def test_faint_echo_above_the_noise_keeps_the_canceller_in_charge(agent: np.ndarray) -> None:
+    """Echo 10 dB above the room noise: enough to interrupt the reply through the echo
+    guard alone, so the coupling rule must not trust the raw microphone."""
+    alone = scene(agent, Room(delay_ms=80.0, echo_dbfs=-50.0))
+    assert run_front_end(alone, GateSettings(), None).starts  # the control: it can fail
+    starts = run_front_end(alone, GateSettings(), ProcessingSettings()).starts
+    assert [s for s in starts if s >= CONVERGED_S * RATE] == [], starts
 
 
 def test_canceller_erle_after_convergence(agent: np.ndarray) -> None:
