@@ -1,7 +1,7 @@
 """The real daemon as a subprocess: the one config and environment end-to-end tests share.
 
-Used by test_e2e.py and test_systemd.py (``from daemon_env import ...``; pytest puts this
-directory on ``sys.path``). The daemon runs ``python -m appliance.cli run`` against the
+Used by test_e2e.py, test_systemd.py and transport_e2e.py (``from daemon_env import ...``;
+pytest puts this directory on ``sys.path``). The daemon runs ``python -m appliance.cli run`` against the
 loopback simulator at ``url`` with ALSA ``file``-plugin devices ``mic`` (16 kHz) and
 ``spk`` (24 kHz) from an asoundrc of the test's own (``appliance.demo.write_file_devices``),
 VAD gating and no GPIO. Its environment never inherits systemd's variables or a real key.
@@ -21,16 +21,17 @@ INHERITED_NOT = ("NOTIFY_", "JOURNAL_", "WATCHDOG_", "INWORLD_", "CREDENTIALS_")
 """Prefixes of variables a test daemon must not inherit from the test run."""
 
 
-def config_text(url: str, voice: str = "Clive", extra: str = "") -> str:
-    """The daemon's config: ``extra`` is appended (more tables, e.g. ``[logging]``)."""
+def daemon_config(
+    realtime: str, *, session: str = "", audio: str = "", gate: str = 'mode = "vad"',
+    extra: str = "",
+) -> str:
+    """A config for the test devices: ``realtime`` is the body of ``[realtime]``, ``session``
+    tables go before the transcription's, ``audio`` adds ``[audio]`` keys, ``gate`` is the
+    body of ``[gate]`` and ``extra`` is appended (more tables, e.g. ``[logging]``)."""
     return f"""
 [realtime]
-url = "{url}"
-[session]
-instructions = "Be brief."
-temperature = 0.8
-[session.audio.output]
-voice = "{voice}"
+{realtime}
+{session}
 [session.audio.input.transcription]
 model = "assemblyai/u3-rt-pro"
 [audio]
@@ -38,12 +39,22 @@ capture_device = "mic"
 capture_rate = 16000
 playback_device = "spk"
 playback_rate = 24000
+{audio}
 [gate]
-mode = "vad"
+{gate}
 [gpio]
 enabled = false
 {extra}
 """
+
+
+def config_text(url: str, voice: str = "Clive", extra: str = "") -> str:
+    """The daemon's config against the WebSocket simulator at ``url``, with a session."""
+    session = (
+        f'[session]\ninstructions = "Be brief."\ntemperature = 0.8\n'
+        f'[session.audio.output]\nvoice = "{voice}"'
+    )
+    return daemon_config(f'url = "{url}"', session=session, extra=extra)
 
 
 def write_config(path: Path, url: str, voice: str = "Clive", extra: str = "") -> None:

@@ -8,72 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soxr
-from daemon_env import APPLIANCE, KEY, daemon_env, write_config
+from daemon_env import KEY, config_text
+from transport_e2e import best_correlation, run_daemon_turn, speech_span_ms
 
-from appliance.demo import speech_recording, write_file_devices
+from appliance.demo import speech_recording
 from appliance.simulator.server import RealtimeSimulator
 
 
-def speech_span_ms(pcm: bytes, rate: int) -> tuple[int, int]:
-    """Where the recording is loud: first and last 10 ms frame above -40 dBFS."""
-    x = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
-    frame = rate // 100
-    rms = np.sqrt(np.mean(x[: len(x) // frame * frame].reshape(-1, frame) ** 2, axis=1))
-    loud = np.flatnonzero(rms > 32768 * 10 ** (-40 / 20))
-    return int(loud[0]) * 10, int(loud[-1] + 1) * 10
-
-
-def best_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak normalised cross-correlation of b sliding over a (b shorter)."""
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    n = len(a) + len(b)
-    size = 1 << (n - 1).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)[: len(a)]
-    energy = np.sqrt(np.convolve(a**2, np.ones(len(b)), "valid"))
-    peak = np.max(np.abs(corr[: len(energy)]) / (energy * np.linalg.norm(b) + 1e-9))
-    return float(peak)
-
-
 async def run_turn(tmp_path: Path) -> tuple[list[dict[str, Any]], bytes, str, int]:
-    pcm, rate = speech_recording()
-    mic, spk = tmp_path / "mic.raw", tmp_path / "spk.raw"
-    # Past its end the file plugin replays stale buffer contents: pad with silence so the
-    # daemon hears one utterance, however long the turn takes.
-    mic.write_bytes(pcm + bytes(2 * rate * 10))
-    asoundrc = write_file_devices(tmp_path, mic, spk)
     async with RealtimeSimulator(api_key=KEY) as sim:
-        cfg = tmp_path / "appliance.toml"
-        write_config(cfg, sim.url)
-        log = (tmp_path / "daemon.log").open("wb")
-        proc = subprocess.Popen([*APPLIANCE, "run", "--config", str(cfg)], env=daemon_env(asoundrc), stderr=log, stdout=log)
-        try:
-            deadline = time.monotonic() + 30
-            done = False
-            while time.monotonic() < deadline and proc.poll() is None:
-                await asyncio.sleep(0.2)
-                responses = [e for e in sim.received if e.get("type") == "response.create"]
-                if responses and spk.exists() and spk.stat().st_size > 0:
-                    size = spk.stat().st_size
-                    await asyncio.sleep(1.0)  # let playback finish
-                    if spk.stat().st_size == size:
-                        done = True
-                        break
-            assert done, "the turn did not complete: " + (tmp_path / "daemon.log").read_text()[-2000:]
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(proc.wait, 10)
-            log.close()
+
+        def replied() -> bool:
+            return any(e.get("type") == "response.create" for e in sim.received)
+
+        played, log, code = await run_daemon_turn(tmp_path, config_text(sim.url), replied, 30)
         received = list(sim.received)
-    return received, spk.read_bytes(), (tmp_path / "daemon.log").read_text(), code
+    return received, played, log, code
 
 
 def test_one_voice_turn_end_to_end(tmp_path: Path) -> None:

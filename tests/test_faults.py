@@ -14,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory, MockPWMPin
+from gpiozero.pins.mock import MockFactory
 
 from appliance import daemon as daemon_module
 from appliance.config import parse_config
@@ -37,7 +36,7 @@ from appliance.simulator.server import RealtimeSimulator
 if TYPE_CHECKING:
     from alsa_env import AlsaEnv
 
-pytest_plugins = ["alsa_env"]
+pytest_plugins = ["alsa_env", "gpio_env"]  # mock_pins: the daemon drives a real (mock-pin) LED
 
 KEY = "dGVzdDpmYXVsdC1rZXk="
 PLAYBACK_CAPACITY_MS = 120_000  # PlaybackThread's default queue
@@ -190,20 +189,6 @@ def test_connection_cut_mid_response(
     warnings = clean_log(caplog)
     assert len(lines(warnings, "connection lost")) == 1, [r.getMessage() for r in warnings]
     assert lines(warnings, expected)
-
-
-@pytest.fixture
-def mock_pins(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockFactory]:
-    """gpiozero's real MockFactory, so the daemon drives a real (mock-pin) status LED."""
-    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
-    monkeypatch.setenv("GPIOZERO_MOCK_PIN_CLASS", "mockpwmpin")
-    old = Device.pin_factory
-    Device.pin_factory = factory = MockFactory(pin_class=MockPWMPin)
-    try:
-        yield factory
-    finally:
-        factory.reset()
-        Device.pin_factory = old
 
 
 @pytest.mark.parametrize("status", [401, 403, 500])

@@ -31,7 +31,8 @@ from appliance.persist import ControlState, state_dir
 if TYPE_CHECKING:
     from alsa_env import PulseEnv
 
-pytest_plugins = ["alsa_env"]  # pulse_env: a real ALSA mixer (PulseAudio's ctl plugin)
+# pulse_env: a real ALSA mixer (PulseAudio's ctl plugin); mock_pins: gpiozero's MockFactory
+pytest_plugins = ["alsa_env", "gpio_env"]
 
 
 class Daemonish:
@@ -56,20 +57,6 @@ class Daemonish:
 
     def reconnect(self) -> None:
         self._record("reconnect", None)
-
-
-@pytest.fixture
-def factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockFactory]:
-    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
-    monkeypatch.setenv("GPIOZERO_MOCK_PIN_CLASS", "mockpwmpin")
-    old = Device.pin_factory
-    mock = MockFactory(pin_class=MockPWMPin)
-    Device.pin_factory = mock
-    try:
-        yield mock
-    finally:
-        mock.reset()
-        Device.pin_factory = old
 
 
 def settings(tmp_path: Path, **kw: object) -> GpioSettings:
@@ -117,11 +104,11 @@ def levels(pin: MockPWMPin) -> list[float]:
 # --- LEDs ------------------------------------------------------------------------------------
 
 
-def test_single_led_default_patterns(tmp_path: Path, factory: MockFactory) -> None:
+def test_single_led_default_patterns(tmp_path: Path, mock_pins: MockFactory) -> None:
     s = settings(tmp_path, led="led", led_pin="GPIO25", talk_pin="")
 
     async def body(gpio: Gpio, _: Daemonish) -> None:
-        pin = factory.pin(25)
+        pin = mock_pins.pin(25)
         gpio.on_action(StateChanged(State.LISTENING))
         assert pin.state == 1
         gpio.on_action(StateChanged(State.READY))
@@ -142,12 +129,12 @@ def test_single_led_default_patterns(tmp_path: Path, factory: MockFactory) -> No
     with_gpio(s, body)
 
 
-def test_pwm_led_pulses_through_intermediate_levels(tmp_path: Path, factory: MockFactory) -> None:
+def test_pwm_led_pulses_through_intermediate_levels(tmp_path: Path, mock_pins: MockFactory) -> None:
     pulse = GpioSettings.Pattern("pulse", fade_in=0.1, fade_out=0.1)
     s = settings(tmp_path, led="pwm", led_pin=25, talk_pin="", patterns={"speaking": pulse})
 
     async def body(gpio: Gpio, _: Daemonish) -> None:
-        pin = factory.pin(25)
+        pin = mock_pins.pin(25)
         pin.clear_states()
         gpio.on_action(StateChanged(State.SPEAKING))
         await asyncio.sleep(0.3)
@@ -160,12 +147,12 @@ def test_pwm_led_pulses_through_intermediate_levels(tmp_path: Path, factory: Moc
     with_gpio(s, body)
 
 
-def test_rgb_led_colours_and_polarity(tmp_path: Path, factory: MockFactory) -> None:
+def test_rgb_led_colours_and_polarity(tmp_path: Path, mock_pins: MockFactory) -> None:
     custom = {"error": GpioSettings.Pattern("on", color=(1.0, 0.5, 0.0))}
     s = settings(tmp_path, led="rgb", talk_pin="", patterns=custom)
 
     def body(gpio: Gpio, _: Daemonish) -> None:
-        r, g, b = factory.pin(5), factory.pin(6), factory.pin(13)
+        r, g, b = mock_pins.pin(5), mock_pins.pin(6), mock_pins.pin(13)
         gpio.on_action(StateChanged(State.LISTENING))  # default: solid blue
         assert (r.state, g.state, b.state) == (0, 0, 1)
         gpio.on_action(StateChanged(State.READY))  # default: dim green #002000
@@ -180,7 +167,7 @@ def test_rgb_led_colours_and_polarity(tmp_path: Path, factory: MockFactory) -> N
 
     def body2(gpio: Gpio, _: Daemonish) -> None:
         gpio.on_action(StateChanged(State.MUTED))  # default: solid red
-        assert (factory.pin(5).state, factory.pin(6).state, factory.pin(13).state) == (0, 1, 1)
+        assert (mock_pins.pin(5).state, mock_pins.pin(6).state, mock_pins.pin(13).state) == (0, 1, 1)
 
     with_gpio(inverted, body2)
 
@@ -195,11 +182,11 @@ def test_every_state_has_a_pattern_for_both_kinds() -> None:
 # --- buttons ---------------------------------------------------------------------------------
 
 
-def test_push_to_talk_and_long_press(tmp_path: Path, factory: MockFactory) -> None:
+def test_push_to_talk_and_long_press(tmp_path: Path, mock_pins: MockFactory) -> None:
     s = settings(tmp_path, talk_pin="GPIO17", led="none")
 
     async def body(gpio: Gpio, target: Daemonish) -> None:
-        pin = factory.pin(17)
+        pin = mock_pins.pin(17)
         await asyncio.to_thread(pin.drive_low)
         await until(lambda: target.calls == [("talking", True)])
         await asyncio.to_thread(pin.drive_high)
@@ -217,11 +204,11 @@ def test_push_to_talk_and_long_press(tmp_path: Path, factory: MockFactory) -> No
     assert target.loop_thread_only
 
 
-def test_toggle_talk_mode(tmp_path: Path, factory: MockFactory) -> None:
+def test_toggle_talk_mode(tmp_path: Path, mock_pins: MockFactory) -> None:
     s = settings(tmp_path, talk_pin=17, talk_mode="toggle", led="none", hold_time=5.0)
 
     async def body(gpio: Gpio, target: Daemonish) -> None:
-        pin = factory.pin(17)
+        pin = mock_pins.pin(17)
         await press(pin, target)
         await until(lambda: target.calls == [("talking", True)])
         await press(pin, target)
@@ -230,11 +217,11 @@ def test_toggle_talk_mode(tmp_path: Path, factory: MockFactory) -> None:
     with_gpio(s, body)
 
 
-def test_mute_toggles_persists_and_is_reapplied(tmp_path: Path, factory: MockFactory) -> None:
+def test_mute_toggles_persists_and_is_reapplied(tmp_path: Path, mock_pins: MockFactory) -> None:
     s = settings(tmp_path, talk_pin="", mute_pin="GPIO27", led="none")
 
     async def body(gpio: Gpio, target: Daemonish) -> None:
-        await press(factory.pin(27), target)
+        await press(mock_pins.pin(27), target)
         await until(lambda: target.calls == [("muted", True)])
 
     with_gpio(s, body)
@@ -245,7 +232,7 @@ def test_mute_toggles_persists_and_is_reapplied(tmp_path: Path, factory: MockFac
     # after a restart the mute is on again before anything is captured, and a press lifts it
     async def body2(gpio: Gpio, target: Daemonish) -> None:
         assert target.calls == [("muted", True)]
-        await press(factory.pin(27), target)
+        await press(mock_pins.pin(27), target)
         await until(lambda: target.calls[-1] == ("muted", False))
 
     with_gpio(s, body2)
@@ -274,7 +261,7 @@ def test_unreadable_state_file_gives_defaults(tmp_path: Path) -> None:
 # --- errors and the no-GPIO path -------------------------------------------------------------
 
 
-def test_bad_and_shared_pins_name_the_key(tmp_path: Path, factory: MockFactory) -> None:
+def test_bad_and_shared_pins_name_the_key(tmp_path: Path, mock_pins: MockFactory) -> None:
     loop = asyncio.new_event_loop()
     try:
         with pytest.raises(ConfigError) as err:
@@ -360,7 +347,7 @@ def sink_volume(pulse: PulseEnv) -> int:
 
 
 def test_volume_buttons_change_a_real_alsa_mixer_and_persist(
-    tmp_path: Path, factory: MockFactory, pulse_env: PulseEnv
+    tmp_path: Path, mock_pins: MockFactory, pulse_env: PulseEnv
 ) -> None:
     """The ALSA ``pulse`` ctl plugin exposes the sink volume as ``Master`` (``pmixer``)."""
     s = settings(
@@ -376,10 +363,10 @@ def test_volume_buttons_change_a_real_alsa_mixer_and_persist(
     try:
 
         async def body(gpio: Gpio, target: Daemonish) -> None:
-            await press(factory.pin(22), target)
+            await press(mock_pins.pin(22), target)
             await until(lambda: sink_volume(pulse_env) == 55)
             for _ in range(2):
-                await press(factory.pin(23), target)
+                await press(mock_pins.pin(23), target)
             await until(lambda: sink_volume(pulse_env) == 45)
             assert target.calls == []  # volume is the mixer's business, not the daemon's
 
@@ -395,12 +382,12 @@ def test_volume_buttons_change_a_real_alsa_mixer_and_persist(
 
 
 def test_volume_buttons_without_mixer_warn_and_do_nothing(
-    tmp_path: Path, factory: MockFactory, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, mock_pins: MockFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     s = settings(tmp_path, talk_pin="", led="none", volume_up_pin=22, mixer_control="NoSuchCtl")
 
     async def body(gpio: Gpio, target: Daemonish) -> None:
-        await press(factory.pin(22), target)
+        await press(mock_pins.pin(22), target)
         assert target.calls == []
 
     with caplog.at_level(logging.WARNING):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
+
+from session_steps import feed, ready_session, sent, sent_types
 
 from appliance.config import parse_config
 from appliance.core.session import (
     EndOfReply,
     Play,
-    Send,
     Session,
     StateChanged,
     StopPlayback,
@@ -24,25 +24,7 @@ PCM_100MS = b"\x10\x00" * 2400
 
 
 def make(mode: str = "vad", **gate: Any) -> Session:
-    s = Session(parse_config({"gate": {"mode": mode, **gate}}))
-    s.connecting()
-    s.connected()
-    feed(s, {"type": "session.created", "session": {"id": "sess_1"}})
-    feed(s, {"type": "session.updated", "session": {}})
-    s.take()
-    return s
-
-
-def feed(s: Session, event: dict[str, Any], now: float = 0.0) -> None:
-    s.server_frame(json.dumps(event), now)
-
-
-def sent(actions: list[Any]) -> list[dict[str, Any]]:
-    return [json.loads(a.text) for a in actions if isinstance(a, Send)]
-
-
-def sent_types(actions: list[Any]) -> list[str]:
-    return [e["type"] for e in sent(actions)]
+    return ready_session({"gate": {"mode": mode, **gate}})
 
 
 def delta(item: str = "item_a", pcm: bytes = PCM_100MS) -> dict[str, Any]:

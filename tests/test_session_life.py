@@ -4,12 +4,12 @@ policy, error codes and the event catalogue. Synchronous: time is an input."""
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
+from session_steps import feed, ready_session, sent, sent_types
 
 from appliance.config import parse_config
 from appliance.core.session import (
@@ -17,7 +17,6 @@ from appliance.core.session import (
     CallTool,
     Play,
     Reconnect,
-    Send,
     Session,
     StateChanged,
     Transcript,
@@ -26,29 +25,6 @@ from appliance.core.state import State
 
 PCM = b"\x10\x00" * 2400
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make(config: dict[str, Any] | None = None, now: float = 0.0, drain: bool = True) -> Session:
-    s = Session(parse_config(config or {}))
-    s.connecting()
-    s.connected()
-    feed(s, {"type": "session.created", "session": {"id": "sess_1"}}, now)
-    feed(s, {"type": "session.updated", "session": {}}, now)
-    if drain:
-        s.take()
-    return s
-
-
-def feed(s: Session, event: dict[str, Any], now: float = 0.0) -> None:
-    s.server_frame(json.dumps(event), now)
-
-
-def sent(actions: list[Any]) -> list[dict[str, Any]]:
-    return [json.loads(a.text) for a in actions if isinstance(a, Send)]
-
-
-def types(actions: list[Any]) -> list[str]:
-    return [e["type"] for e in sent(actions)]
 
 
 def call_done(call_id: str, name: str, args: str = "{}") -> dict[str, Any]:
@@ -70,7 +46,7 @@ def done(rid: str = "r1", status: str = "completed") -> dict[str, Any]:
 
 
 def test_two_calls_are_both_answered_before_one_response_create() -> None:
-    s = make({"tools": [{"name": "get_time"}]})
+    s = ready_session({"tools": [{"name": "get_time"}]})
     s.take()
     feed(s, {"type": "response.created", "response": {"id": "r1"}})
     feed(s, call_done("c1", "get_time"))
@@ -81,34 +57,34 @@ def test_two_calls_are_both_answered_before_one_response_create() -> None:
     s.tool_result("c2", '{"temp": 12}', 1.0)  # finishes first
     assert sent(s.take()) == [{"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "c2", "output": '{"temp": 12}'}}]
     feed(s, done(), 1.1)
-    assert types(s.take()) == []  # c1 still runs: no response.create yet
+    assert sent_types(s.take()) == []  # c1 still runs: no response.create yet
     assert s.state is State.THINKING
     s.tool_result("c1", '{"time": "noon"}', 1.5)
-    assert types(s.take()) == ["conversation.item.create", "response.create"]
+    assert sent_types(s.take()) == ["conversation.item.create", "response.create"]
     assert s.state is State.THINKING
     s.tool_result("c1", "again", 1.6)  # a duplicate is ignored
     assert s.take() == []
 
 
 def test_results_before_response_done_create_the_response_at_done() -> None:
-    s = make()
+    s = ready_session()
     feed(s, {"type": "response.created", "response": {"id": "r1"}})
     feed(s, call_done("c1", "get_time"))
     s.tool_result("c1", "{}", 0.5)
-    assert types(s.take()) == ["conversation.item.create"]
+    assert sent_types(s.take()) == ["conversation.item.create"]
     feed(s, done(), 0.6)
-    assert types(s.take()) == ["response.create"]
+    assert sent_types(s.take()) == ["response.create"]
 
 
 def test_results_of_a_lost_session_are_dropped_and_cancelled_calls_not_run() -> None:
-    s = make()
+    s = ready_session()
     feed(s, {"type": "response.created", "response": {"id": "r1"}})
     feed(s, call_done("c1", "get_time"))
     s.disconnected("connection lost")
     s.take()
     s.tool_result("c1", "{}", 1.0)
-    assert types(s.take()) == []
-    s = make({"gate": {"mode": "vad"}})
+    assert sent_types(s.take()) == []
+    s = ready_session({"gate": {"mode": "vad"}})
     feed(s, {"type": "response.created", "response": {"id": "r1"}})
     feed(s, {"type": "response.output_audio.delta", "item_id": "i1", "delta": base64.b64encode(PCM).decode()})
     s.speech_started(1.0)  # barge-in cancels the response
@@ -120,7 +96,7 @@ def test_results_of_a_lost_session_are_dropped_and_cancelled_calls_not_run() -> 
 
 
 def test_greeting_once_per_run_not_after_a_reconnect() -> None:
-    s = make({"session_policy": {"greeting": "Greet the user"}}, drain=False)
+    s = ready_session({"session_policy": {"greeting": "Greet the user"}}, drain=False)
     actions = s.take()
     assert sent(actions)[1:] == [
         {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Greet the user"}]}},
@@ -132,11 +108,11 @@ def test_greeting_once_per_run_not_after_a_reconnect() -> None:
     s.connected()
     feed(s, {"type": "session.created", "session": {"id": "sess_2"}})
     feed(s, {"type": "session.updated", "session": {}})
-    assert types(s.take()) == ["session.update"]
+    assert sent_types(s.take()) == ["session.update"]
 
 
 def test_text_output_is_logged_like_a_transcript() -> None:
-    s = make({"session": {"output_modalities": ["text"]}})
+    s = ready_session({"session": {"output_modalities": ["text"]}})
     feed(s, {"type": "response.created", "response": {"id": "r1"}})
     for piece in ("It is ", "noon."):
         feed(s, {"type": "response.output_text.delta", "item_id": "i1", "delta": piece})
@@ -150,7 +126,7 @@ def test_text_output_is_logged_like_a_transcript() -> None:
 
 
 def test_silence_while_a_response_is_expected_means_reconnect() -> None:
-    s = make({"realtime": {"response_timeout_s": 5}})
+    s = ready_session({"realtime": {"response_timeout_s": 5}})
     s.tick(100.0)
     assert s.take() == []  # idle: silence is fine
     s.speech_started(100.0)
@@ -164,7 +140,7 @@ def test_silence_while_a_response_is_expected_means_reconnect() -> None:
     s.tick(107.0)
     assert s.take() == []  # said once
     # Events push the deadline out.
-    s = make({"realtime": {"response_timeout_s": 5}})
+    s = ready_session({"realtime": {"response_timeout_s": 5}})
     feed(s, {"type": "response.created", "response": {"id": "r1"}}, 10.0)
     feed(s, {"type": "response.output_audio_transcript.delta", "item_id": "i", "delta": "a"}, 14.0)
     s.take()
@@ -174,7 +150,7 @@ def test_silence_while_a_response_is_expected_means_reconnect() -> None:
 
 
 def test_renewal_waits_for_a_quiet_moment() -> None:
-    s = make({"realtime": {"renew_after_s": 60}}, now=0.0)
+    s = ready_session({"realtime": {"renew_after_s": 60}}, now=0.0)
     s.take()
     s.speech_started(59.0)
     s.user_audio(PCM)
@@ -201,7 +177,7 @@ def test_renewal_waits_for_a_quiet_moment() -> None:
 
 
 def test_session_expired_error_reconnects_at_once() -> None:
-    s = make()
+    s = ready_session()
     s.take()
     feed(s, {"type": "error", "error": {"type": "invalid_request_error", "code": "session_expired", "message": "Your session hit the maximum duration of 60 minutes."}})
     assert s.take() == [Reconnect("server ended the session (session_expired)", immediate=True)]
@@ -218,7 +194,7 @@ def turn(s: Session, n: int, now: float) -> None:
 
 
 def test_at_most_n_turns_are_kept() -> None:
-    s = make({"session_policy": {"max_turns": 2}})
+    s = ready_session({"session_policy": {"max_turns": 2}})
     turn(s, 1, 1.0)
     feed(s, item("fc1", kind="function_call"), 1.0)
     feed(s, item("fo1", kind="function_call_output"), 1.0)
@@ -233,7 +209,7 @@ def test_at_most_n_turns_are_kept() -> None:
 
 
 def test_fresh_conversation_after_idle() -> None:
-    s = make({"session_policy": {"fresh_after_idle_s": 600, "max_turns": 0}})
+    s = ready_session({"session_policy": {"fresh_after_idle_s": 600, "max_turns": 0}})
     turn(s, 1, 10.0)
     turn(s, 2, 20.0)
     s.take()
@@ -249,7 +225,7 @@ def test_fresh_conversation_after_idle() -> None:
 
 
 def test_idle_timeout_triggered_leaves_listening() -> None:
-    s = make({"gate": {"mode": "always"}, "session": {"audio": {"input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 8000, "create_response": False}}}}})
+    s = ready_session({"gate": {"mode": "always"}, "session": {"audio": {"input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 8000, "create_response": False}}}}})
     feed(s, {"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
     assert s.state is State.LISTENING
     feed(s, {"type": "input_audio_buffer.timeout_triggered", "audio_start_ms": 0, "audio_end_ms": 8000, "item_id": "u2"})
@@ -277,16 +253,16 @@ def test_invalid_value_names_the_param_and_the_config_key(caplog: pytest.LogCapt
 
 
 def test_active_response_conflict_waits_for_response_done() -> None:
-    s = make({"gate": {"mode": "vad"}})
+    s = ready_session({"gate": {"mode": "vad"}})
     s.speech_started(0.0)
     s.user_audio(PCM)
     s.speech_stopped(500, 1.0)
-    assert types(s.take())[-1] == "response.create"
+    assert sent_types(s.take())[-1] == "response.create"
     feed(s, {"type": "error", "error": {"type": "invalid_request_error", "code": "conversation_already_has_active_response", "message": "busy"}})
     feed(s, {"type": "response.created", "response": {"id": "r_other"}})
-    assert types(s.take()) == []
+    assert sent_types(s.take()) == []
     feed(s, done("r_other"))
-    assert types(s.take()) == ["response.create"]
+    assert sent_types(s.take()) == ["response.create"]
 
 
 # Every server event named in the API docs the project was built from (the websocket
@@ -321,7 +297,7 @@ def test_every_server_event_in_the_seeds_is_handled_or_knowingly_ignored(caplog:
     readme = (ROOT / "README.md").read_text()
     for name in set(_HANDLERS) | set(IGNORED):
         assert f"`{name}`" in readme, name
-    s = make()
+    s = ready_session()
     s.take()
     with caplog.at_level(logging.DEBUG, logger="appliance.core.session"):
         for name in IGNORED:
@@ -332,7 +308,7 @@ def test_every_server_event_in_the_seeds_is_handled_or_knowingly_ignored(caplog:
 
 
 def test_beta_audio_names_are_played() -> None:
-    s = make()
+    s = ready_session()
     feed(s, {"type": "response.created", "response": {"id": "r1"}})
     feed(s, {"type": "response.audio.delta", "item_id": "i1", "delta": base64.b64encode(PCM).decode()})
     feed(s, {"type": "response.audio_transcript.delta", "item_id": "i1", "delta": "Hi"})

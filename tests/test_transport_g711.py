@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import soxr
-from transport_e2e import KEY, best_correlation, config_text, run_daemon_turn, speech_span_ms
+from daemon_env import KEY, daemon_config
+from transport_e2e import best_correlation, run_daemon_turn, speech_span_ms, until
 
 from appliance.config import parse_config
 from appliance.core import protocol
@@ -62,16 +62,6 @@ def realtime_config(url: str, wire_format: str) -> Any:
     )
 
 
-async def next_event(frames: Any, kind: str) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    async with asyncio.timeout(10):
-        while True:
-            event = json.loads(await anext(frames))
-            seen.append(event)
-            if event["type"] == kind:
-                return seen
-
-
 def test_pcma_over_the_realtime_websocket() -> None:
     async def scenario() -> None:
         async with RealtimeSimulator(api_key=KEY, reply_pace=0) as sim:
@@ -80,9 +70,9 @@ def test_pcma_over_the_realtime_websocket() -> None:
             assert isinstance(conn, G711Connection)
             frames = conn.frames()
             try:
-                await next_event(frames, "session.created")
+                await until(frames, "session.created")
                 await conn.send(protocol.session_update(config.session.to_api(turn_detection_null=True)))
-                await next_event(frames, "session.updated")
+                await until(frames, "session.updated")
                 audio = sim.sessions[0].session["audio"]
                 assert audio["input"]["format"] == {"type": "audio/pcma"}
                 assert audio["output"]["format"] == {"type": "audio/pcma"}
@@ -91,7 +81,7 @@ def test_pcma_over_the_realtime_websocket() -> None:
                     await conn.send(protocol.append_audio(chunk.tobytes()))
                 await conn.send(protocol.commit())
                 await conn.send(protocol.response_create())
-                events = await next_event(frames, "response.done")
+                events = await until(frames, "response.done")
             finally:
                 await conn.close()
             wire = b"".join(
@@ -121,7 +111,7 @@ def test_daemon_speaks_pcmu_end_to_end(tmp_path: Path) -> None:
 
             played, log, code = await run_daemon_turn(
                 tmp_path,
-                config_text(f'url = "{sim.url}"', audio='wire_format = "pcmu"'),
+                daemon_config(f'url = "{sim.url}"', audio='wire_format = "pcmu"'),
                 replied,
             )
             return list(sim.received), played, log, code, sim.sessions[0].session

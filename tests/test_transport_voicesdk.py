@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import soxr
-from transport_e2e import KEY, best_correlation, config_text, run_daemon_turn, speech_span_ms
+from daemon_env import KEY, daemon_config
+from transport_e2e import best_correlation, run_daemon_turn, speech_span_ms, until, until_end
 from websockets.asyncio.client import connect
 
 from appliance.config import Config, parse_config
@@ -31,16 +31,6 @@ def sdk_config(api_url: str) -> Config:
 def tone(ms: int, rate: int = 24000) -> np.ndarray:
     t = np.arange(rate * ms // 1000) / rate
     return np.rint(8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
-
-
-async def until(frames: Any, kind: str) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    async with asyncio.timeout(15):
-        while True:
-            event = json.loads(await anext(frames))
-            seen.append(event)
-            if event["type"] == kind:
-                return seen
 
 
 def test_voice_sdk_turn_through_the_adapter() -> None:
@@ -117,9 +107,7 @@ def test_session_ended_and_errors_reach_the_session_as_realtime_events() -> None
                 assert protocol.decode(json.dumps(error)).type == "error"
                 await sim.end_sessions("agent_disconnected")
                 with pytest.raises(TransportError, match="session ended: agent_disconnected"):
-                    async with asyncio.timeout(5):
-                        async for _ in frames:
-                            pass
+                    await until_end(frames)
             finally:
                 await conn.close()
 
@@ -151,7 +139,7 @@ def test_daemon_over_voice_sdk_end_to_end(tmp_path: Path) -> None:
         async with VoiceSdkSimulator(api_key=KEY) as sim:
             played, log, code = await run_daemon_turn(
                 tmp_path,
-                config_text(f'transport = "voice-sdk"\napi_url = "{sim.api_url}"'),
+                daemon_config(f'transport = "voice-sdk"\napi_url = "{sim.api_url}"'),
                 lambda: sim.sent_frames > 0,
             )
             return played, log, code, bytes(sim.received_audio[0])
@@ -185,9 +173,7 @@ def test_a_dropped_socket_is_a_transport_error() -> None:
                 await until(frames, "session.created")
                 await next(iter(sim._sockets)).close(code=1011, message=b"internal error")
                 with pytest.raises(TransportError, match=r"closed by server \(code 1011: internal error\)"):
-                    async with asyncio.timeout(5):
-                        async for _ in frames:
-                            pass
+                    await until_end(frames)
             finally:
                 await conn.close()
 

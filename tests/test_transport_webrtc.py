@@ -7,12 +7,12 @@ import asyncio
 import base64
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import soxr
-from transport_e2e import KEY, best_correlation, config_text, run_daemon_turn, speech_span_ms
+from daemon_env import KEY, daemon_config
+from transport_e2e import best_correlation, run_daemon_turn, speech_span_ms, until, until_end
 
 from appliance.config import Config, parse_config
 from appliance.core import protocol
@@ -27,16 +27,6 @@ from appliance.transport.webrtc import WebRtcConnection
 
 def webrtc_config(api_url: str) -> Config:
     return parse_config({"realtime": {"transport": "webrtc", "api_url": api_url}})
-
-
-async def until(frames: Any, kind: str, timeout: float = 15) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            event = json.loads(await anext(frames))
-            seen.append(event)
-            if event["type"] == kind:
-                return seen
 
 
 def test_barge_in_clears_the_output_audio_buffer() -> None:
@@ -100,7 +90,7 @@ def test_daemon_over_webrtc_end_to_end(tmp_path: Path) -> None:
                     sim.calls[0].playing is None)
 
             played, log, code = await run_daemon_turn(
-                tmp_path, config_text(f'transport = "webrtc"\napi_url = "{sim.api_url}"'), replied
+                tmp_path, daemon_config(f'transport = "webrtc"\napi_url = "{sim.api_url}"'), replied
             )
             return played, log, code, sim
 
@@ -171,9 +161,7 @@ def test_a_vanished_peer_ends_the_connection_with_a_transport_error() -> None:
                 await until(frames, "session.created")
                 await sim.calls[0].close()  # the service hangs up
                 with pytest.raises(TransportError, match="data channel closed|peer connection"):
-                    async with asyncio.timeout(20):
-                        async for _ in frames:
-                            pass
+                    await until_end(frames, 20)
                 with pytest.raises(TransportError, match="data channel is"):
                     await conn.send(protocol.commit())
             finally:

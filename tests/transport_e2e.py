@@ -1,45 +1,45 @@
-"""Shared by the transport end-to-end tests: run the real daemon process for one voice turn.
+"""Shared by the transport tests (test_e2e.py and test_transport_*.py): run the real daemon
+process for one voice turn, read a connection's frames, compare what was heard.
 
 The microphone is the shipped recording through the ALSA ``file`` plugin, the speaker a file;
-the peer is whichever simulator endpoint the test started on loopback.
+the peer is whichever simulator endpoint the test started on loopback. The daemon's config
+and environment come from ``daemon_env``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import json
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from daemon_env import APPLIANCE, daemon_env
 
-from appliance.demo import alsa_config_path, speech_recording, write_file_devices
-
-KEY = "dGVzdDp0ZXN0LWtleQ=="
-APPLIANCE = [sys.executable, "-m", "appliance.cli"]
+from appliance.demo import speech_recording, write_file_devices
 
 
-def config_text(realtime: str, audio: str = "", gate: str = 'mode = "vad"') -> str:
-    return f"""
-[realtime]
-{realtime}
-[session.audio.input.transcription]
-model = "assemblyai/u3-rt-pro"
-[audio]
-capture_device = "mic"
-capture_rate = 16000
-playback_device = "spk"
-playback_rate = 24000
-{audio}
-[gate]
-{gate}
-[gpio]
-enabled = false
-"""
+async def until(frames: AsyncIterator[str | bytes], kind: str, timeout: float = 15
+                ) -> list[dict[str, Any]]:
+    """A connection's events, parsed, up to and including the first of type ``kind``."""
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            event = json.loads(await anext(frames))
+            seen.append(event)
+            if event["type"] == kind:
+                return seen
+
+
+async def until_end(frames: AsyncIterator[str | bytes], timeout: float = 5) -> None:
+    """Read a connection's frames until they end (a ``TransportError``, for the caller)."""
+    async with asyncio.timeout(timeout):
+        async for _ in frames:
+            pass
 
 
 def speech_span_ms(pcm: bytes, rate: int) -> tuple[int, int]:
@@ -78,16 +78,11 @@ async def run_daemon_turn(
     asoundrc = write_file_devices(tmp_path, mic, spk)
     cfg = tmp_path / "appliance.toml"
     cfg.write_text(config)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("NOTIFY_", "JOURNAL_", "WATCHDOG_"))
-    }
-    env.update(ALSA_CONFIG_PATH=alsa_config_path(asoundrc), INWORLD_API_KEY=KEY, PYTHONUNBUFFERED="1")
     log_path = tmp_path / "daemon.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*APPLIANCE, "run", "--config", str(cfg)], env=env, stderr=log, stdout=log
+            [*APPLIANCE, "run", "--config", str(cfg)], env=daemon_env(asoundrc), stderr=log,
+            stdout=log,
         )
         try:
             deadline = time.monotonic() + timeout_s

@@ -3,6 +3,8 @@
 Shapes are the GA OpenAI Realtime ones that Inworld's Realtime API speaks (see the seeds).
 The decoder checks the fields the daemon relies on and raises ``ProtocolError`` naming the
 event type and field; it never raises anything else. Beta event names are mapped to GA ones.
+``appended_audio`` and ``event_type`` are lenient peeks at a frame, for the transports'
+adapters and the simulator's endpoints.
 Imports only the standard library and ``appliance.errors``.
 """
 
@@ -126,13 +128,32 @@ def encode(event: dict[str, Any]) -> str:
 # --- client events ------------------------------------------------------------------------
 
 
+_APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
+_APPEND_SUFFIX = '"}'
+
+
 def append_audio(pcm: bytes) -> str:
     """``input_audio_buffer.append``; built by hand because it is the hot path."""
-    return (
-        '{"type":"input_audio_buffer.append","audio":"'
-        + base64.b64encode(pcm).decode("ascii")
-        + '"}'
-    )
+    return _APPEND_PREFIX + base64.b64encode(pcm).decode("ascii") + _APPEND_SUFFIX
+
+
+def appended_audio(frame: str) -> bytes | None:
+    """The PCM of an ``append_audio`` frame, without parsing JSON (the hot path of the
+    transports that carry audio otherwise); ``None`` for any other frame."""
+    if frame.startswith(_APPEND_PREFIX) and frame.endswith(_APPEND_SUFFIX):
+        return base64.b64decode(frame[len(_APPEND_PREFIX) : -len(_APPEND_SUFFIX)])
+    return None
+
+
+def event_type(frame: str) -> str:
+    """The ``type`` of a client event the session built (or a peer sent), ``"?"`` when the
+    frame is not a JSON object with a string ``type``; no other checks."""
+    try:
+        event = json.loads(frame)
+    except ValueError:
+        return "?"
+    kind = event.get("type") if isinstance(event, dict) else None
+    return kind if isinstance(kind, str) else "?"
 
 
 def session_update(session: dict[str, Any]) -> str:

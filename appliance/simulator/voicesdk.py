@@ -12,7 +12,7 @@ Behind it is the same engine as the realtime simulator (:class:`SimSession`) wit
 paced at ``reply_pace`` times real time; user speech during a reply stops it (the service
 does its own barge-in). :meth:`VoiceSdkSimulator.end_sessions` sends ``session_ended``.
 
-Imports aiohttp (server), numpy, soxr and the simulator's engine.
+Imports aiohttp (server), numpy, soxr and the simulator's engine and endpoint.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import base64
 import json
 import logging
 import secrets
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import soxr
 from aiohttp import WSMsgType, web
 
+from appliance.simulator.endpoint import Endpoint
 from appliance.simulator.engine import SimSession
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,14 @@ TURN_DETECTION = {"type": "server_vad", "silence_duration_ms": 400, "prefix_padd
                   "threshold": 0.5, "create_response": True, "interrupt_response": True}
 
 
-class VoiceSdkSimulator:
+class VoiceSdkSimulator(Endpoint):
     """``async with VoiceSdkSimulator(api_key=...) as sim``; ``sim.api_url`` is the base URL."""
 
     def __init__(self, *, api_key: str, host: str = "127.0.0.1", port: int = 0,
                  reply_pace: float = 4.0) -> None:
+        super().__init__(host=host, port=port)
         self._api_key = api_key
-        self._host = host
-        self._port = port
         self._reply_pace = reply_pace
-        self._runner: web.AppRunner | None = None
         self._tokens: set[str] = set()
         self._sockets: set[web.WebSocketResponse] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -64,37 +62,19 @@ class VoiceSdkSimulator:
         """Agent audio frames sent, all sockets."""
         self.errors_sent: list[dict[str, Any]] = []
 
-    @property
-    def api_url(self) -> str:
-        if self._runner is None or not self._runner.addresses:
-            raise RuntimeError("the simulator is not started")
-        return f"http://{self._host}:{self._runner.addresses[0][1]}"
+    def _routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post(TOKEN_PATH, self._token)
+        router.add_get(WS_PATH, self._socket)
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post(TOKEN_PATH, self._token)
-        app.router.add_get(WS_PATH, self._socket)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        await super().start()
         log.info("voice-sdk simulator listening on %s", self.api_url)
 
-    async def close(self) -> None:
+    async def _close_peers(self) -> None:
         for ws in list(self._sockets):
             await ws.close(code=1001, message=b"server shutdown")
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> VoiceSdkSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.close()
 
     async def end_sessions(self, reason: str = "session_closed") -> None:
         """Tell every open socket its session ended, then close it."""

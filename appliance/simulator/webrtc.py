@@ -14,7 +14,9 @@ simulator's engine (:class:`SimSession`), as on the WebSocket, with WebRTC's dif
   it, and ``output_audio_buffer.clear`` (WebRTC only) drops what is left and answers
   ``output_audio_buffer.cleared`` (``buffer_events=False`` leaves those events out).
 
-Imports aiohttp (server), aiortc, av, numpy, soxr and the simulator's engine.
+Imports aiohttp (server), aiortc, av, numpy, the simulator's engine and endpoint,
+``appliance.core.protocol`` and ``appliance.transport.rtcaudio`` (the frame format, shared
+with the webrtc transport).
 """
 
 from __future__ import annotations
@@ -22,31 +24,30 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fractions
 import json
 import logging
 import time
-from types import TracebackType
 from typing import Any
 
 import av
 import numpy as np
-import soxr
 from aiohttp import web
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from appliance.core import protocol
+from appliance.simulator.endpoint import Endpoint
 from appliance.simulator.engine import SimSession
+from appliance.transport import rtcaudio
 
 log = logging.getLogger(__name__)
 
 ICE_PATH = "/v1/realtime/ice-servers"
 CALLS_PATH = "/v1/realtime/calls"
 CHANNEL = "oai-events"
-RATE = 24_000
-FRAME = 480  # 20 ms at 24 kHz
 COMMIT_DELAY_S = 0.1
 AHEAD_MS = 300  # reply audio produced ahead of the track
+AHEAD_BYTES = rtcaudio.RATE * 2 * AHEAD_MS // 1000
 
 
 class ReplyTrack(MediaStreamTrack):
@@ -65,22 +66,15 @@ class ReplyTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._pts:
-            delay = self._start + self._pts / RATE - time.monotonic()
+            delay = self._start + self._pts / rtcaudio.RATE - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
         else:
             self._start = time.monotonic()
-        chunk = bytes(self.queue[: FRAME * 2])
-        del self.queue[: FRAME * 2]
-        if chunk:
+        if self.queue:
             self.sent_audio_frames += 1
-        chunk += bytes(FRAME * 2 - len(chunk))
-        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
-        frame.planes[0].update(chunk)
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, RATE)
-        self._pts += FRAME
+        frame = rtcaudio.pcm_frame(rtcaudio.take_frame(self.queue), self._pts)
+        self._pts += rtcaudio.FRAME_SAMPLES
         return frame
 
 
@@ -127,15 +121,13 @@ class _Call:
 
     async def listen(self, track: MediaStreamTrack) -> None:
         """The caller's microphone: Opus -> 48 kHz -> 24 kHz PCM16 -> the input buffer."""
-        down = soxr.ResampleStream(48_000, RATE, 1, dtype="int16", quality="MQ")
+        down = rtcaudio.downsampler()
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
                 assert isinstance(frame, av.AudioFrame)
-                pcm = frame.to_ndarray().reshape(-1)
-                if frame.layout.nb_channels == 2:
-                    pcm = pcm[0::2]
-                wide = down.resample_chunk(pcm.astype(np.int16)).astype("<i2").tobytes()
+                pcm = rtcaudio.mono(frame).astype(np.int16)
+                wide = down.resample_chunk(pcm).astype("<i2").tobytes()
                 if not wide:
                     continue
                 self.received_audio += wide
@@ -151,7 +143,7 @@ class _Call:
             if not isinstance(text, str):
                 continue
             self.sim.events.append(text)
-            kind = _event_type(text)
+            kind = protocol.event_type(text)
             if kind == "output_audio_buffer.clear":
                 self.sim.clears += 1
                 self.reply.queue.clear()
@@ -168,7 +160,7 @@ class _Call:
         """Engine events to the channel; reply audio to the track, framed by buffer events."""
         while True:
             self.wake.clear()
-            if self.session.response_active and len(self.reply.queue) < RATE * 2 * AHEAD_MS // 1000:
+            if self.session.response_active and len(self.reply.queue) < AHEAD_BYTES:
                 self.session.pump(1)
             for event in self.session.events_to_send():
                 kind = event["type"]
@@ -203,30 +195,22 @@ class _Call:
         await self.pc.close()
 
 
-class WebRtcSimulator:
+class WebRtcSimulator(Endpoint):
     """``async with WebRtcSimulator(api_key=...) as sim``; ``sim.api_url`` is the base URL."""
 
     def __init__(self, *, api_key: str, host: str = "127.0.0.1", port: int = 0,
                  buffer_events: bool = True) -> None:
+        super().__init__(host=host, port=port)
         self._api_key = api_key
         self.buffer_events = buffer_events
         """Send ``output_audio_buffer.started`` / ``.stopped`` / ``.cleared`` (False: a
         service that does not, for the client's fallback)."""
-        self._host = host
-        self._port = port
-        self._runner: web.AppRunner | None = None
         self.calls: list[_Call] = []
         self.events: list[str] = []
         """Every data channel event received, all calls, in order."""
         self.clears = 0
         """``output_audio_buffer.clear`` events received."""
         self.request_paths: list[str] = []
-
-    @property
-    def api_url(self) -> str:
-        if self._runner is None or not self._runner.addresses:
-            raise RuntimeError("the simulator is not started")
-        return f"http://{self._host}:{self._runner.addresses[0][1]}"
 
     @property
     def sessions(self) -> list[SimSession]:
@@ -240,28 +224,13 @@ class WebRtcSimulator:
                 out.append(json.loads(text))
         return out
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get(ICE_PATH, self._ice)
-        app.router.add_post(CALLS_PATH, self._call)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+    def _routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get(ICE_PATH, self._ice)
+        router.add_post(CALLS_PATH, self._call)
 
-    async def close(self) -> None:
+    async def _close_peers(self) -> None:
         for call in self.calls:
             await call.close()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> WebRtcSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.close()
 
     def _authorized(self, request: web.Request) -> bool:
         self.request_paths.append(request.path_qs)
@@ -294,12 +263,3 @@ class WebRtcSimulator:
         await pc.setLocalDescription(await pc.createAnswer())
         return web.Response(status=201, text=pc.localDescription.sdp,
                             content_type="application/sdp")
-
-
-def _event_type(text: str) -> str:
-    try:
-        event = json.loads(text)
-    except ValueError:
-        return "?"
-    kind = event.get("type") if isinstance(event, dict) else None
-    return kind if isinstance(kind, str) else "?"

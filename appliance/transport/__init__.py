@@ -7,6 +7,7 @@
     http        the small HTTPS requests (aiohttp) the next two make first
     voicesdk    the Voice SDK token socket (``transport = "voice-sdk"``)
     webrtc      WebRTC with aiortc (``transport = "webrtc"``)
+    rtcaudio    PCM16 <-> aiortc frames, shared with the simulator's WebRTC endpoint
 
 ``open_transport`` picks one from the config. The heavier stacks (aiohttp, aiortc, av) are
 imported only when chosen, so the WebSocket daemon does not pay for them in memory, and

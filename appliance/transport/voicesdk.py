@@ -32,7 +32,8 @@ Dropped with a debug log, because the protocol has no way to say them: ``respons
 reply was heard), ``conversation.item.create`` (no text input, no tool results),
 ``input_audio_buffer.clear``. Barge-in still stops local playback at once (the session's
 ``StopPlayback``); the rest of the interrupted reply is ignored by the session as a
-cancelled response. Imports websockets, numpy, soxr and ``appliance.transport.http``.
+cancelled response. Imports websockets, numpy, soxr, ``appliance.core.protocol`` and
+``appliance.transport.http``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from appliance import __version__
 from appliance.config import RealtimeSettings
+from appliance.core import protocol
 from appliance.credentials import ApiKey
 from appliance.errors import AuthenticationError, TransportError
 from appliance.transport.http import request_json
@@ -66,13 +68,7 @@ TAIL_MS = 500
 """Silence sent after a committed turn: the service ends turns on silence, not on commit."""
 REPLY_GAP_S = 0.5
 """No agent audio for this long ends the synthetic response."""
-APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
-APPEND_SUFFIX = '"}'
 AUTH_CODES = frozenset({"invalid_token", "unauthorized", "token_expired", "forbidden"})
-
-
-def _dump(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
 class _Synthetic(str):
@@ -99,7 +95,7 @@ class VoiceSdkConnection:
         self.frames_sent = 0
         """Binary frames sent (tests and the benchmark read it)."""
         self._inbox.put_nowait(
-            _Synthetic(_dump({"type": "session.created", "session": {
+            _Synthetic(protocol.encode({"type": "session.created", "session": {
                 "id": session_key, "object": "realtime.session", "type": "realtime"}}))
         )
         self._reader = asyncio.create_task(self._read(), name="voice-sdk reader")
@@ -111,13 +107,13 @@ class VoiceSdkConnection:
     # --- upstream -----------------------------------------------------------------------------
 
     async def send(self, text: str) -> None:
-        if text.startswith(APPEND_PREFIX) and text.endswith(APPEND_SUFFIX):
-            pcm = base64.b64decode(text[len(APPEND_PREFIX) : -len(APPEND_SUFFIX)])
+        pcm = protocol.appended_audio(text)
+        if pcm is not None:
             narrow = self._up.resample_chunk(np.frombuffer(pcm, dtype="<i2"))
             self._partial += narrow.astype("<i2").tobytes()
             await self._send_frames()
             return
-        kind = _event_type(text)
+        kind = protocol.event_type(text)
         if kind == "input_audio_buffer.commit":
             tail = self._up.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
             self._up = self._new_stream(24_000, SDK_RATE)
@@ -135,7 +131,7 @@ class VoiceSdkConnection:
                 rid = f"resp_{self.session_key}_{self._responses}"
                 for event in ({"type": "response.created", "response": _response(rid, "in_progress")},
                               {"type": "response.done", "response": _response(rid, "completed")}):
-                    self._inbox.put_nowait(_Synthetic(_dump(event)))
+                    self._inbox.put_nowait(_Synthetic(protocol.encode(event)))
         elif kind == "session.update":
             self._update_pending = json.loads(text).get("session", {})
             if self._agent_ready:
@@ -160,7 +156,8 @@ class VoiceSdkConnection:
 
     def _confirm_update(self) -> None:
         session, self._update_pending = self._update_pending, None
-        self._inbox.put_nowait(_Synthetic(_dump({"type": "session.updated", "session": session})))
+        self._inbox.put_nowait(
+            _Synthetic(protocol.encode({"type": "session.updated", "session": session})))
 
     # --- downstream ---------------------------------------------------------------------------
 
@@ -203,8 +200,8 @@ class VoiceSdkConnection:
             self._responses += 1
             self._response = f"resp_{self.session_key}_{self._responses}"
             self._item = f"item_{self.session_key}_{self._responses}"
-            out.append(_dump({"type": "response.created",
-                              "response": _response(self._response, "in_progress")}))
+            out.append(protocol.encode({"type": "response.created",
+                                        "response": _response(self._response, "in_progress")}))
         wide = self._down.resample_chunk(np.frombuffer(data, dtype="<i2"))
         if wide.size:
             out.append(self._delta(wide))
@@ -227,9 +224,9 @@ class VoiceSdkConnection:
             out.append(self._delta(tail))
         where = {"response_id": self._response, "item_id": self._item, "output_index": 0,
                  "content_index": 0}
-        out.append(_dump({"type": "response.output_audio.done", **where}))
-        out.append(_dump({"type": "response.done",
-                          "response": _response(self._response, "completed")}))
+        out.append(protocol.encode({"type": "response.output_audio.done", **where}))
+        out.append(protocol.encode({"type": "response.done",
+                                    "response": _response(self._response, "completed")}))
         self._response = None
         return out
 
@@ -251,7 +248,7 @@ class VoiceSdkConnection:
             raise TransportError(f"session ended: {reason if isinstance(reason, str) else 'unknown'}")
         elif kind == "error":
             code, message = msg.get("code"), msg.get("message")
-            return [_dump({"type": "error", "error": {
+            return [protocol.encode({"type": "error", "error": {
                 "type": "voice_sdk_error",
                 "code": code if isinstance(code, str) else str(code or ""),
                 "message": message if isinstance(message, str) else "",
@@ -275,15 +272,6 @@ class VoiceSdkConnection:
 
 def _response(response_id: str, status: str) -> dict[str, Any]:
     return {"id": response_id, "object": "realtime.response", "status": status, "output": []}
-
-
-def _event_type(text: str) -> str:
-    try:
-        event = json.loads(text)
-    except ValueError:
-        return "?"
-    kind = event.get("type") if isinstance(event, dict) else None
-    return kind if isinstance(kind, str) else "?"
 
 
 def _closed_reason(exc: ConnectionClosed) -> str:

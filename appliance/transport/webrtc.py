@@ -33,7 +33,8 @@ What the adapter translates, so the session above does not know it is on WebRTC:
   ``output_audio_buffer.clear``, as WebRTC requires; track audio is then ignored until the
   next ``output_audio_buffer.started``.
 
-Imports aiortc, av, numpy, soxr and ``appliance.transport.http``.
+Imports aiortc, av, numpy, ``appliance.core.protocol``, ``appliance.transport.http`` and
+``appliance.transport.rtcaudio`` (the frame format, shared with the simulator).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fractions
 import json
 import logging
 import time
@@ -51,7 +51,6 @@ from typing import Any
 
 import av
 import numpy as np
-import soxr
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -63,8 +62,10 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from appliance.config import RealtimeSettings
+from appliance.core import protocol
 from appliance.credentials import ApiKey
 from appliance.errors import TransportError
+from appliance.transport import rtcaudio
 from appliance.transport.http import request, request_json
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,6 @@ log = logging.getLogger(__name__)
 ICE_PATH = "/v1/realtime/ice-servers"
 CALLS_PATH = "/v1/realtime/calls"
 CHANNEL = "oai-events"
-RATE = 24_000
-FRAME_SAMPLES = 480  # 20 ms at 24 kHz, Opus's usual frame
 MAX_LEAD_S = 0.5
 """How far ahead of real time the microphone track may run to catch up a turn's pre-roll."""
 CUSHION_FRAMES = 4
@@ -89,8 +88,6 @@ _RELEASE = "\x00release"  # a marker in the inbox, never a server event
 DRAIN_S = 0.15
 """After ``output_audio_buffer.stopped``: time for RTP packets still in flight."""
 COMMIT_WAIT_S = 2.0
-APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
-APPEND_SUFFIX = '"}'
 
 
 class MicTrack(MediaStreamTrack):
@@ -128,28 +125,20 @@ class MicTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        size = FRAME_SAMPLES * 2
+        size = rtcaudio.FRAME_SAMPLES * 2
         if not self.frames:
             self._start = time.monotonic()
         if len(self._queue) > size * CUSHION_FRAMES:
             self._lead = min(self._lead + CATCH_UP_S, MAX_LEAD_S)
         elif not self._queue:
             self._lead = max(self._lead - CATCH_UP_S, 0.0)
-        delay = self._start + self._pts / RATE - self._lead - time.monotonic()
+        delay = self._start + self._pts / rtcaudio.RATE - self._lead - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        chunk = bytes(self._queue[:size])
-        del self._queue[:size]
-        if len(chunk) < size:
-            chunk += bytes(size - len(chunk))
+        frame = rtcaudio.pcm_frame(rtcaudio.take_frame(self._queue), self._pts)
         if not self._queue:
             self.drained.set()
-        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
-        frame.planes[0].update(chunk)
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, RATE)
-        self._pts += FRAME_SAMPLES
+        self._pts += rtcaudio.FRAME_SAMPLES
         self.frames += 1
         return frame
 
@@ -175,7 +164,7 @@ class WebRtcConnection:
         self._buffer_events = False  # the service sends output_audio_buffer.* events
         self._heard = False  # (fallback) loud reply audio came since the reply started
         self._silent_s = 0.0  # (fallback) silence on the track since then
-        self._down = soxr.ResampleStream(48_000, RATE, 1, dtype="int16", quality="MQ")
+        self._down = rtcaudio.downsampler()
         self._tasks: set[asyncio.Task[None]] = set()
         channel.on("message", self._on_message)
         channel.on("close", lambda: self._inbox.put_nowait(
@@ -209,20 +198,18 @@ class WebRtcConnection:
                 if not (self._audio_on and self._audio_item):
                     fresh = True  # between replies: decoded by aiortc, not resampled
                     continue
-                pcm = frame.to_ndarray().reshape(-1)
-                if frame.layout.nb_channels == 2:
-                    pcm = pcm[0::2]
-                if frame.sample_rate != 48_000:
+                pcm = rtcaudio.mono(frame)
+                if frame.sample_rate != rtcaudio.DECODED_RATE:
                     log.warning("webrtc: reply track at %d Hz ignored", frame.sample_rate)
                     continue
                 if fresh:
-                    self._down = soxr.ResampleStream(48_000, RATE, 1, dtype="int16", quality="MQ")
+                    self._down = rtcaudio.downsampler()
                     fresh = False
                 wide = self._down.resample_chunk(pcm.astype(np.int16))
                 if wide.size:
                     self._inbox.put_nowait(self._delta(wide.astype("<i2").tobytes()))
                 if not self._buffer_events:
-                    self._watch_silence(pcm, frame.samples / 48_000)
+                    self._watch_silence(pcm, frame.samples / rtcaudio.DECODED_RATE)
         except MediaStreamError:
             pass
 
@@ -311,14 +298,15 @@ class WebRtcConnection:
     # --- upstream -----------------------------------------------------------------------------
 
     async def send(self, text: str) -> None:
-        if text.startswith(APPEND_PREFIX) and text.endswith(APPEND_SUFFIX):
+        pcm = protocol.appended_audio(text)
+        if pcm is not None:
             if not self._turn_open:
                 self._turn_open = True
                 self._mic.clear()
                 self._channel_send('{"type":"input_audio_buffer.clear"}')
-            self._mic.push(base64.b64decode(text[len(APPEND_PREFIX) : -len(APPEND_SUFFIX)]))
+            self._mic.push(pcm)
             return
-        kind = _event_type(text)
+        kind = protocol.event_type(text)
         if kind == "input_audio_buffer.commit":
             self._turn_open = False
             with contextlib.suppress(TimeoutError):
@@ -353,15 +341,6 @@ class WebRtcConnection:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._mic.stop()
         await self._pc.close()
-
-
-def _event_type(text: str) -> str:
-    try:
-        event = json.loads(text)
-    except ValueError:
-        return "?"
-    kind = event.get("type") if isinstance(event, dict) else None
-    return kind if isinstance(kind, str) else "?"
 
 
 def ice_servers(answer: dict[str, Any]) -> list[RTCIceServer]:

@@ -14,7 +14,7 @@ this wrapper, around any realtime-frame connection, rewrites exactly four kinds 
 
 Everything else passes through untouched. A delta that does not decode is passed on as it
 came, so the session's strict decoder logs it like any malformed event. Imports the
-standard library and ``appliance.transport.g711``.
+standard library, ``appliance.core.protocol`` and ``appliance.transport.g711``.
 """
 
 from __future__ import annotations
@@ -24,19 +24,12 @@ import binascii
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
+from appliance.core import protocol
 from appliance.transport import g711
 from appliance.transport.base import Connection
 
 log = logging.getLogger(__name__)
-
-APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
-APPEND_SUFFIX = '"}'
-
-
-def _append(coded: bytes) -> str:
-    return APPEND_PREFIX + base64.b64encode(coded).decode("ascii") + APPEND_SUFFIX
 
 
 class G711Connection:
@@ -54,16 +47,16 @@ class G711Connection:
     # --- upstream -----------------------------------------------------------------------------
 
     async def send(self, text: str) -> None:
-        if text.startswith(APPEND_PREFIX) and text.endswith(APPEND_SUFFIX):
-            pcm = base64.b64decode(text[len(APPEND_PREFIX) : -len(APPEND_SUFFIX)])
+        pcm = protocol.appended_audio(text)
+        if pcm is not None:
             coded = self._encoder.encode(pcm)
             if coded:
-                await self._inner.send(_append(coded))
+                await self._inner.send(protocol.append_audio(coded))
             return
         if text == '{"type":"input_audio_buffer.commit"}':
             tail = self._encoder.encode(b"", last=True)
             if tail:
-                await self._inner.send(_append(tail))
+                await self._inner.send(protocol.append_audio(tail))
         elif text == '{"type":"input_audio_buffer.clear"}':
             self._encoder.reset()
         elif '"session.update"' in text:
@@ -79,7 +72,7 @@ class G711Connection:
             for side in ("input", "output"):
                 if isinstance(audio.get(side), dict):
                     audio[side]["format"] = dict(self._format)
-        return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        return protocol.encode(event)
 
     # --- downstream ---------------------------------------------------------------------------
 
@@ -108,7 +101,7 @@ class G711Connection:
             delta = {k: v for k, v in event.items() if k != "event_id"}
             delta["type"] = "response.output_audio.delta"
             delta["delta"] = base64.b64encode(tail).decode("ascii")
-            return [_dump(delta), frame]
+            return [protocol.encode(delta), frame]
         if kind not in ("response.output_audio.delta", "response.audio.delta"):
             return [frame]
         try:
@@ -119,7 +112,7 @@ class G711Connection:
             self._decoder.reset()
             self._decoding = item if isinstance(item, str) else None
         event["delta"] = base64.b64encode(self._decoder.decode(coded)).decode("ascii")
-        return [_dump(event)]
+        return [protocol.encode(event)]
 
     async def close(self) -> None:
         await self._inner.close()
@@ -128,6 +121,3 @@ class G711Connection:
     def latency(self) -> float:
         return self._inner.latency
 
-
-def _dump(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
