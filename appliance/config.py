@@ -232,7 +232,7 @@ class SessionSettings:
 @dataclass(frozen=True)
 class ProcessingSettings:
     """``[audio.processing]``: the WebRTC audio processing module on the microphone
-    (``appliance.audio.aec``; needs the optional ``livekit`` package)."""
+    (``appliance.audio.aec``; needs the optional ``pywebrtc-audio`` package)."""
 
     echo_cancellation: bool = True
     """Cancel the speaker's own voice (the played reply) before the VAD and upstream."""

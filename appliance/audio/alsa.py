@@ -12,6 +12,7 @@ Imports: alsaaudio, ``appliance.errors``.
 from __future__ import annotations
 
 import abc
+import ctypes
 import os
 import threading
 import time
@@ -180,6 +181,18 @@ class Waker:
             os.close(fd)
 
 
+def set_os_thread_name(name: str) -> None:
+    """Name the calling thread for the OS (Linux comm, 15 bytes); a no-op where unsupported."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+_PR_SET_NAME = 15
+
+
 class AudioThread(abc.ABC):
     """What the capture and playback threads share: a named daemon thread that stops on an
     Event plus a wake-up fd (so a thread blocked in poll() reacts at once), a join with a
@@ -191,8 +204,12 @@ class AudioThread(abc.ABC):
         self._device = device
         self._stopping = threading.Event()
         self._waker = Waker()
-        self._thread = threading.Thread(target=self._run, name=f"{self.kind}:{device}", daemon=True)
+        self._thread = threading.Thread(target=self._named, name=f"{self.kind}:{device}", daemon=True)
         self._heartbeat = time.monotonic()
+
+    def _named(self) -> None:
+        set_os_thread_name(self.kind)  # so top -H and /proc/PID/task show "capture"/"playback"
+        self._run()
 
     @abc.abstractmethod
     def _run(self) -> None:

@@ -8,9 +8,17 @@ to open, errors mid-stream or stalls is closed, reported once per outage through
 ``on_error(None)`` when audio flows again. It never exits on its own.
 
 Reads are non-blocking and the thread sleeps in ``poll()`` on the PCM's descriptors plus a
-wake-up eventfd, so ``close()`` is prompt. A device with no clock (the ALSA ``file``
-plugin over ``null``) answers every read at once; that is detected and reads are then
-paced to real time, so it costs what a real microphone costs instead of a whole core.
+wake-up eventfd, so ``close()`` is prompt.
+
+Adaptive wake-ups: every wake-up of Python code costs real CPU (through PulseAudio's plugin
+a poll on the PCM even wakes two or three times a period), so with ``wants`` (how many frames
+the sink may gather before the next call; 0: every period) the thread sleeps on a timer that
+long, then reads every period that is ready and hands them to ``sink`` in one call. The front
+end asks for a 30 ms VAD frame while listening (one wake-up per frame instead of three
+periods; the onset is decided at most a frame later, and never while the speaker plays,
+when it asks for every period so that barge-in stays fast) and for the rest of the current
+40 ms chunk while streaming (it could not go out sooner). A device without a clock is paced
+in the same blocks.
 
 Imports: numpy, ``appliance.audio.alsa``, ``appliance.errors``.
 """
@@ -74,6 +82,7 @@ class CaptureThread(AudioThread):
         on_error: Callable[[AudioDeviceError | None], None],
         periods: int = 4,
         stall_timeout: float = 2.0,
+        wants: Callable[[], int] | None = None,
     ) -> None:
         if not 0 <= channel < channels:
             raise ValueError(f"channel {channel} is not one of the {channels} channels")
@@ -86,7 +95,13 @@ class CaptureThread(AudioThread):
         self._stall_timeout = stall_timeout
         self._sink = sink
         self._on_error = on_error
-        self._mono: npt.NDArray[np.int16] = np.zeros(period_frames, dtype=np.int16)
+        self._wants = wants
+        # Several periods are gathered here and handed over in one sink call. A mono device's
+        # reads are copied in as bytes (one slice store per read: the numpy calls cost more
+        # than the copy at 10 ms periods); ``_mono`` is an int16 view of the same memory.
+        self._raw = bytearray(period_frames * periods * 2)
+        self._mono: npt.NDArray[np.int16] = np.frombuffer(self._raw, dtype=np.int16)
+        self._wakeups = 0
         self._xruns = 0
         self._frames = 0
         self._sink_errors = 0
@@ -100,6 +115,11 @@ class CaptureThread(AudioThread):
     def xruns(self) -> int:
         """Overruns recovered (audio was lost because this thread fell behind)."""
         return self._xruns
+
+    @property
+    def wakeups(self) -> int:
+        """Times the thread woke to read (a figure for the benchmark and tests)."""
+        return self._wakeups
 
     @property
     def frames(self) -> int:
@@ -191,6 +211,9 @@ class CaptureThread(AudioThread):
         anchor_frames = self._frames
         last_data = anchor_t
         poll_ms = min(_POLL_MS, max(1, round(self._stall_timeout * 500)))
+        block = 0  # frames gathered in self._mono, not yet handed to the sink
+        target = 0  # paced: frames to gather before handing over
+        gather = min(len(self._mono), params.buffer_frames)
         while not self._stopping.is_set():
             try:
                 n, data = pcm.read()
@@ -202,11 +225,19 @@ class CaptureThread(AudioThread):
                     self._outage = False
                     log.warning("capture %r is back", self._device)
                     self._call_on_error(None)
-                self._deliver(data, n)
+                if block == 0 and paced and self._wants is not None:
+                    target = min(gather, self._call_wants())
+                block = self._gather(data, n, block)
                 self._streamed_s += n / rate
                 last_data = now
+                if self._wants is not None and block + n <= gather and (not paced or block < target):
+                    # Clocked: read every period that is ready; paced (no clock): as much as
+                    # the sink wants. Then hand them over in one call.
+                    continue
+                delivered, block = block, 0
+                self._deliver(delivered)
                 if paced:
-                    due = max(due + n / rate, now - params.buffer_s)
+                    due = max(due + delivered / rate, now - params.buffer_s)
                     if due > now:
                         self._poll_waker(waker_only, due - now)
                 elif self._frames - anchor_frames > (now - anchor_t) * rate + slack:
@@ -219,13 +250,11 @@ class CaptureThread(AudioThread):
                     )
                 elif now - anchor_t > _CLOCK_WINDOW_S:
                     anchor_t, anchor_frames = now, self._frames
-                if not paced and n >= params.period_frames:
+                if not paced and n >= params.period_frames and self._wants is None:
                     # A whole period came: the next is not due for a period, so sleep until
                     # the device says it is, rather than spend a read to hear "not yet"
                     # (half the reads, and through PulseAudio a read is the dear part).
-                    for fd, _ in poller.poll(poll_ms):
-                        if fd == waker_fd:
-                            self._waker.reset()
+                    self._wait_device(poller, waker_fd, poll_ms)
             elif n < 0:
                 # -EPIPE: pyalsaaudio already re-prepared the PCM; the next read restarts it.
                 self._xruns += 1
@@ -236,6 +265,11 @@ class CaptureThread(AudioThread):
                     extra={"XRUNS": self._xruns},
                 )
             else:
+                if block:
+                    self._deliver(block)
+                    block = 0
+                    if not paced and now - anchor_t > _CLOCK_WINDOW_S:
+                        anchor_t, anchor_frames = now, self._frames
                 if paced:
                     # Nothing ready: the device does wait for its clock after all.
                     paced = False
@@ -244,27 +278,54 @@ class CaptureThread(AudioThread):
                     raise AudioDeviceError(
                         self._device, f"no audio for {now - last_data:.1f} s (device stalled)"
                     )
-                for fd, _ in poller.poll(poll_ms):
-                    if fd == waker_fd:
-                        self._waker.reset()
+                want = self._call_wants() if self._wants is not None else 0
+                if want > 0:
+                    # Sleep until the frames the sink needs are due, on a timer (through
+                    # PulseAudio a poll on the PCM wakes two or three times a period), but
+                    # never less than a period: a device that hands audio over in lumps
+                    # must not cost a wake-up per sample trickling in.
+                    self._wakeups += 1
+                    ahead = max(want, params.period_frames) / rate
+                    self._poll_waker(waker_only, min(ahead, poll_ms / 1000))
+                else:
+                    self._wait_device(poller, waker_fd, poll_ms)
+
+    def _wait_device(self, poller: select.poll, waker_fd: int, poll_ms: int) -> None:
+        self._wakeups += 1
+        for fd, _ in poller.poll(poll_ms):
+            if fd == waker_fd:
+                self._waker.reset()
+
+    def _call_wants(self) -> int:
+        try:
+            assert self._wants is not None
+            return self._wants()
+        except Exception:
+            log.exception("capture wants callback failed")
+            return 0
 
     def _poll_waker(self, poller: select.poll, seconds: float) -> None:
         if poller.poll(max(1, round(seconds * 1000))):
             self._waker.reset()
 
-    def _deliver(self, data: bytes, n: int) -> None:
-        if n > len(self._mono):
-            self._mono = np.zeros(n, dtype=np.int16)  # the device chose a larger period
-        frames = np.frombuffer(data, dtype="<i2", count=n * self._channels)
-        mono = self._mono[:n]
-        if self._channels == 1:
-            np.copyto(mono, frames)
-        else:
-            np.copyto(mono, frames.reshape(n, self._channels)[:, self._channel])
+    def _gather(self, data: bytes, n: int, at: int) -> int:
+        """Put one period's chosen channel into the block at ``at``; return the new length."""
+        if at + n > len(self._mono):
+            grown = bytearray(2 * (at + n))  # the device chose a larger period
+            grown[: 2 * at] = self._raw[: 2 * at]
+            self._raw, self._mono = grown, np.frombuffer(grown, dtype=np.int16)
         self._frames += n
+        if self._channels == 1:
+            self._raw[2 * at : 2 * (at + n)] = data  # S16_LE into native int16 (LE on a Pi)
+            return at + n
+        frames = np.frombuffer(data, dtype="<i2", count=n * self._channels)
+        np.copyto(self._mono[at : at + n], frames.reshape(n, self._channels)[:, self._channel])
+        return at + n
+
+    def _deliver(self, n: int) -> None:
         self._heartbeat = time.monotonic()
         try:
-            self._sink(mono)
+            self._sink(self._mono[:n])
         except Exception:
             self._sink_errors += 1
             # A bug downstream must not kill the microphone; log it without flooding.

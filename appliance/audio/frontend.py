@@ -1,7 +1,8 @@
 """The capture-side front end: device audio in, gate decisions and upstream chunks out.
 
-Runs on the capture thread, one call per ALSA period, so it must stay cheap and allocate
-little: it keeps the period in a history ring (the pre-roll) at the source rate, resamples
+Runs on the capture thread, one call per ALSA period or per block of them (``wants`` tells
+the thread how many it may gather: the capture CPU is per wake-up), so it must stay cheap
+and allocate little: it keeps the period in a history ring (the pre-roll) at the source rate, resamples
 it to 16 kHz for the VAD, skips webrtcvad when a frame is far below speech energy, and
 feeds the pure ``VadGate``. Only while a turn streams is audio resampled to 24 kHz for
 upstream (soxr streams), so a quiet room costs no upstream resampling. What it decides goes out through ``emit``
@@ -159,6 +160,7 @@ class FrontEnd:
     ) -> None:
         self._mode = gate.mode
         self._emit = emit
+        self._device_rate = device_rate
         self._to16 = _Resampler(device_rate, VAD_RATE, "LQ")
         # Echo cancellation (appliance.audio.aec) works at 16 kHz: with it, everything
         # downstream (the VAD and, resampled to 24 kHz, upstream) is the cancelled signal.
@@ -219,6 +221,32 @@ class FrontEnd:
         self._follow_ups_seen = 0
 
     # -- called on the capture thread ---------------------------------------------------------
+
+    def wants(self) -> int:
+        """Device frames the capture thread may gather before the next call (0: hand over
+        every period as soon as the device has it).
+
+        The capture thread sleeps on a timer until they are due and hands them over in one
+        call (``CaptureThread(wants=...)``), so the cost is a wake-up per decision, not per
+        period. Streaming: the rest of the current upstream chunk (it cannot go out
+        sooner). Listening in a quiet room: a VAD frame (the onset needs several voiced
+        frames anyway). Speaker playing (local barge-in must be fast), push-to-talk (a
+        press starts the turn at the next period) and echo cancellation: every period."""
+        if self._canceller is not None:
+            # The canceller times the microphone by when each read returns (its capture
+            # clock wants reads right after each period): blocks read late on a timer
+            # misalign the echo reference at the start of a reply.
+            return 0
+        if self.muted:
+            return len(self._frame) * self._device_rate // VAD_RATE
+        if self._mode == "push_to_talk":
+            return 0
+        if self._streaming:
+            left = len(self._batch) - self._batch_fill
+            return -(-left * self._device_rate // self._rate)
+        if self.playing:
+            return 0
+        return len(self._frame) * self._device_rate // VAD_RATE
 
     def process(self, mono: np.ndarray) -> None:
         """One capture period (mono int16 at the device rate)."""

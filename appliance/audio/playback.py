@@ -105,6 +105,7 @@ PlayerEvent = (
 # --- internals ---------------------------------------------------------------------------
 
 _HEARTBEAT_S = 1.0  # the longest the thread sleeps while idle
+UNDERRUN_LOG_S = 60.0  # after the first, at most one underrun log line this often
 _HEALTHY_S = 1.0  # audio played without trouble before the reopen backoff starts over
 _MAX_ITEMS_KEPT = 256  # played-ms history kept for the loop
 _CANCELLED_KEPT = 64  # interrupted item ids remembered to ignore their late audio
@@ -259,6 +260,8 @@ class PlaybackThread(AudioThread):
         self._underruns = 0
 
         # Player side only.
+        self._underrun_logged_t: float | None = None  # when the last underrun line went out
+        self._underruns_logged = 0  # the count that line showed
         self._eos_done = 0  # generation of the last end_of_stream() handled
         self._outage = False
         self._phase = _Phase.IDLE
@@ -494,7 +497,7 @@ class PlaybackThread(AudioThread):
                 self._phase = _Phase.DRAINING
             else:
                 self._underruns += 1
-                log.info("playback underrun (%d so far)", self._underruns)
+                self._log_underrun()
                 self._phase = _Phase.REFILL
 
     def _drain(
@@ -522,6 +525,25 @@ class PlaybackThread(AudioThread):
         self._publish(pcm, params)
         left = (params.buffer_frames - avail) / params.rate
         self._sleep(waker_poll, min(left, params.period_s), None)
+
+    def _log_underrun(self) -> None:
+        """Count every underrun; log the first, then at most one line a minute with the
+        count (a device without a clock underruns on every period)."""
+        now = time.monotonic()
+        last = self._underrun_logged_t
+        if last is not None and now - last < UNDERRUN_LOG_S:
+            return
+        since = self._underruns - self._underruns_logged
+        self._underrun_logged_t, self._underruns_logged = now, self._underruns
+        if last is None:
+            log.info("playback underrun (%d so far)", self._underruns)
+        else:
+            log.info(
+                "playback underrun (%d so far, %d in the last %.0f s)",
+                self._underruns,
+                since,
+                now - last,
+            )
 
     def _check_closing(self) -> None:
         if self._stopping.is_set():
