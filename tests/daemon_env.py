@@ -9,10 +9,13 @@ VAD gating and no GPIO. Its environment never inherits systemd's variables or a 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
 
+from appliance.core.session import Action, StateChanged
+from appliance.core.state import State
 from appliance.demo import alsa_config_path
 
 KEY = "dGVzdDp0ZXN0LWtleQ=="  # base64 "test:test-key"
@@ -72,3 +75,18 @@ def daemon_env(asoundrc: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+class StateLog:
+    """A daemon observer for in-process tests: the states in order, and ``ready``, set at
+    each READY."""
+
+    def __init__(self) -> None:
+        self.states: list[State] = []
+        self.ready = asyncio.Event()
+
+    def __call__(self, action: Action) -> None:
+        if isinstance(action, StateChanged):
+            self.states.append(action.state)
+            if action.state is State.READY:
+                self.ready.set()

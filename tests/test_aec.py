@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import soxr
+from daemon_env import StateLog
 
 from appliance.audio.aec import CaptureClock, ProcessingUnavailable, ReferenceTap, load_canceller
 from appliance.audio.capture import CaptureThread
 from appliance.audio.playback import PlaybackThread, PlayerEvent
 from appliance.config import GateSettings, ProcessingSettings, parse_config
-from appliance.core.session import Action, StateChanged
 from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
@@ -293,14 +293,8 @@ def _daemon_hears_its_reply(
     voice = np.frombuffer(pcm, dtype=np.int16)
 
     async def main() -> tuple[list[str], list[State]]:
-        states: list[State] = []
-        ready = asyncio.Event()
-
-        def observe(action: Action) -> None:
-            if isinstance(action, StateChanged):
-                states.append(action.state)
-                if action.state is State.READY:
-                    ready.set()
+        log = StateLog()
+        states, ready = log.states, log.ready
 
         async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
             data = demo_config(sim.url)
@@ -313,7 +307,7 @@ def _daemon_hears_its_reply(
                 "processing": {"echo_cancellation": echo_cancellation},
             }
             data["earcons"] = {"enabled": False}
-            daemon = Daemon(parse_config(data), ApiKey(DEMO_KEY, "test"), observers=[observe])
+            daemon = Daemon(parse_config(data), ApiKey(DEMO_KEY, "test"), observers=[log])
             stop = asyncio.Event()
             runner = asyncio.create_task(daemon.run(stop))
             try:

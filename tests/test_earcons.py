@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import soxr
+from daemon_env import StateLog
 from gpiozero.pins.mock import MockFactory
 
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted, SpeechStopped
 from appliance.audio.playback import PlaybackIdle, PlaybackStarted, PlaybackThread
 from appliance.audio.vad import WebRtcVad
 from appliance.config import EARCON_NAMES, EarconSettings, GateSettings, parse_config
-from appliance.core.session import Action, StateChanged
 from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
@@ -317,14 +317,8 @@ def test_daemon_earcons_reach_the_speaker_but_not_the_simulator_or_the_session(
     sounds = load_earcons(EarconSettings())
 
     async def main() -> tuple[list[dict[str, object]], list[State], int, Daemon]:
-        states: list[State] = []
-        ready = asyncio.Event()
-
-        def observe(action: Action) -> None:
-            if isinstance(action, StateChanged):
-                states.append(action.state)
-                if action.state is State.READY:
-                    ready.set()
+        log = StateLog()
+        states, ready = log.states, log.ready
 
         async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
             data = demo_config(sim.url)
@@ -347,7 +341,7 @@ def test_daemon_earcons_reach_the_speaker_but_not_the_simulator_or_the_session(
                 "mute_pin": "GPIO27",
                 "state_dir": str(tmp_path / "state"),
             }
-            daemon = Daemon(parse_config(data), ApiKey(DEMO_KEY, "test"), observers=[observe])
+            daemon = Daemon(parse_config(data), ApiKey(DEMO_KEY, "test"), observers=[log])
             stop = asyncio.Event()
             runner = asyncio.create_task(daemon.run(stop))
             try:
