@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import ctypes
+import logging
 import os
 import threading
 import time
@@ -210,6 +211,30 @@ class AudioThread(abc.ABC):
     def _named(self) -> None:
         set_os_thread_name(self.kind)  # so top -H and /proc/PID/task show "capture"/"playback"
         self._run()
+
+    def _open(
+        self, direction: Direction, *, rate: int, channels: int, period_frames: int, periods: int
+    ) -> tuple[Pcm, PcmParams]:
+        """``open_pcm`` on this thread's device, logging (under the subclass's module) what
+        the device gave; raises ``AudioDeviceError`` like it."""
+        pcm, params = open_pcm(
+            self._device,
+            direction,
+            rate=rate,
+            channels=channels,
+            period_frames=period_frames,
+            periods=periods,
+        )
+        logging.getLogger(type(self).__module__).info(
+            "%s %r open: %d Hz, %d ch, period %d, buffer %d frames",
+            direction,
+            self._device,
+            params.rate,
+            params.channels,
+            params.period_frames,
+            params.buffer_frames,
+        )
+        return pcm, params
 
     @abc.abstractmethod
     def _run(self) -> None:

@@ -39,7 +39,6 @@ from appliance.audio.alsa import (
     Pcm,
     PcmParams,
     close_quietly,
-    open_pcm,
     reopen_delays,
 )
 from appliance.errors import AudioDeviceError
@@ -133,8 +132,7 @@ class CaptureThread(AudioThread):
         try:
             while not self._stopping.is_set():
                 try:
-                    pcm, params = open_pcm(
-                        self._device,
+                    pcm, params = self._open(
                         "capture",
                         rate=self._rate,
                         channels=self._channels,
@@ -145,14 +143,6 @@ class CaptureThread(AudioThread):
                     self._report_outage(err)
                     self._sleep(next(delays))
                     continue
-                log.info(
-                    "capture %r open: %d Hz, %d ch, period %d, buffer %d frames",
-                    self._device,
-                    params.rate,
-                    params.channels,
-                    params.period_frames,
-                    params.buffer_frames,
-                )
                 self._streamed_s = 0.0
                 try:
                     self._stream(pcm, params)

@@ -48,7 +48,6 @@ from appliance.audio.alsa import (
     Pcm,
     PcmParams,
     close_quietly,
-    open_pcm,
     reopen_delays,
 )
 from appliance.audio.ring import SampleRing
@@ -343,8 +342,7 @@ class PlaybackThread(AudioThread):
             while True:
                 self._check_closing()
                 try:
-                    pcm, params = open_pcm(
-                        self._device,
+                    pcm, params = self._open(
                         "playback",
                         rate=self._rate,
                         channels=self._channels,
@@ -355,14 +353,6 @@ class PlaybackThread(AudioThread):
                     self._report_outage(err)
                     self._wait_out(next(delays))
                     continue
-                log.info(
-                    "playback %r open: %d Hz, %d ch, period %d, buffer %d frames",
-                    self._device,
-                    params.rate,
-                    params.channels,
-                    params.period_frames,
-                    params.buffer_frames,
-                )
                 if self._outage:
                     self._outage = False
                     log.warning("playback %r is back", self._device)
