@@ -94,6 +94,31 @@ def _on_loop(loop: asyncio.AbstractEventLoop, handler: Callable[[T], None]) -> C
     return post
 
 
+class _Handoff:
+    """Calls the capture thread makes during one sink call, run on the loop in one
+    ``call_soon_threadsafe`` when the call ends: one loop wake-up per capture wake-up, not
+    one per gate output, and the capture thread holds the GIL no longer when it comes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._calls: list[tuple[Callable[[Any], None], Any]] = []
+
+    def call(self, fn: Callable[[T], None], arg: T) -> None:
+        """Capture thread: run ``fn(arg)`` on the loop after this sink call."""
+        self._calls.append((fn, arg))
+
+    def flush(self) -> None:
+        """Capture thread, at the end of a sink call."""
+        if self._calls:
+            calls, self._calls = self._calls, []
+            self._loop.call_soon_threadsafe(_run_calls, calls)
+
+
+def _run_calls(calls: list[tuple[Callable[[Any], None], Any]]) -> None:
+    for fn, arg in calls:
+        fn(arg)
+
+
 class Daemon:
     def __init__(
         self,
@@ -113,6 +138,7 @@ class Daemon:
         self.capture: CaptureThread | None = None
         self.player: PlaybackThread | None = None
         self.frontend: FrontEnd | None = None
+        self._handoff: _Handoff | None = None
         self._reference: ReferenceTap | None = None
         self.gpio: Gpio | None = None
         self._status_prefix = ""
@@ -201,6 +227,9 @@ class Daemon:
         old = self.frontend
         vad = WebRtcVad(g.vad_aggressiveness, g.vad_frame_ms) if g.mode in ("vad", "wake") else None
         made: list[FrontEnd] = []
+        if self._handoff is None:
+            self._handoff = _Handoff(loop)
+        handoff = self._handoff
 
         def on_gate(out: GateOutput) -> None:
             if made and made[0] is self.frontend:
@@ -211,7 +240,7 @@ class Daemon:
             gate=g,
             chunk_ms=a.chunk_ms,
             vad=vad,
-            emit=_on_loop(loop, on_gate),
+            emit=lambda out: handoff.call(on_gate, out),
             canceller=self._load_canceller(),
             wake=self._make_wake(rebuilding=old is not None),
         )
@@ -256,6 +285,8 @@ class Daemon:
         frontend = self.frontend
         if frontend is not None:
             frontend.process(mono)
+            assert self._handoff is not None
+            self._handoff.flush()
 
     def _frontend_wants(self) -> int:
         """The capture thread's pacing: frames the current front end needs before it can
@@ -415,7 +446,7 @@ class Daemon:
     # --- user inputs (buttons, tools, reload); call on the loop thread ----------------------
 
     def set_talking(self, held: bool) -> None:
-        """Push-to-talk button state; the capture thread reads it at its next period.
+        """Push-to-talk button state; the capture thread, woken, reads it at once.
 
         A press in push-to-talk mode plays the "listening" earcon first; the front end
         starts the turn once the cue has played (``FrontEnd.earcon``).
@@ -425,7 +456,9 @@ class Daemon:
         fe = self.frontend
         if held and not fe.talking and not fe.muted and self.config.gate.mode == "push_to_talk":
             self.cue("listening")
-        self.frontend.talking = held
+        if held != fe.talking:
+            fe.talking = held
+            self._wake_capture()
 
     def cue(self, name: str) -> bool:
         """Play earcon ``name`` (``appliance.earcons``: listening, mute, unmute, error,
@@ -616,8 +649,15 @@ class Daemon:
 
     def _set_playing(self, playing: bool) -> None:
         """Tell the front end the speaker plays (its echo guard), like ``talking``/``muted``."""
-        if self.frontend is not None:
+        if self.frontend is not None and self.frontend.playing != playing:
             self.frontend.playing = playing
+            self._wake_capture()
+
+    def _wake_capture(self) -> None:
+        """The front end's ``wants`` changed: a capture thread asleep in a block of periods
+        reads now (the speaker started: barge-in listens every period from here)."""
+        if self.capture is not None:
+            self.capture.wake()
 
     def _on_device_error(self, err: AudioDeviceError | None) -> None:
         self._device_error("capture", str(err) if err else "")

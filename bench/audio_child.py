@@ -9,7 +9,7 @@ process shares):
   periods the samples of each upstream chunk came from;
 - the reader's frames (``Daemon._on_frame``): when each audio delta and ``speech_started``
   arrived;
-- the playback PCM (``open_pcm`` in ``appliance.audio.playback``): each ``write()`` that took
+- the playback PCM (``open_pcm`` in ``appliance.audio.alsa``, playback only): each ``write()`` that took
   frames, and each ``drop()``.
 
 The timing costs a little CPU, so CPU and memory are measured on the plain ``appliance run``.
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-import appliance.audio.playback as playback_module
+import appliance.audio.alsa as alsa_module
 import appliance.daemon as daemon_module
 from appliance.audio.alsa import Pcm, PcmParams
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput
@@ -117,11 +117,13 @@ class TimedPcm:
         return getattr(self._pcm, name)
 
 
-_open_pcm = playback_module.open_pcm
+_open_pcm = alsa_module.open_pcm
 
 
-def timed_open_pcm(*args: Any, **kw: Any) -> tuple[Pcm, PcmParams]:
-    pcm, params = _open_pcm(*args, **kw)
+def timed_open_pcm(device: str, direction: Any, **kw: Any) -> tuple[Pcm, PcmParams]:
+    pcm, params = _open_pcm(device, direction, **kw)
+    if direction != "playback":
+        return pcm, params
     return TimedPcm(pcm), params  # type: ignore[return-value]
 
 
@@ -147,7 +149,7 @@ async def run(config_path: str) -> None:
 def main() -> None:
     config_path, out = sys.argv[1], Path(sys.argv[2])
     daemon_module.FrontEnd = TimedFrontEnd  # type: ignore[misc]
-    playback_module.open_pcm = timed_open_pcm  # type: ignore[assignment]
+    alsa_module.open_pcm = timed_open_pcm
     setup_logging("warning")
     asyncio.run(run(config_path))
     out.write_text(

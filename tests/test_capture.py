@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from appliance.audio.capture import CaptureThread
+from appliance.audio.capture import BUFFER_S, CaptureThread
 from appliance.errors import AudioDeviceError
 
 if TYPE_CHECKING:
@@ -119,7 +119,8 @@ def test_unclocked_device_is_paced_to_real_time_and_costs_little_cpu(alsa_env: A
     audio_s = rec.count / 16000
     cpu_s = rec.cpu[-1] - rec.cpu[0]
     # Without pacing the file plugin hands over minutes of "audio" per second at 100 % CPU.
-    assert 0.9 < audio_s < 1.25, audio_s
+    # Paced, it gives a second of audio plus what its buffer holds at the start.
+    assert 0.9 < audio_s < 1.25 + BUFFER_S, audio_s
     assert cpu_s < 0.05 * audio_s, f"{cpu_s * 1000:.1f} ms CPU for {audio_s:.2f} s of audio"
     assert thread.frames == rec.count
 
@@ -164,6 +165,32 @@ def test_clocked_capture_with_wants_wakes_once_per_decision_and_loses_nothing(
     assert rec.errors == []
 
 
+def test_wake_cuts_a_sleep_in_a_block_short(pulse_env: PulseEnv) -> None:
+    # Listening, the sink asks for 100 ms blocks; when the speaker starts (the loop calls
+    # wake()) it wants every period at once, not after the rest of the block.
+    want = [1600]
+    rec = Recorder()
+    thread = make(rec, "pmic", period_frames=160, wants=lambda: want[0])
+    thread.start()
+    try:
+        assert wait_for(lambda: len(rec.cpu) > 3, 3)
+        gaps = []
+        for i in range(5):
+            time.sleep(0.02 + 0.017 * i)  # somewhere in the 100 ms sleep
+            calls, t0 = len(rec.cpu), time.monotonic()
+            want[0] = 0
+            thread.wake()
+            assert wait_for(lambda c=calls: len(rec.cpu) > c, 1)
+            gaps.append(time.monotonic() - t0)
+            want[0] = 1600
+            wait_for(lambda c=calls: len(rec.cpu) > c + 2, 1)
+    finally:
+        assert closed_promptly(thread) < 0.1
+    # Without wake() the next hand-over comes when the block is due: 50 ms on average.
+    assert sorted(gaps)[2] < 0.02, gaps
+    assert rec.errors == []
+
+
 def test_unclocked_capture_with_wants_is_paced_in_blocks(alsa_env: AlsaEnv) -> None:
     speech = np.random.default_rng(3).integers(-20000, 20000, 16000, dtype=np.int16)
     alsa_env.write_mic(speech)
@@ -173,7 +200,7 @@ def test_unclocked_capture_with_wants_is_paced_in_blocks(alsa_env: AlsaEnv) -> N
     time.sleep(1.2)
     assert closed_promptly(thread) < 0.1
     audio_s = rec.count / 16000
-    assert 0.9 < audio_s < 1.5, audio_s
+    assert 0.9 < audio_s < 1.5 + BUFFER_S, audio_s
     np.testing.assert_array_equal(rec.samples()[: len(speech)][: rec.count], speech[: rec.count])
     sizes = [len(c) for c in rec.chunks]
     # Once the missing clock is noticed, reads are paced in blocks of what the sink wants.

@@ -12,13 +12,14 @@ wake-up eventfd, so ``close()`` is prompt.
 
 Adaptive wake-ups: every wake-up of Python code costs real CPU (through PulseAudio's plugin
 a poll on the PCM even wakes two or three times a period), so with ``wants`` (how many frames
-the sink may gather before the next call; 0: every period) the thread sleeps on a timer that
-long, then reads every period that is ready and hands them to ``sink`` in one call. The front
-end asks for a 30 ms VAD frame while listening (one wake-up per frame instead of three
-periods; the onset is decided at most a frame later, and never while the speaker plays,
-when it asks for every period so that barge-in stays fast) and for the rest of the current
-40 ms chunk while streaming (it could not go out sooner). A device without a clock is paced
-in the same blocks.
+the sink may gather before the next call; 0: every period) the thread sleeps on a timer until
+they are due, reads until the sink has them and hands them over in one call; a block short
+of what was asked (the wake-up came a little before its last frames) waits for the rest.
+The front end asks for 90 ms of VAD frames while listening, the rest of the current 40 ms
+chunk while streaming (it could not go out sooner), and every period while the speaker
+plays (barge-in must be fast); ``wake()`` cuts a sleep short when that changes. The buffer
+(``BUFFER_S``) holds far more than a block, so a late wake-up loses nothing; it adds no
+latency. A device without a clock is paced in the same blocks.
 
 Imports: numpy, ``appliance.audio.alsa``, ``appliance.errors``.
 """
@@ -53,6 +54,10 @@ _CLOCK_WINDOW_S = 10.0
 # Audio delivered without trouble before the reopen backoff starts again from its shortest.
 _HEALTHY_S = 1.0
 _POLL_MS = 500
+# The capture buffer: long enough to sleep through a block of periods (see ``wants``) with
+# room to spare, so a late wake-up loses nothing. It adds no latency: audio is read as soon
+# as it is wanted, whatever the buffer holds.
+BUFFER_S = 0.25
 
 
 class _Stop(BaseException):
@@ -79,7 +84,7 @@ class CaptureThread(AudioThread):
         period_frames: int,
         sink: Callable[[npt.NDArray[np.int16]], None],
         on_error: Callable[[AudioDeviceError | None], None],
-        periods: int = 4,
+        periods: int | None = None,
         stall_timeout: float = 2.0,
         wants: Callable[[], int] | None = None,
     ) -> None:
@@ -90,7 +95,7 @@ class CaptureThread(AudioThread):
         self._channels = channels
         self._channel = channel
         self._period_frames = period_frames
-        self._periods = periods
+        self._periods = periods or max(4, -(-int(BUFFER_S * rate) // period_frames))
         self._stall_timeout = stall_timeout
         self._sink = sink
         self._on_error = on_error
@@ -98,7 +103,7 @@ class CaptureThread(AudioThread):
         # Several periods are gathered here and handed over in one sink call. A mono device's
         # reads are copied in as bytes (one slice store per read: the numpy calls cost more
         # than the copy at 10 ms periods); ``_mono`` is an int16 view of the same memory.
-        self._raw = bytearray(period_frames * periods * 2)
+        self._raw = bytearray(period_frames * self._periods * 2)
         self._mono: npt.NDArray[np.int16] = np.frombuffer(self._raw, dtype=np.int16)
         self._wakeups = 0
         self._xruns = 0
@@ -124,6 +129,11 @@ class CaptureThread(AudioThread):
     def frames(self) -> int:
         """Frames read since start, over all reopenings."""
         return self._frames
+
+    def wake(self) -> None:
+        """Cut a timed sleep short: what the sink wants changed (the speaker started, the
+        push-to-talk button); the thread reads what is ready and asks ``wants`` again."""
+        self._waker.wake()
 
     # --- the thread ------------------------------------------------------------------------
 
@@ -202,7 +212,7 @@ class CaptureThread(AudioThread):
         last_data = anchor_t
         poll_ms = min(_POLL_MS, max(1, round(self._stall_timeout * 500)))
         block = 0  # frames gathered in self._mono, not yet handed to the sink
-        target = 0  # paced: frames to gather before handing over
+        target = 0  # frames to gather before handing over (with ``wants``)
         gather = min(len(self._mono), params.buffer_frames)
         while not self._stopping.is_set():
             try:
@@ -215,14 +225,14 @@ class CaptureThread(AudioThread):
                     self._outage = False
                     log.warning("capture %r is back", self._device)
                     self._call_on_error(None)
-                if block == 0 and paced and self._wants is not None:
-                    target = min(gather, self._call_wants())
+                if block == 0 and self._wants is not None:
+                    target = min(gather, max(self._call_wants(), params.period_frames))
                 block = self._gather(data, n, block)
                 self._streamed_s += n / rate
                 last_data = now
-                if self._wants is not None and block + n <= gather and (not paced or block < target):
-                    # Clocked: read every period that is ready; paced (no clock): as much as
-                    # the sink wants. Then hand them over in one call.
+                if self._wants is not None and block + n <= gather and block < target:
+                    # Read until the sink has what it asked for (or nothing more is ready),
+                    # then hand it over in one call.
                     continue
                 delivered, block = block, 0
                 self._deliver(delivered)
@@ -255,11 +265,15 @@ class CaptureThread(AudioThread):
                     extra={"XRUNS": self._xruns},
                 )
             else:
-                if block:
+                want = self._call_wants() if self._wants is not None else 0
+                if block and (paced or block >= want):
                     self._deliver(block)
                     block = 0
+                    want = self._call_wants() if self._wants is not None else 0
                     if not paced and now - anchor_t > _CLOCK_WINDOW_S:
                         anchor_t, anchor_frames = now, self._frames
+                # else: a block short of what the sink asked for (the wake-up came a little
+                # before its last frames) waits for them: the sink gets whole decisions.
                 if paced:
                     # Nothing ready: the device does wait for its clock after all.
                     paced = False
@@ -268,14 +282,15 @@ class CaptureThread(AudioThread):
                     raise AudioDeviceError(
                         self._device, f"no audio for {now - last_data:.1f} s (device stalled)"
                     )
-                want = self._call_wants() if self._wants is not None else 0
                 if want > 0:
                     # Sleep until the frames the sink needs are due, on a timer (through
                     # PulseAudio a poll on the PCM wakes two or three times a period), but
                     # never less than a period: a device that hands audio over in lumps
-                    # must not cost a wake-up per sample trickling in.
+                    # must not cost a wake-up per sample trickling in. Nor more than half
+                    # the device buffer: a late wake-up must not overrun it.
                     self._wakeups += 1
-                    ahead = max(want, params.period_frames) / rate
+                    need = min(want - block, params.buffer_frames // 2)
+                    ahead = max(need, params.period_frames) / rate
                     self._poll_waker(waker_only, min(ahead, poll_ms / 1000))
                 else:
                     self._wait_device(poller, waker_fd, poll_ms)

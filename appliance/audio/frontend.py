@@ -51,6 +51,9 @@ VAD_RATE = 16000
 ENERGY_FLOOR = (32768 * 10 ** (-56 / 20)) ** 2
 # A live chunk this many samples short of chunk_ms (the resampler's delay) goes out anyway.
 _CHUNK_SLACK = 24
+# Listening (no turn, nothing voiced in the last frame): VAD frames are handed over in
+# blocks this long, one capture wake-up per block (see FrontEnd.wants).
+LISTEN_BATCH_MS = 90
 # Wake mode with ``send_wake_word``: how far back from a detection the wake word may begin.
 WAKE_LOOKBACK_S = 1.5
 
@@ -199,6 +202,8 @@ class FrontEnd:
         self._guarded = False
         self._frame = np.zeros(VAD_RATE * gate.vad_frame_ms // 1000, dtype=np.int16)
         self._frame_fill = 0
+        self._listen_frames = max(1, LISTEN_BATCH_MS // gate.vad_frame_ms)
+        self._last_voiced = False
         self._streaming = False
         self._sent = 0
         self.talking = False
@@ -229,24 +234,30 @@ class FrontEnd:
         The capture thread sleeps on a timer until they are due and hands them over in one
         call (``CaptureThread(wants=...)``), so the cost is a wake-up per decision, not per
         period. Streaming: the rest of the current upstream chunk (it cannot go out
-        sooner). Listening in a quiet room: a VAD frame (the onset needs several voiced
-        frames anyway). Speaker playing (local barge-in must be fast), push-to-talk (a
-        press starts the turn at the next period) and echo cancellation: every period."""
+        sooner). Listening: ``LISTEN_BATCH_MS`` of VAD frames while the last frame was not
+        voiced (a turn needs several voiced frames, and its pre-roll is taken back from the
+        frame that opens it, so a batch costs no audio), then one frame at a time until
+        the room is quiet again. Speaker playing (local barge-in must be fast), the
+        push-to-talk button held before its turn starts, and a canceller at work: every
+        period. Whoever changes ``playing`` or ``talking`` wakes the capture thread
+        (``CaptureThread.wake``), so a sleep in a block never delays them."""
         if self._canceller is not None:
             # The canceller times the microphone by when each read returns (its capture
             # clock wants reads right after each period): blocks read late on a timer
             # misalign the echo reference at the start of a reply.
             return 0
+        frame = len(self._frame) * self._device_rate // VAD_RATE
+        block = frame * self._listen_frames
         if self.muted:
-            return len(self._frame) * self._device_rate // VAD_RATE
-        if self._mode == "push_to_talk":
-            return 0
+            return block
         if self._streaming:
             left = len(self._batch) - self._batch_fill
             return -(-left * self._device_rate // self._rate)
+        if self._mode == "push_to_talk":
+            return 0 if self.talking else block
         if self.playing:
             return 0
-        return len(self._frame) * self._device_rate // VAD_RATE
+        return frame if self._last_voiced else block
 
     def process(self, mono: np.ndarray) -> None:
         """One capture period (mono int16 at the device rate)."""
@@ -297,9 +308,13 @@ class FrontEnd:
                 break
             self._frame_fill = 0
             voiced = self._voiced(frame) and (self._streaming or not self.earcon)
+            self._last_voiced = voiced
             edge = self._gate.process(voiced)
             if edge is Edge.START:
-                self._begin(self._turn_preroll(), self._wake_audio())
+                # The history already holds the rest of this block: the pre-roll is
+                # counted back from the frame that opened the turn, the rest rides with it.
+                rest = (len(pcm16k) - pos) * self._rate // VAD_RATE
+                self._begin(self._turn_preroll(rest), self._wake_audio())
             elif edge is Edge.STOP:
                 self._end()
 
@@ -357,12 +372,13 @@ class FrontEnd:
         back = usable - max(0, first * block - self._rate // 20)
         return self._history.write_pos - back
 
-    def _turn_preroll(self) -> int:
-        """Pre-roll for a turn the VAD opens: in wake mode never from before the window, so
-        never the wake word (nor the wake earcon)."""
+    def _turn_preroll(self, rest: int) -> int:
+        """Pre-roll for a turn the VAD opens, ``rest`` samples (already in the history)
+        after the frame that opened it: ``preroll_ms`` before that frame, and in wake mode
+        never from before the window, so never the wake word (nor the wake earcon)."""
         if self._mode != "wake":
-            return self._preroll
-        return min(self._preroll, self._history.write_pos - self._window_start)
+            return self._preroll + rest
+        return min(self._preroll, self._history.write_pos - rest - self._window_start) + rest
 
     def _wake_audio(self) -> np.ndarray | None:
         """With ``send_wake_word``: the wake word, sent ahead of the pre-roll (None when the
