@@ -240,6 +240,9 @@ class ProcessingSettings:
     """Suppress steady background noise."""
     auto_gain: bool = False
     """Automatic gain control for quiet or distant talkers."""
+    double_talk: bool = True
+    """With echo cancellation: speexdsp's linear canceller beside it finds the user talking
+    over a loud reply (``appliance.audio.nearend``; needs Debian's libspeexdsp1)."""
 
     @property
     def enabled(self) -> bool:
@@ -698,6 +701,7 @@ def _processing(t: _Table) -> ProcessingSettings:
         echo_cancellation=t.flag("echo_cancellation", True),
         noise_suppression=t.flag("noise_suppression", False),
         auto_gain=t.flag("auto_gain", False),
+        double_talk=t.flag("double_talk", True),
     )
     t.done()
     return s

@@ -16,19 +16,20 @@ time on this machine). Then ERLE and convergence for room delays of 20, 80 and 1
 
 ``--compare`` evaluates the alternatives on a shorter signal through the same path (the
 same tap, clock, coupling rule and front end): pywebrtc-audio's AEC3 (the one the product
-uses) against speexdsp's MDF canceller (Debian's libspeexdsp1, called through ctypes here,
-for the evaluation only) and, if it is installed, livekit's AudioProcessingModule (the same
+uses) against speexdsp's MDF canceller alone (Debian's libspeexdsp1, the product's
+double-talk detector, ``appliance.audio.nearend``) and, if it is installed, livekit's AudioProcessingModule (the same
 AEC3, another binding).
 
+``--onsets`` shows, for the barge-ins slower than 250 ms, how loud AEC3's own output (before
+the residual rule) is over the first 300 ms of the user's voice.
+
 Run: ``.venv/bin/python -m bench.aec`` (``--seconds 120`` for a quick look;
-``--compare`` for the evaluation).
+``--compare`` for the evaluation; ``--delay-ms 150 --seed 11`` for another room).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import importlib
 import math
 import os
@@ -41,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from appliance.audio.aec import FRAME, EchoCanceller, ReferenceTap, load_canceller
+from appliance.audio.aec import FRAME, EchoCanceller, PyWebrtcApm, ReferenceTap, load_canceller
+from appliance.audio.nearend import load_mdf
 from appliance.config import GateSettings, ProcessingSettings
 from appliance.simulator.room import (
     RATE,
@@ -127,21 +129,13 @@ def one(
 
 
 class _Speex:
-    """speexdsp's echo canceller (MDF, 250 ms filter) in the shape of ``aec.Apm``."""
+    """speexdsp's echo canceller alone (MDF, the product's double-talk detector, with
+    ``nearend.FILTER_S`` of filter) in the shape of ``aec.Apm``."""
 
     def __init__(self) -> None:
-        name = ctypes.util.find_library("speexdsp") or "libspeexdsp.so.1"
-        lib = ctypes.CDLL(name)
-        lib.speex_echo_state_init.restype = ctypes.c_void_p
-        lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
-        lib.speex_echo_cancellation.argtypes = [ctypes.c_void_p] * 4
-        lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        self._lib = lib
-        self._st = lib.speex_echo_state_init(FRAME, RATE // 4)
-        rate = ctypes.c_int(RATE)
-        lib.speex_echo_ctl(self._st, 24, ctypes.byref(rate))  # SPEEX_ECHO_SET_SAMPLING_RATE
+        self._mdf = load_mdf(FRAME, RATE)
+        self._near = np.zeros(FRAME, dtype=np.int16)
         self._far = np.zeros(FRAME, dtype=np.int16)
-        self._out = np.zeros(FRAME, dtype=np.int16)
 
     def process_reverse_stream(self, frame: bytearray) -> None:
         self._far[:] = np.frombuffer(frame, dtype=np.int16)
@@ -151,10 +145,8 @@ class _Speex:
 
     def process_stream(self, frame: bytearray) -> None:
         near = np.frombuffer(frame, dtype=np.int16)
-        self._lib.speex_echo_cancellation(
-            self._st, near.ctypes.data, self._far.ctypes.data, self._out.ctypes.data
-        )
-        near[:] = self._out
+        self._near[:] = near
+        near[:] = self._mdf.process(self._near, self._far)
 
 
 def _maker(apm: Callable[[], Any]) -> Callable[[ReferenceTap, Callable[[], float]], EchoCanceller]:
@@ -186,7 +178,7 @@ def compare(seconds: float) -> None:
         assert made is not None
         return made
 
-    makers.append(("pywebrtc-audio (WebRTC AEC3, the product's)", product))
+    makers.append(("pywebrtc-audio (WebRTC AEC3 and the double-talk rule: the product)", product))
     try:
         _Speex()
         makers.append(("speexdsp (MDF, ctypes)", _maker(_Speex)))
@@ -230,23 +222,85 @@ def compare(seconds: float) -> None:
         )
 
 
+def onsets(seconds: float) -> None:
+    """What AEC3 itself (before the residual rule) leaves of the user's voice in the slow
+    barge-ins: its output level over the first 300 ms after each onset that took longer
+    than 250 ms to barge in, against the user's and the echo's level at the microphone."""
+    import pywebrtc_audio
+
+    out = np.zeros(int(seconds * RATE) + 30 * RATE, dtype=np.int16)
+    owner: list[EchoCanceller] = []
+
+    class Kept(PyWebrtcApm):
+        def process_stream(self, frame: Any) -> None:
+            super().process_stream(frame)
+            k = owner[0].frames - 1
+            out[k * FRAME : (k + 1) * FRAME] = np.frombuffer(frame, dtype=np.int16)
+
+    def make(tap: ReferenceTap, clock: Callable[[], float]) -> EchoCanceller:
+        ap = pywebrtc_audio.AudioProcessor(RATE, 1, echo_cancellation=True, high_pass_filter=True)
+        owner.append(EchoCanceller(Kept(ap), lambda buf: buf, tap, always=False, clock=clock))
+        return owner[0]
+
+    sc = scene(agent_speech(seconds), Room(delay_ms=80.0, echo_dbfs=ECHO_DBFS), user_dbfs=USER_DBFS)
+    run = run_front_end(sc, GateSettings(), None, make_canceller=make)
+    aec = out.astype(np.float64) / 32768
+
+    def dbfs(x: Signal) -> float:
+        return 10 * math.log10(float(np.mean(x**2)) + 1e-12)
+
+    rows = []
+    for onset, lat in zip(sc.onsets, barge_in_latencies(sc.onsets, run.starts), strict=True):
+        if lat > 0.25:
+            w = slice(onset, onset + int(0.3 * RATE))
+            frames = aec[w].reshape(-1, FRAME)
+            typical = float(np.median([dbfs(f) for f in frames]))
+            rows.append((dbfs(sc.user[w]), dbfs(sc.echo[w]), dbfs(aec[w]), typical))
+            print(
+                f"  onset {onset / RATE:6.1f} s, barge-in after {lat * 1000:4.0f} ms: first 300 ms"
+                f" user {rows[-1][0]:.1f}, echo {rows[-1][1]:.1f}, AEC3 output {rows[-1][2]:.1f}"
+                f" dBFS (median 10 ms frame {typical:.1f})"
+            )
+    if rows:
+        med = np.median(np.array(rows), axis=0)
+        print(
+            f"{len(rows)} of {len(sc.onsets)} onsets slower than 250 ms; median over them: user"
+            f" {med[0]:.1f}, echo {med[1]:.1f}, AEC3 output {med[2]:.1f} dBFS, its median 10 ms"
+            f" frame {med[3]:.1f} dBFS (noise {Room().noise_dbfs:.0f} dBFS)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--compare", action="store_true", help="evaluate the alternatives")
+    parser.add_argument(
+        "--onsets", action="store_true", help="what AEC3 leaves of the slow barge-ins' voice"
+    )
+    parser.add_argument("--delay-ms", type=float, default=80.0, help="the room's echo delay")
+    parser.add_argument("--seed", type=int, default=7, help="the room's impulse response and noise")
     args = parser.parse_args()
     warnings.simplefilter("ignore", RuntimeWarning)  # NaN medians of faint windows
     if args.compare:
         compare(min(args.seconds, 120.0))
         return
+    if args.onsets:
+        onsets(args.seconds)
+        return
     agent = agent_speech(args.seconds)
-    room = Room(delay_ms=80.0, echo_dbfs=ECHO_DBFS)
+    room = Room(delay_ms=args.delay_ms, echo_dbfs=ECHO_DBFS, seed=args.seed)
     print(
-        f"room: delay {room.delay_ms:.0f} ms, RT60 {room.rt60_ms:.0f} ms, drive {room.drive},"
+        f"room: delay {room.delay_ms:.0f} ms (seed {room.seed}), RT60 {room.rt60_ms:.0f} ms, drive {room.drive},"
         f" echo {ECHO_DBFS:.0f} dBFS, user {USER_DBFS:.0f} dBFS, noise {room.noise_dbfs:.0f} dBFS"
     )
     one("echo guard only (no canceller)", agent, room, None)
     one("echo cancellation + echo guard", agent, room, ProcessingSettings())
+    one(
+        "echo cancellation without the double-talk rule + echo guard",
+        agent,
+        room,
+        ProcessingSettings(double_talk=False),
+    )
     one("echo cancellation, echo guard off", agent, room, ProcessingSettings(), guard=False)
     one(
         "echo cancellation + noise suppression + echo guard",

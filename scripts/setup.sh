@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 want=${1:-run}
 
 debs=(python3-venv python3-dev gcc pkg-config libasound2-dev libsystemd-dev)
+debs+=(libspeexdsp1)  # [audio.processing] double_talk (appliance/audio/nearend.py, ctypes)
 if [ "$want" = test ]; then
   debs+=(pulseaudio pulseaudio-utils libasound2-plugins alsa-utils systemd)
   debs+=(espeak-ng)  # synthesized wake-word recordings (bench/wake_corpus.py), agent speech (tests/test_aec.py)

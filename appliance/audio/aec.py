@@ -44,7 +44,13 @@ noise, hands the VAD the unprocessed microphone (see ``EchoCanceller._decide``).
 While the speaker plays, a frame the canceller took far below what the microphone heard
 (``_RESIDUAL_DB``) is residual echo and is handed on as silence.
 
-Imports: numpy, soxr, ``appliance.config``; pywebrtc_audio lazily, in ``load_canceller``.
+Double talk (``appliance.audio.nearend``, ``[audio.processing] double_talk``): AEC3 also
+silences the user who starts while the reply is loud. A linear canceller (speexdsp's MDF)
+runs beside it on the same frames and reference; a frame it judges the user's goes on as
+the MDF's output instead, and one it judges the echo alone goes on as silence.
+
+Imports: numpy, soxr, ``appliance.config``, ``appliance.audio.nearend``; pywebrtc_audio
+lazily, in ``load_canceller``.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from appliance.audio.nearend import DoubleTalk, MdfCanceller, load_mdf
 from appliance.config import ProcessingSettings
 
 log = logging.getLogger(__name__)
@@ -76,9 +83,19 @@ _IDLE_AFTER_S = 1.0  # with only AEC on: bypass once the speaker has been silent
 LEAD_S = 0.005
 # The reference position is kept continuous: the timing the player publishes jitters by a
 # few ms (scheduling, delay reports that move in steps), and a reference that jumps back and
-# forth by that much spoils AEC3's filter. It is followed one sample at a time (when the
-# smoothed error passes _SLEW samples) and re-synchronised only past _RESYNC samples.
+# forth by that much spoils AEC3's filter. Within a playback run it only ever moves later,
+# one sample at a time (when the smoothed error passes _SLEW samples), and is
+# re-synchronised past _RESYNC samples. A reference later than the timing says only adds
+# delay, which AEC3's delay estimator absorbs; one earlier than the echo cannot be
+# cancelled. Following the timing back as well (as before) made the delay slide for about
+# a second whenever the capture clock found a tighter bound (PulseAudio: 2-7 ms steps in a
+# stream's first seconds), and AEC3 then let the echo through: 3 of 12 first replies cut
+# by their own echo through the real loop, none of 20 with this ratchet (README). A
+# reference that has fallen behind the timing by _CATCH_UP samples (smoothed: the timing's
+# jitter stays far below it) jumps to it at once: the echo would otherwise come first (a
+# playback underrun makes everything after it heard later).
 _SLEW = 4.0
+_CATCH_UP = RATE * 3 // 1000
 _RESYNC = RATE * 30 // 1000
 # Echo coupling (see EchoCanceller): AEC3's suppressor also removes the start of the user's
 # voice while the reference plays, even when the microphone hears none of the speaker, which
@@ -100,6 +117,13 @@ _DECIDE_EVERY = 50  # frames between two decisions (0.5 s)
 # 4 -> 1 and 6 -> 1 (150 and 40 ms rooms, other seeds); barge-in p50 200 -> 240 ms
 # (25 dB: 270 ms; 31 dB misses the burst the rule is for).
 _RESIDUAL_DB = 28.0
+# While AEC3 first converges (its first _SETTLE_FRAMES frames with the speaker loud, about
+# 3.5 s of the first reply), it takes as little as 4-25 dB off a loud syllable that follows
+# a pause: through the real echo loop the first reply of a new daemon was cut by its own
+# echo about 1.2 s in, 3 of 10 times (1 of 10 with a 10 dB residual rule then). Until then
+# nothing it lets through while the speaker sounds is handed on: the first seconds of the
+# first reply cannot be interrupted (unless the coupling rule finds no echo to cancel).
+_SETTLE_FRAMES = 300
 
 Samples = npt.NDArray[np.int16]
 
@@ -305,6 +329,14 @@ def load_canceller(
     """
     if not settings.enabled:
         return None
+    mdf = None
+    if settings.echo_cancellation and settings.double_talk:
+        try:
+            mdf = load_mdf(FRAME, RATE)
+        except OSError as exc:
+            log.warning(
+                "[audio.processing] double_talk: %s; barge-in over a loud reply is slower", exc
+            )
     try:
         import pywebrtc_audio
     except ImportError as exc:
@@ -331,6 +363,7 @@ def load_canceller(
         tap if settings.echo_cancellation else None,
         always=settings.always_on,
         clock=clock,
+        mdf=mdf,
     )
 
 
@@ -350,6 +383,7 @@ class EchoCanceller:
         *,
         always: bool,
         clock: Callable[[], float] = time.monotonic,
+        mdf: MdfCanceller | None = None,
     ) -> None:
         self._apm = apm
         self._tap = tap
@@ -365,6 +399,7 @@ class EchoCanceller:
         self._out: Samples = np.zeros(FRAME * 8, dtype=np.int16)
         self._capture = CaptureClock()
         self._last_far = -math.inf  # when the reference last had sound
+        self._last_at = 0.0  # when the last frame was captured
         self._track: int | None = None  # reference position of the next frame
         self._track_run = -1
         self._track_err = 0.0
@@ -382,6 +417,24 @@ class EchoCanceller:
         self.trusted = False  # the microphone hears no echo: the VAD gets it unprocessed
         self.trusted_frames = 0
         self.residual_frames = 0  # frames handed on as silence: residual echo
+        self._floor = -math.inf  # the microphone's floor (dBFS), from _decide
+        # Double talk (appliance.audio.nearend): the linear MDF canceller beside AEC3.
+        self._mdf = mdf
+        self.double_talk = DoubleTalk()
+        self._mic: Samples = np.zeros(FRAME, dtype=np.int16)
+
+    @property
+    def idle(self) -> bool:
+        """Bypassed (only echo cancellation is on and the speaker has been silent for
+        ``_IDLE_AFTER_S``): the capture thread may hand audio over in blocks again
+        (``FrontEnd.wants``); the capture clock keeps its bound from reads that did come
+        right after a period, and per-period reads tighten it again once the speaker plays."""
+        return not self._always and self._last_at - self._last_far > _IDLE_AFTER_S
+
+    @property
+    def pending(self) -> int:
+        """Samples held until they complete a 10 ms frame (``process`` returns whole frames)."""
+        return self._fill
 
     def process(self, mono: np.ndarray, now: float | None = None) -> np.ndarray:
         """Cancel echo in ``mono`` (int16 at 16 kHz); ``now`` is when it was read."""
@@ -421,10 +474,10 @@ class EchoCanceller:
             track, self._track_run, self._track_err = target, run, 0.0
         else:
             self._track_err += 0.05 * ((target - track) - self._track_err)
-            if self._track_err > _SLEW:
+            if self._track_err > _CATCH_UP:
+                track, self._track_err = target, 0.0
+            elif self._track_err > _SLEW:  # never back: see _SLEW
                 track, self._track_err = track + 1, self._track_err - 1
-            elif self._track_err < -_SLEW:
-                track, self._track_err = track - 1, self._track_err + 1
         self._track = track + FRAME
         return tap.read(at, self._far_view, track)
 
@@ -444,6 +497,7 @@ class EchoCanceller:
             return
         level = self._level[~np.isnan(self._level)]
         floor = float(np.percentile(level, 10))
+        self._floor = floor
         trusted = float(np.median(loud)) <= floor + _TRUST_DB
         if trusted != self.trusted:
             log.info(
@@ -455,13 +509,16 @@ class EchoCanceller:
 
     def _run_frame(self, at: float) -> None:
         self.frames += 1
+        self._last_at = at
         sounding = self._tap is not None and self._read_reference(self._tap, at + LEAD_S)
         mic_db = 0.0
+        loud = False
         if self._tap is not None:
             mic_db = self._db(self._near_view)
             self._level[self._n_level % _LEVEL_FRAMES] = mic_db
             self._n_level += 1
-            if sounding and self._db(self._far_view) >= _LOUD_DBFS:
+            loud = sounding and self._db(self._far_view) >= _LOUD_DBFS
+            if loud:
                 self._loud[self._n_loud % _LOUD_FRAMES] = mic_db
                 self._n_loud += 1
             if self._n_level % _DECIDE_EVERY == 0:
@@ -482,7 +539,21 @@ class EchoCanceller:
             self._near_view[:] = self._raw
             self.trusted_frames += 1
             return
+        mdf = None
+        if self._mdf is not None and sounding:
+            self._mic[:] = self._near_view
+            mdf = self._mdf.process(self._mic, self._far_view)
+        elif self._mdf is not None:
+            self.double_talk.silent()
         self._apm.process_stream(self._near_frame)
-        if sounding and self._db(self._near_view) < mic_db - _RESIDUAL_DB:
+        mdf_db = 0.0 if mdf is None else self._db(mdf)
+        if mdf is not None and self.double_talk(mic_db, mdf_db, loud, self._floor):
+            # The user talks over the reply: AEC3 would hand on silence (see nearend.py).
+            self._near_view[:] = mdf
+        elif sounding and (
+            self._n_loud < _SETTLE_FRAMES
+            or self._db(self._near_view) < mic_db - _RESIDUAL_DB
+            or (mdf is not None and self.double_talk.echo_only(mic_db, mdf_db))
+        ):
             self._near_view[:] = 0
             self.residual_frames += 1

@@ -365,6 +365,14 @@ class _Timed:
         self.heard.append(out.copy())
         return out
 
+    @property
+    def idle(self) -> bool:
+        return self._inner.idle
+
+    @property
+    def pending(self) -> int:
+        return self._inner.pending
+
 
 def barge_in_latencies(onsets: list[int], starts: list[int], within_s: float = 2.0) -> list[float]:
     """Seconds from each onset to the first turn start after it (inf when none came within

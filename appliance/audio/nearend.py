@@ -1,0 +1,158 @@
+"""Double talk: whether the user is talking over the reply, from a second, linear canceller.
+
+When the user starts while the reply is loud (the echo at the microphone above the voice),
+AEC3 (``appliance.audio.aec``) removes the voice along with the echo for up to 0.7 s: its
+output is the room's noise (``bench.aec --onsets``), so nothing downstream can find the
+onset there. speexdsp's MDF echo canceller has no suppressor: it only subtracts what its
+adaptive filter predicts of the echo (about 20 dB of it in bench.aec's rooms), so the voice
+keeps its level in its output. ``MdfCanceller`` runs it beside AEC3 on the same microphone
+frames and the same reference; ``DoubleTalk`` decides, per 10 ms frame, that the user is
+there when the MDF took much less off the microphone than it does off the echo alone, and
+the canceller then hands on the MDF's output (the voice, the echo 20 dB down) instead of
+AEC3's silence; and when the MDF took most of the microphone off (the echo alone), what AEC3
+let through is residual echo and becomes silence. The VAD and its echo guard decide the
+rest as usual.
+
+The library is Debian's ``libspeexdsp1`` (``scripts/setup.sh``; PulseAudio depends on it),
+called through ctypes: ``load_mdf`` raises OSError when it is missing, and
+``aec.load_canceller`` then logs one warning and runs without the rule.
+
+Imports: ctypes, numpy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import math
+import weakref
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+_SET_SAMPLING_RATE = 24  # SPEEX_ECHO_SET_SAMPLING_RATE (speex/speex_echo.h)
+FILTER_S = 0.25  # the MDF's echo tail: the room's delay and reverberation past the tap
+# The decision (bench.aec, 10 min in three rooms: see README "Measured performance"):
+# a frame is the user's when the MDF took less than _NEAR_DB off the microphone, the
+# microphone is _ABOVE_FLOOR_DB over its floor (at the floor the MDF cannot take anything
+# off, echo or not), and the MDF has converged: over the last _CONVERGE_FRAMES frames with
+# the speaker loud it took a median of at least _CONVERGED_DB off.
+_NEAR_DB = 8.0
+_ABOVE_FLOOR_DB = 15.0
+_CONVERGED_DB = 15.0
+_CONVERGE_FRAMES = 300
+_CONVERGE_MIN = 200
+_CHECK_EVERY = 50
+# ...and the MDF's output is above what is left of the echo of the last _RECENT frames:
+# the loudest of them less the MDF's median reduction. A quiet syllable right after a loud
+# one keeps the loud one's residual (reverberation, clipping) at a level the user's voice
+# would have: without this, 4 more self-interruptions in 10 min of the 40 ms room.
+_RECENT = 20
+# A frame judged the user's also hands on the next _HOLD frames (a syllable's quieter
+# edges): p95 287 -> 180 ms in the 80 ms room. At 8 frames the echo's own bursts get through
+# (3-9 self-interruptions per room in 10 min); 3-5 measured the same.
+_HOLD = 4
+# The other way round: a frame the converged MDF took at least _ECHO_ONLY_DB off is echo
+# with at most a faint voice under it, so what AEC3 let through of it is residual echo and
+# is handed on as silence (the residual rule of aec.py, from the linear canceller's view).
+# bench.aec, 10 min: the self-interruption at 506 s (AEC3 alone: in three of five rooms)
+# goes, 0 in all five, from 10 to 14 dB; at 16-18 dB it stays.
+_ECHO_ONLY_DB = 12.0
+
+Samples = npt.NDArray[np.int16]
+
+
+class MdfCanceller:
+    """speexdsp's MDF echo canceller on 16-bit mono frames of a fixed size."""
+
+    def __init__(self, lib: Any, frame: int, rate: int) -> None:
+        self._lib = lib
+        state = lib.speex_echo_state_init(frame, int(rate * FILTER_S))
+        if not state:
+            raise OSError("speex_echo_state_init failed")
+        self._state = state
+        value = ctypes.c_int(rate)
+        lib.speex_echo_ctl(state, _SET_SAMPLING_RATE, ctypes.byref(value))
+        self.out: Samples = np.zeros(frame, dtype=np.int16)
+        self._finalizer = weakref.finalize(self, lib.speex_echo_state_destroy, state)
+
+    def process(self, near: Samples, far: Samples) -> Samples:
+        """The microphone frame ``near`` less what the filter predicts of the echo of
+        ``far`` (the reference for the same moment); the result is ``self.out``."""
+        self._lib.speex_echo_cancellation(
+            self._state, near.ctypes.data, far.ctypes.data, self.out.ctypes.data
+        )
+        return self.out
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def load_mdf(frame: int, rate: int, library: str | None = None) -> MdfCanceller:
+    """The MDF canceller; raises OSError (one line, naming the library) when speexdsp's
+    library is missing or does not load."""
+    name = library or ctypes.util.find_library("speexdsp")
+    if name is None:
+        raise OSError("libspeexdsp is not installed (apt-get install libspeexdsp1)")
+    try:
+        lib = ctypes.CDLL(name)
+        lib.speex_echo_state_init.restype = ctypes.c_void_p
+        lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.speex_echo_cancellation.restype = None
+        lib.speex_echo_cancellation.argtypes = [ctypes.c_void_p] * 4
+        lib.speex_echo_ctl.restype = ctypes.c_int
+        lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        lib.speex_echo_state_destroy.restype = None
+        lib.speex_echo_state_destroy.argtypes = [ctypes.c_void_p]
+    except (OSError, AttributeError) as exc:
+        raise OSError(f"{name}: not a usable speexdsp library: {exc}") from exc
+    return MdfCanceller(lib, frame, rate)
+
+
+class DoubleTalk:
+    """The decision, from levels only (dBFS of 10 ms frames): no I/O, no clock."""
+
+    def __init__(self) -> None:
+        self._reduction = np.full(_CONVERGE_FRAMES, np.nan)
+        self._n = 0
+        self._typical = 0.0  # the MDF's median reduction (dB)
+        self._recent = [-math.inf] * _RECENT  # the microphone's last levels
+        self._k = 0
+        self._hold = 0  # frames still handed on after one judged the user's
+        self.converged = False
+        self.frames = 0  # frames judged the user's
+
+    def __call__(self, mic_db: float, mdf_db: float, loud: bool, floor_db: float) -> bool:
+        """Whether to hand on the MDF's output for this frame (the user's, or held after
+        one): ``mic_db`` the microphone, ``mdf_db`` the MDF's output, ``loud`` the speaker
+        playing loud, ``floor_db`` the microphone's floor. Called while the speaker sounds."""
+        if loud:
+            self._reduction[self._n % _CONVERGE_FRAMES] = mic_db - mdf_db
+            self._n += 1
+            if self._n % _CHECK_EVERY == 0:
+                self._typical = float(np.nanmedian(self._reduction))
+                self.converged = self._n >= _CONVERGE_MIN and self._typical >= _CONVERGED_DB
+        self._recent[self._k % _RECENT] = mic_db
+        self._k += 1
+        if (
+            self.converged
+            and not math.isinf(floor_db)
+            and mic_db > floor_db + _ABOVE_FLOOR_DB
+            and mdf_db > mic_db - _NEAR_DB
+            and mdf_db > max(self._recent) - self._typical
+        ):
+            self._hold = _HOLD + 1
+        if self._hold == 0:
+            return False
+        self._hold -= 1
+        self.frames += 1
+        return True
+
+    def echo_only(self, mic_db: float, mdf_db: float) -> bool:
+        """Whether this frame is the echo alone (called when ``__call__`` said no)."""
+        return self.converged and mic_db - mdf_db >= _ECHO_ONLY_DB
+
+    def silent(self) -> None:
+        """The speaker is silent this frame: no decision, and any hold ends."""
+        self._hold = 0
