@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -83,6 +84,7 @@ OUTGOING_FRAMES = 256  # about 10 s of 40 ms chunks; past that the socket is stu
 AUTH_RETRY_S = 60.0  # a refused key is not retried in a hot loop
 HEALTHY_AFTER_S = 30.0  # a session this long resets the backoff
 TICK_S = 0.5  # how often the session checks its response deadline, renewal and idle policy
+GIL_SWITCH_S = 0.001  # sys.setswitchinterval: how long an audio thread may wait for the GIL
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, handler: Callable[[T], None]) -> Callable[[T], None]:
@@ -168,6 +170,10 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down within a couple of seconds."""
         loop = self._loop = asyncio.get_running_loop()
+        # A thread that wants the GIL waits until its holder blocks, or for the switch
+        # interval (5 ms by default): an audio thread woken while the loop decodes a delta
+        # would wait that long. 1 ms bounds it; threads seldom contend, so it costs nothing.
+        sys.setswitchinterval(GIL_SWITCH_S)
         self._start_audio(loop)
         try:
             # GPIO LEDs and buttons (appliance.gpio); None when disabled or absent.

@@ -37,10 +37,13 @@ import asyncio
 import base64
 import json
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from appliance.audio.frontend import LISTEN_BATCH_MS
 from appliance.demo import DEMO_KEY, speech_recording
 from appliance.simulator.server import RealtimeSimulator
 
@@ -279,8 +283,13 @@ def local_barge_in(run: dict[str, Any]) -> list[float]:
 
 
 def server_barge_in(timed: dict[str, Any]) -> list[float]:
+    """``speech_started`` to the next drop(), for each one that came while a reply played
+    (a write() in the 100 ms before it): one in silence has nothing to stop."""
     out = []
+    writes = [t for t, _ in timed["writes"]]
     for started in timed["speech_started"]:
+        if not any(started - 0.1 <= w <= started for w in writes):
+            continue
         after = [d for d in timed["drops"] if started <= d < started + 1.0]
         if after:
             out.append((after[0] - started) * 1000)
@@ -312,6 +321,45 @@ def thread_stats(pid: int) -> dict[str, tuple[float, int]]:
         name = "event loop" if task.name == str(pid) else comm
         out[f"{task.name} {name}"] = (cpu_ns / 1e9, switches)
     return out
+
+
+PULSE_DSOS = ("libpulse", "pcm_pulse", "libpulsecommon")
+
+
+async def pulse_shares(pid: int, seconds: float, work: Path) -> dict[str, float] | None:
+    """Per thread name, the share of its CPU spent in PulseAudio's client code (the ALSA
+    pulse plugin and libpulse, which a Pi on ``hw:`` devices does not run): CPU samples
+    (``perf record`` with DWARF call graphs) with a PulseAudio library anywhere in their
+    stack, over all of the thread's samples. None when perf is not installed (Debian:
+    ``linux-perf``)."""
+    if shutil.which("perf") is None:
+        return None
+    data = work / "perf.data"
+    rec = await asyncio.create_subprocess_exec(
+        "perf", "record", "-q", "-F", "4000", "--call-graph", "dwarf,16384", "-p", str(pid),
+        "-o", str(data), "--", "sleep", str(seconds),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    await rec.wait()
+    script = await asyncio.create_subprocess_exec(
+        "perf", "script", "-i", str(data), "-F", "comm,tid,ip,dso",
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    out, _ = await script.communicate()
+    total: dict[str, int] = {}
+    pulse: dict[str, int] = {}
+    name, hit = "", False
+    for line in out.decode(errors="replace").splitlines() + [""]:
+        if line[:1].strip():  # a sample's header, "comm tid"; its stack follows, indented
+            comm, tid = line.rsplit(None, 1)
+            name, hit = ("event loop" if tid == str(pid) else comm.strip()), False
+        elif line.strip():
+            hit = hit or any(d in line for d in PULSE_DSOS)
+        elif name:
+            total[name] = total.get(name, 0) + 1
+            pulse[name] = pulse.get(name, 0) + hit
+            name = ""
+    return {k: pulse[k] / n for k, n in total.items() if n}
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -362,6 +410,31 @@ async def bare_reader_cpu(alsa: AlsaEnv, seconds: float, timer_ms: int = 0) -> f
     return own / (t1 - t0) * 100
 
 
+def bare_wakeup_us(period_ms: int, seconds: float = 8.0) -> float:
+    """CPU per wake-up of a Python thread that does nothing but sleep in ``poll()`` for
+    ``period_ms`` at a time: this machine's floor for any wake-up of Python code (timer,
+    context switch, the interpreter picking up again)."""
+    out: list[tuple[float, int]] = []
+
+    def run() -> None:
+        poller = select.poll()
+        r, w = os.pipe()
+        poller.register(r, select.POLLIN)
+        t0, n, end = time.thread_time(), 0, time.monotonic() + seconds
+        while time.monotonic() < end:
+            poller.poll(period_ms)
+            n += 1
+        out.append((time.thread_time() - t0, n))
+        os.close(r)
+        os.close(w)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    cpu, n = out[0]
+    return cpu / n * 1e6
+
+
 @dataclass
 class CpuFigure:
     own_s: float
@@ -370,10 +443,24 @@ class CpuFigure:
     sent_ms: float
     # Per thread name: (CPU seconds, context switches) in the window.
     threads: dict[str, tuple[float, int]]
+    # Per thread name: the share of its CPU in PulseAudio's client code (None: no perf).
+    pulse_share: dict[str, float] | None = None
 
     @property
     def percent(self) -> float:
         return self.own_s / self.audio_s * 100
+
+    @property
+    def without_pulse(self) -> float | None:
+        """% of one core, the daemon's threads less their time in PulseAudio's code."""
+        if self.pulse_share is None:
+            return None
+        own = sum(
+            cpu * (1 - self.pulse_share.get(name, 0.0))
+            for name, (cpu, _) in self.threads.items()
+            if name != "threaded-ml"
+        )
+        return own / self.audio_s * 100
 
 
 async def cpu_and_memory(
@@ -382,7 +469,7 @@ async def cpu_and_memory(
     async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
         cfg = work / "cpu.toml"
         cfg.write_text(config_text(sim.url, 'mode = "vad"'))
-        noise = pulse.feed(room_noise(2 * seconds + 30), latency_ms=250)
+        noise = pulse.feed(room_noise(4 * seconds + 30), latency_ms=250)
         child = start_daemon(alsa, cfg, work / "cpu.log", None)
         pid = child.proc.pid
         try:
@@ -410,13 +497,17 @@ async def cpu_and_memory(
                     for e in sim.received[n0:]
                     if e.get("type") == "input_audio_buffer.append"
                 )
-                return CpuFigure(own, pulse_client, t1 - t0, sent, threads)
+                fig = CpuFigure(own, pulse_client, t1 - t0, sent, threads)
+                # Then, in a window of its own (perf's sampling costs the thread a little):
+                # how much of each thread's CPU is PulseAudio's client code.
+                fig.pulse_share = await pulse_shares(pid, min(seconds, 20.0), work)
+                return fig
 
             idle = await window("idle")
             # Continuous speech: the recording's speech span over and over, so the gate
             # stays open and 40 ms chunks stream for the whole window.
             start, end = speech_span()
-            talk = np.tile(speech()[start:end], int(seconds * RATE / (end - start)) + 3)
+            talk = np.tile(speech()[start:end], int(2 * seconds * RATE / (end - start)) + 3)
             feeder = pulse.feed(talk)
             await asyncio.sleep(1.0)
             streaming = await window("streaming")
@@ -440,7 +531,8 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
     server = await latency_server(alsa, pulse, work, turns)
     idle, streaming, rss = await cpu_and_memory(alsa, pulse, work, seconds)
     floor = await bare_reader_cpu(alsa, seconds)
-    floor_timed = await bare_reader_cpu(alsa, seconds, timer_ms=30)
+    floor_timed = await bare_reader_cpu(alsa, seconds, timer_ms=LISTEN_BATCH_MS)
+    wakeup = bare_wakeup_us(40)
 
     wire = capture_to_wire(vad)
     device = delta_to_device(vad["timed"])
@@ -474,13 +566,29 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
             if cpu > 0 or switches > 0
         )
         print(f"  per thread, {label} (CPU, wake-ups): {parts}")
+        if fig.pulse_share is None:
+            print("  (perf is not installed: PulseAudio's share of the threads not separated)")
+        else:
+            shares = ", ".join(
+                f"{name} {share * 100:.0f} %" for name, share in sorted(fig.pulse_share.items())
+                if name != "threaded-ml" and fig.threads.get(name, (0.0, 0))[0] > 0
+            )
+            print(
+                f"  {label}, the daemon's own work (its threads less PulseAudio's client code in"
+                f" them, per perf: {shares}): {fig.without_pulse:.3f} % of one core"
+            )
     print(
         f"CPU, a bare poll + read loop on the same PCM      {floor:6.3f} % of one core  (the"
         " PulseAudio plugin's cost in the reading thread; hw: devices do not have it)"
     )
     print(
-        f"CPU, bare: every 30 ms read what is ready         {floor_timed:6.3f} % of one core  (the"
+        f"CPU, bare: every {LISTEN_BATCH_MS} ms read what is ready         {floor_timed:6.3f} % of one core  (the"
         " same, at the daemon's wake-up pattern while listening)"
+    )
+    print(
+        f"CPU per wake-up of a Python thread that only sleeps in poll() (40 ms): {wakeup:.0f} us"
+        f" ({wakeup * 25 / 1e4:.3f} % of one core at 25 a second: this machine's floor per thread"
+        " that wakes per chunk)"
     )
     print(f"peak RSS of the daemon (appliance run)           {rss:6.1f} MB  target <= 60 MB")
 

@@ -90,7 +90,8 @@ def test_daemon_over_webrtc_end_to_end(tmp_path: Path) -> None:
                     sim.calls[0].playing is None)
 
             played, log, code = await run_daemon_turn(
-                tmp_path, daemon_config(f'transport = "webrtc"\napi_url = "{sim.api_url}"'), replied
+                tmp_path, daemon_config(f'transport = "webrtc"\napi_url = "{sim.api_url}"'), replied,
+                lead_s=2.0,  # ICE and DTLS take about a second here
             )
             return played, log, code, sim
 

@@ -64,9 +64,13 @@ def best_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 async def run_daemon_turn(
-    tmp_path: Path, config: str, replied: Callable[[], bool], timeout_s: float = 40.0
+    tmp_path: Path, config: str, replied: Callable[[], bool], timeout_s: float = 40.0,
+    lead_s: float = 0.0,
 ) -> tuple[bytes, str, int]:
     """Run the daemon until ``replied()`` and the speaker file stops growing; then SIGTERM.
+    ``lead_s`` of silence come before the speech (a transport that takes longer to connect
+    than the recording's own lead-in would otherwise miss the start of the turn: speech
+    before the session is up is dropped, by design).
 
     Returns what reached the speaker (PCM16 24 kHz), the daemon's log and its exit code.
     """
@@ -74,7 +78,7 @@ async def run_daemon_turn(
     mic, spk = tmp_path / "mic.raw", tmp_path / "spk.raw"
     # Silence after the speech, so one turn is all the microphone holds for the test's length
     # (whatever the capture does at the end of the file).
-    mic.write_bytes(pcm + bytes(2 * rate * 10))
+    mic.write_bytes(bytes(2 * round(rate * lead_s)) + pcm + bytes(2 * rate * 10))
     asoundrc = write_file_devices(tmp_path, mic, spk)
     cfg = tmp_path / "appliance.toml"
     cfg.write_text(config)

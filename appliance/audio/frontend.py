@@ -49,11 +49,12 @@ UPSTREAM_RATE = 24000
 VAD_RATE = 16000
 # Frames quieter than this RMS (about -56 dBFS) cannot be speech; webrtcvad is skipped.
 ENERGY_FLOOR = (32768 * 10 ** (-56 / 20)) ** 2
+_AEC_FRAME = VAD_RATE // 100  # the canceller's frame (appliance.audio.aec.FRAME)
 # A live chunk this many samples short of chunk_ms (the resampler's delay) goes out anyway.
 _CHUNK_SLACK = 24
 # Listening (no turn, nothing voiced in the last frame): VAD frames are handed over in
 # blocks this long, one capture wake-up per block (see FrontEnd.wants).
-LISTEN_BATCH_MS = 90
+LISTEN_BATCH_MS = 120
 # Wake mode with ``send_wake_word``: how far back from a detection the wake word may begin.
 WAKE_LOOKBACK_S = 1.5
 
@@ -118,6 +119,14 @@ class Canceller(Protocol):
     number of samples, returns the processed ones completed so far."""
 
     def process(self, mono: np.ndarray) -> np.ndarray: ...
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to cancel for a while: reads may come in blocks again."""
+
+    @property
+    def pending(self) -> int:
+        """Samples it holds until they complete a frame of its own."""
 
 
 class _Resampler:
@@ -238,13 +247,14 @@ class FrontEnd:
         voiced (a turn needs several voiced frames, and its pre-roll is taken back from the
         frame that opens it, so a batch costs no audio), then one frame at a time until
         the room is quiet again. Speaker playing (local barge-in must be fast), the
-        push-to-talk button held before its turn starts, and a canceller at work: every
-        period. Whoever changes ``playing`` or ``talking`` wakes the capture thread
-        (``CaptureThread.wake``), so a sleep in a block never delays them."""
-        if self._canceller is not None:
+        push-to-talk button held before its turn starts, and a canceller at work (until
+        the speaker has been silent a second): every period. Whoever changes ``playing``
+        or ``talking`` wakes the capture thread (``CaptureThread.wake``), so a sleep in a
+        block never delays them."""
+        if self._canceller is not None and not self._canceller.idle:
             # The canceller times the microphone by when each read returns (its capture
-            # clock wants reads right after each period): blocks read late on a timer
-            # misalign the echo reference at the start of a reply.
+            # clock wants reads right after each period) while there is echo to cancel;
+            # once the speaker has been silent a while it is bypassed and blocks are fine.
             return 0
         frame = len(self._frame) * self._device_rate // VAD_RATE
         block = frame * self._listen_frames
@@ -252,6 +262,8 @@ class FrontEnd:
             return block
         if self._streaming:
             left = len(self._batch) - self._batch_fill
+            if self._canceller is not None:  # it hands on whole 10 ms frames only
+                left = -(-left // _AEC_FRAME) * _AEC_FRAME - self._canceller.pending
             return -(-left * self._device_rate // self._rate)
         if self._mode == "push_to_talk":
             return 0 if self.talking else block
