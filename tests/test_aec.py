@@ -167,6 +167,25 @@ def test_mdf_keeps_the_voice_and_takes_the_echo_out(agent: np.ndarray) -> None:
     assert abs(kept) <= 3, kept
 
 
+def test_an_idle_canceller_passes_blocks_through_as_frames_would() -> None:
+    # Bypassed (nothing played), a block goes through in one numpy pass: the same output,
+    # the same levels for the coupling rule and the same counts as frame by frame.
+    rng = np.random.default_rng(5)
+    mic = (rng.normal(0, 300, RATE * 3)).astype(np.int16)
+    whole = load_canceller(ProcessingSettings(), ReferenceTap(RATE), clock=lambda: 100.0)
+    framed = load_canceller(ProcessingSettings(), ReferenceTap(RATE), clock=lambda: 100.0)
+    assert whole is not None and framed is not None
+    out_whole = np.concatenate([whole.process(mic[i : i + 1930]).copy()
+                                for i in range(0, len(mic), 1930)])  # partial frames between blocks
+    out_framed = np.concatenate([framed.process(mic[i : i + 77]).copy()
+                                 for i in range(0, len(mic), 77)])
+    assert np.array_equal(out_whole, mic[: len(out_whole)])
+    assert np.array_equal(out_framed, mic[: len(out_framed)])
+    assert whole.bypassed == framed.bypassed == len(mic) // FRAME
+    assert whole.idle and framed.idle
+    assert np.allclose(whole._level, framed._level, equal_nan=True)
+
+
 def test_reference_tap_maps_device_time_to_samples() -> None:
     tap = ReferenceTap(16000)
     out = np.zeros(160, dtype=np.int16)
