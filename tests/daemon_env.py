@@ -10,12 +10,15 @@ VAD gating and no GPIO. Its environment never inherits systemd's variables or a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from appliance.core.session import Action, StateChanged
 from appliance.core.state import State
+from appliance.daemon import Daemon
 from appliance.demo import alsa_config_path
 
 KEY = "dGVzdDp0ZXN0LWtleQ=="  # base64 "test:test-key"
@@ -90,3 +93,15 @@ class StateLog:
             self.states.append(action.state)
             if action.state is State.READY:
                 self.ready.set()
+
+
+@contextlib.asynccontextmanager
+async def running(daemon: Daemon) -> AsyncIterator[Daemon]:
+    """Run ``daemon`` on this event loop for the block; then stop it and wait for it (10 s)."""
+    stop = asyncio.Event()
+    runner = asyncio.create_task(daemon.run(stop))
+    try:
+        yield daemon
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 10)

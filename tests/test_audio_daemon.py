@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 import soxr
+from daemon_env import running as daemon_running
 
 from appliance.config import parse_config
 from appliance.core.session import Action, Play, StateChanged, StopPlayback, TooShort
@@ -241,16 +242,13 @@ async def running(
             # Continuous room noise from before the VAD starts, as in a real room.
             sink = "flaky" if capture == "flakymic" else "micfeed"
             await h.feed(room_noise(60), sink=sink, latency_ms=250)
-        stop = asyncio.Event()
-        runner = asyncio.create_task(daemon.run(stop))
         try:
-            await h.until("started", lambda: h.daemon.session.state is not State.STARTING)
-            if ready:
-                await h.until_state(State.READY)
-            yield h
+            async with daemon_running(daemon):
+                await h.until("started", lambda: h.daemon.session.state is not State.STARTING)
+                if ready:
+                    await h.until_state(State.READY)
+                yield h
         finally:
-            stop.set()
-            await asyncio.wait_for(runner, 10)
             h.reap()
 
 

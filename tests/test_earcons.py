@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import soxr
-from daemon_env import StateLog
+from daemon_env import StateLog, running
 from gpiozero.pins.mock import MockFactory
 
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted, SpeechStopped
@@ -342,9 +342,7 @@ def test_daemon_earcons_reach_the_speaker_but_not_the_simulator_or_the_session(
                 "state_dir": str(tmp_path / "state"),
             }
             daemon = Daemon(parse_config(data), ApiKey(DEMO_KEY, "test"), observers=[log])
-            stop = asyncio.Event()
-            runner = asyncio.create_task(daemon.run(stop))
-            try:
+            async with running(daemon):
                 await asyncio.wait_for(ready.wait(), 20)
                 await asyncio.sleep(0.5)  # past the VAD's warm-up
                 assert daemon.frontend is not None
@@ -360,9 +358,6 @@ def test_daemon_earcons_reach_the_speaker_but_not_the_simulator_or_the_session(
                     await asyncio.sleep(0.8)
                 heard = daemon.frontend.vad_calls - calls_before
                 await asyncio.sleep(0.5)
-            finally:
-                stop.set()
-                await asyncio.wait_for(runner, 10)
             return list(sim.received), states, heard, daemon
 
     received, states, heard, daemon = asyncio.run(main())

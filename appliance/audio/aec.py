@@ -321,18 +321,20 @@ def load_canceller(
     settings: ProcessingSettings,
     tap: ReferenceTap | None,
     clock: Callable[[], float] = time.monotonic,
+    speexdsp: str | None = None,
 ) -> EchoCanceller | None:
     """The canceller ``settings`` asks for, or None when every feature is off.
 
     Raises ``ProcessingUnavailable`` (one line, naming the missing package) when
     pywebrtc-audio (the ``aec`` extra) is not installed or its native library does not load.
+    ``speexdsp`` names the library for the double-talk rule (default: the system's).
     """
     if not settings.enabled:
         return None
     mdf = None
     if settings.echo_cancellation and settings.double_talk:
         try:
-            mdf = load_mdf(FRAME, RATE)
+            mdf = load_mdf(FRAME, RATE, library=speexdsp)
         except OSError as exc:
             log.warning(
                 "[audio.processing] double_talk: %s; barge-in over a loud reply is slower", exc
