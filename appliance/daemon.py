@@ -83,7 +83,6 @@ T = TypeVar("T")
 OUTGOING_FRAMES = 256  # about 10 s of 40 ms chunks; past that the socket is stuck
 AUTH_RETRY_S = 60.0  # a refused key is not retried in a hot loop
 HEALTHY_AFTER_S = 30.0  # a session this long resets the backoff
-TICK_S = 0.5  # how often the session checks its response deadline, renewal and idle policy
 GIL_SWITCH_S = 0.001  # sys.setswitchinterval: how long an audio thread may wait for the GIL
 
 
@@ -141,6 +140,7 @@ class Daemon:
         self.player: PlaybackThread | None = None
         self.frontend: FrontEnd | None = None
         self._handoff: _Handoff | None = None
+        self._tick_timer: asyncio.TimerHandle | None = None
         self._reference: ReferenceTap | None = None
         self.gpio: Gpio | None = None
         self._status_prefix = ""
@@ -380,7 +380,6 @@ class Daemon:
         tasks: set[asyncio.Task[Any]] = {
             asyncio.create_task(self._reader(conn), name="reader"),
             asyncio.create_task(self._writer(conn), name="writer"),
-            asyncio.create_task(self._ticker(), name="ticker"),
         }
         watcher = asyncio.create_task(self._reconnect_requested.wait(), name="reconnect")
         tasks.add(watcher)
@@ -391,19 +390,33 @@ class Daemon:
             for task in done:
                 task.result()
         finally:
+            if self._tick_timer is not None:
+                self._tick_timer.cancel()
+                self._tick_timer = None
             # Tool programs still running answer a session that is gone: stop them.
             for task in tasks | self._tool_tasks:
                 task.cancel()
             await asyncio.gather(*tasks, *self._tool_tasks, return_exceptions=True)
             self._drop_outgoing()
 
-    async def _ticker(self) -> None:
-        """The session's clock: response deadline, renewal, idle policy."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(TICK_S)
-            self.session.tick(loop.time())
-            self._dispatch()
+    def _schedule_tick(self) -> None:
+        """The session's clock (response deadline, renewal, idle policy): a timer at its
+        next deadline, so a waiting appliance's loop does not wake on a clock. A deadline
+        that moves later leaves the earlier timer in place: its tick does nothing and
+        schedules the next."""
+        due = self.session.next_tick()
+        timer = self._tick_timer
+        if due is None or (timer is not None and timer.when() <= due):
+            return
+        if timer is not None:
+            timer.cancel()
+        assert self._loop is not None
+        self._tick_timer = self._loop.call_at(due, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_timer = None
+        self.session.tick(self._now())
+        self._dispatch()
 
     async def _run_tool(self, call: CallTool) -> None:
         output = await self.toolbox.call(call.name, call.arguments)
@@ -714,6 +727,7 @@ class Daemon:
                 self.reconnect(action.reason, immediate=action.immediate)
             for observer in self._observers:
                 observer(action)
+        self._schedule_tick()
 
     def _follow_up(self, state: State) -> None:
         """Wake mode: a reply just ended (speaking or thinking, then ready), so the front end

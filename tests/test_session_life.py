@@ -176,6 +176,33 @@ def test_renewal_waits_for_a_quiet_moment() -> None:
     assert s.state is State.CONNECTING  # not "offline" for a planned renewal
 
 
+def test_next_tick_is_when_a_deadline_falls_due() -> None:
+    """The daemon sleeps until ``next_tick``: each deadline ``tick`` acts on is there."""
+    s = ready_session({"realtime": {"renew_after_s": 60, "response_timeout_s": 5}}, now=0.0)
+    assert s.next_tick() == 60.0  # the renewal, the session being quiet long before
+    s.speech_started(10.0)
+    assert s.next_tick() is None  # mid-turn: the turn's own events say when
+    s.user_audio(PCM)
+    s.speech_stopped(500, 11.0)
+    assert s.next_tick() == 16.0  # the response deadline
+    feed(s, {"type": "response.created", "response": {"id": "r1"}}, 12.0)
+    assert s.next_tick() == 17.0  # pushed out by the event
+    feed(s, done(), 13.0)
+    s.take()
+    assert s.next_tick() == 60.0
+    s.tick(59.9)
+    assert s.take() == []
+    s.tick(60.0)
+    assert s.take() == [Reconnect("session renewal", immediate=True)]
+    assert s.next_tick() is None  # asked once
+    # Renewed late in a busy stretch: due at the quiet moment after the last activity.
+    s = ready_session({"realtime": {"renew_after_s": 60}}, now=0.0)
+    s.playback_idle(59.0)
+    assert s.next_tick() == 62.0
+    s.disconnected("gone")
+    assert s.next_tick() is None
+
+
 def test_session_expired_error_reconnects_at_once() -> None:
     s = ready_session()
     s.take()

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 BYTES_PER_MS = 48  # PCM16 mono at 24 kHz
 MIN_COMMIT_MS = 100  # the API rejects a commit of less audio
 QUIET_S = 3.0  # renewal and a fresh conversation wait this long after the last activity
+# A turn that begins while there is no configured session (start-up, a reconnect): this
+# much of its audio (PCM16 24 kHz bytes, 5 s) waits for one rather than lose its start.
+HOLD_BYTES = 5 * 48000
 # Error codes after which the server ends the session: reconnect at once.
 SESSION_ENDING_CODES = frozenset({"session_expired"})
 
@@ -162,6 +165,10 @@ class Session:
         self._turn_end_at: float | None = None
         self.session_id = ""
         self.dropped_chunks = 0
+        self._held: list[bytes] = []  # the current turn's audio, waiting for a session
+        self._in_turn = False  # between speech_started and speech_stopped (any connection)
+        self._turn_sent = False  # some of the current turn went to the session
+        self._turn_lost = False  # the current turn cannot go whole: none of the rest is sent
         self.protocol_errors = 0
         # Tools, the response deadline, renewal and the conversation policy.
         self._calls_running: set[str] = set()
@@ -210,6 +217,9 @@ class Session:
         self._pending_create = self._awaiting_reply = self._user_speaking = False
         self._truncate_pending = None
         self._received_ms.clear()
+        # A turn that the old session has part of cannot go to the next one whole; one that
+        # is still all held waits for the next session.
+        self._turn_lost = self._turn_lost or self._turn_sent
         # Calls still running belong to the old session; their results are dropped.
         self._calls_running.clear()
         self._tools_need_response = False
@@ -265,6 +275,9 @@ class Session:
     def speech_started(self, now: float) -> None:
         """The local gate opened (VAD onset or push-to-talk press)."""
         self._ignore_turn = False
+        self._turn_sent = self._turn_lost = False
+        self._in_turn = True
+        self._held.clear()
         self._awake = False  # in wake mode the turn took the window
         if self._barge_in == "local" and (self._agent_audible() or self._response is not None):
             self._interrupt(send_cancel=True)
@@ -292,20 +305,30 @@ class Session:
 
     def user_audio(self, pcm: bytes) -> None:
         """A chunk of gated microphone audio (PCM16 mono 24 kHz)."""
-        if self._ignore_turn:
+        if self._ignore_turn or self._turn_lost:
             return
-        if not self._configured:
-            self.dropped_chunks += 1
-            return
-        self._send(protocol.append_audio(pcm))
+        if self._configured:
+            self._turn_sent = True
+            self._send(protocol.append_audio(pcm))
+        elif self._in_turn and sum(map(len, self._held)) + len(pcm) <= HOLD_BYTES:
+            self._held.append(pcm)  # a session is on its way: the turn waits for it, whole
+        else:
+            # Too long without a session: none of the turn goes, not even the rest once one
+            # is up (a turn without its start would be worse than none).
+            self._turn_lost = True
+            self.dropped_chunks += len(self._held) + 1
+            self._held.clear()
 
     def speech_stopped(self, sent_ms: int, now: float, *, cancelled: bool = False) -> None:
         """The local gate closed. With local turn detection the turn is committed here."""
         ignored, self._ignore_turn = self._ignore_turn, False
-        self._user_speaking = False
-        if ignored or not self._configured:
+        lost, self._turn_lost = self._turn_lost, False
+        self._user_speaking = self._in_turn = self._turn_sent = False
+        self._held.clear()  # configured by now, they went out; if not, the turn is lost
+        if ignored or lost or not self._configured:
             if not ignored and not cancelled:
-                # Gated audio is dropped, never buffered, while there is no session.
+                # A turn with no session by its end (or with none for ``HOLD_BYTES`` of it,
+                # or cut by a dropped connection) is not sent at all.
                 log.warning(
                     "speech not sent: no session (%s)",
                     self._offline_reason or "connecting",
@@ -389,7 +412,7 @@ class Session:
     # --- time: deadlines, renewal, conversation policy -------------------------------------
 
     def tick(self, now: float) -> None:
-        """Called twice a second or so: checks the response deadline, renewal and idle."""
+        """Checks the response deadline, renewal and idle; due at ``next_tick``."""
         if not self._connected or not self._configured:
             return
         deadline = self.response_deadline()
@@ -435,9 +458,34 @@ class Session:
         since = max(self._last_event_at, self._create_sent_at or 0.0)
         return since + self._response_timeout
 
+    def next_tick(self) -> float | None:
+        """When ``tick`` could next act if nothing else happens first (None: not before
+        another event, after which this is asked again): the response deadline, or the
+        quiet moment when a renewal or a fresh conversation is due. The daemon sleeps until
+        then rather than waking on a clock while the appliance waits for its user."""
+        if not self._connected or not self._configured:
+            return None
+        deadline = self.response_deadline()
+        if deadline is not None:  # a response is awaited: the rest waits for a quiet moment
+            return None if self._dead_reported else deadline
+        if self._busy() or self._renewal_requested:
+            return None
+        quiet_at = self._last_activity + QUIET_S
+        due = []
+        if self._session_started_at is not None:
+            due.append(max(quiet_at, self._session_started_at + self._renew_after))
+        idle = self._policy.fresh_after_idle_s
+        if idle and self._turns:
+            due.append(max(quiet_at, self._last_activity + idle))
+        return min(due, default=None)
+
     def _quiet(self, now: float) -> bool:
         """Nothing is going on and nothing has for a moment: no turn, reply, call or audio."""
-        busy = (
+        return not self._busy() and now - self._last_activity >= QUIET_S
+
+    def _busy(self) -> bool:
+        """A turn, reply, tool call or wake-word window is under way."""
+        return bool(
             self._user_speaking
             or self._awake  # a wake-word window is open: the user is about to speak
             or self._playing
@@ -448,7 +496,6 @@ class Session:
             or self._tools_need_response
             or self._create_sent_at is not None
         )
-        return not busy and now - self._last_activity >= QUIET_S
 
     def _delete_turns(self, count: int) -> None:
         for turn in self._turns[:count]:
@@ -505,6 +552,10 @@ class Session:
 
     def _became_configured(self, now: float) -> None:
         self._configured = True
+        for pcm in self._held:  # a turn that began before the session was ready
+            self._send(protocol.append_audio(pcm))
+            self._turn_sent = True
+        self._held.clear()
         greeting = self._policy.greeting
         if greeting and not self._greeted:
             # Once per daemon run, not after a reconnect or a renewal (quickstart: "Greet
