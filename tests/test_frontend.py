@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted, SpeechStopped
+from appliance.audio.frontend import (
+    LISTEN_BATCH_MS,
+    WAKE_BATCH_MS,
+    AudioChunk,
+    FrontEnd,
+    GateOutput,
+    SpeechStarted,
+    SpeechStopped,
+)
 from appliance.audio.vad import WebRtcVad
 from appliance.config import GateSettings
 from appliance.demo import speech_recording
@@ -163,7 +171,7 @@ def test_echo_guard_switches_the_vad_mode_and_back() -> None:
 
 
 def test_blocks_of_what_wants_asks_send_the_same_turn_as_single_periods() -> None:
-    # The capture thread hands over as many frames as wants() asks for (listening: a 120 ms
+    # The capture thread hands over as many frames as wants() asks for (listening: a 240 ms
     # block of VAD frames, one frame after a voiced one; streaming: the rest of the chunk)
     # instead of one period at a time.
     pcm, rate = recording()
@@ -185,22 +193,26 @@ def test_blocks_of_what_wants_asks_send_the_same_turn_as_single_periods() -> Non
     # give or take a frame of hang-over.
     assert abs(len(sent) - len(sent_by_period)) <= 30 * 48, (len(sent), len(sent_by_period))
     assert sent[: 200 * 48] == sent_by_period[: 200 * 48]  # the pre-roll and onset
-    # Listening it asked for 120 ms blocks (single 30 ms frames after a voiced one);
-    # streaming, for 40 ms chunks.
-    assert sizes.count(1920) > 10 and sizes.count(640) > 30
+    # Listening it asked for blocks of LISTEN_BATCH_MS (single 30 ms frames after a voiced
+    # one); streaming, for 40 ms chunks.
+    assert sizes.count(LISTEN_BATCH_MS * rate // 1000) > 5 and sizes.count(640) > 30
     assert len(sizes) < len(pcm) // 160 // 3  # fewer than a third of the calls of 10 ms periods
 
 
 def test_wants_every_period_while_the_speaker_plays_and_in_push_to_talk() -> None:
     fe = FrontEnd(device_rate=48000, gate=GateSettings(), chunk_ms=40, vad=WebRtcVad(2, 30), emit=print)
-    assert fe.wants() == 4 * 1440  # four 30 ms VAD frames at 48 kHz
+    assert fe.wants() == LISTEN_BATCH_MS // 30 * 1440  # whole 30 ms VAD frames at 48 kHz
     fe.playing = True  # local barge-in must be fast
     assert fe.wants() == 0
     ptt = FrontEnd(
         device_rate=16000, gate=GateSettings(mode="push_to_talk"), chunk_ms=40, vad=None, emit=print
     )
-    assert ptt.wants() == 1920  # nothing to decide until the button (which wakes the thread)
+    # Nothing to decide until the button (which wakes the thread).
+    assert ptt.wants() == LISTEN_BATCH_MS * 16
     ptt.talking = True
     assert ptt.wants() == 0  # held: the turn starts at the next period
     ptt.process(np.zeros(160, np.int16))
     assert ptt.wants() == 640  # streaming: the rest of the 40 ms chunk
+    # Waiting for the wake word: shorter blocks (the window opens at the end of one).
+    wake = FrontEnd(device_rate=16000, gate=GateSettings(mode="wake"), chunk_ms=40, vad=None, emit=print)
+    assert wake.wants() == WAKE_BATCH_MS * 16 < LISTEN_BATCH_MS * 16

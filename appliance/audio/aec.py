@@ -411,6 +411,7 @@ class EchoCanceller:
         # Echo coupling: microphone levels (dBFS) of every frame and of frames with the
         # speaker loud, and whether the raw microphone is trusted (see _decide).
         self._level = np.full(_LEVEL_FRAMES, np.nan)
+        self._floor_stale = False  # levels came in since the last decision (bypassed)
         self._loud = np.full(_LOUD_FRAMES, np.nan)
         self._n_level = 0
         self._n_loud = 0
@@ -490,10 +491,10 @@ class EchoCanceller:
         power = np.einsum("ij,ij->i", frames, frames) / FRAME / 32768**2
         at = np.arange(self._n_level, self._n_level + k) % _LEVEL_FRAMES
         self._level[at] = 10.0 * np.log10(power + 1e-12)
-        before = self._n_level // _DECIDE_EVERY
         self._n_level += k
-        if self._n_level // _DECIDE_EVERY != before:
-            self._decide()
+        # No decision while nothing plays (it costs more than the rest of the block, and
+        # only matters when the speaker plays): the first frame that sounds takes one.
+        self._floor_stale = True
         self.frames += k
         self.bypassed += k
         self._track = None
@@ -531,6 +532,7 @@ class EchoCanceller:
         of every frame's level over the last 10 s): whatever echo there is lies in the
         room noise. The user talking only raises that median, so a mistake is the safe
         one (the canceller stays in charge)."""
+        self._floor_stale = False
         loud = self._loud[~np.isnan(self._loud)]
         if len(loud) < _LOUD_MIN:
             self.trusted = False
@@ -561,7 +563,7 @@ class EchoCanceller:
             if loud:
                 self._loud[self._n_loud % _LOUD_FRAMES] = mic_db
                 self._n_loud += 1
-            if self._n_level % _DECIDE_EVERY == 0:
+            if self._n_level % _DECIDE_EVERY == 0 or (sounding and self._floor_stale):
                 self._decide()
         if sounding:
             self._last_far = at

@@ -15,7 +15,7 @@ a poll on the PCM even wakes two or three times a period), so with ``wants`` (ho
 the sink may gather before the next call; 0: every period) the thread sleeps on a timer until
 they are due, reads until the sink has them and hands them over in one call; a block short
 of what was asked (the wake-up came a little before its last frames) waits for the rest.
-The front end asks for 120 ms of VAD frames while listening, the rest of the current 40 ms
+The front end asks for 240 ms of VAD frames while listening, the rest of the current 40 ms
 chunk while streaming (it could not go out sooner), and every period while the speaker
 plays (barge-in must be fast); ``wake()`` cuts a sleep short when that changes. The buffer
 (``BUFFER_S``) holds far more than a block, so a late wake-up loses nothing; it adds no
@@ -57,7 +57,7 @@ _POLL_MS = 500
 # The capture buffer: long enough to sleep through a block of periods (see ``wants``) with
 # room to spare, so a late wake-up loses nothing. It adds no latency: audio is read as soon
 # as it is wanted, whatever the buffer holds.
-BUFFER_S = 0.25
+BUFFER_S = 0.5
 
 
 class _Stop(BaseException):

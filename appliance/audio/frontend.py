@@ -54,7 +54,10 @@ _AEC_FRAME = VAD_RATE // 100  # the canceller's frame (appliance.audio.aec.FRAME
 _CHUNK_SLACK = 24
 # Listening (no turn, nothing voiced in the last frame): VAD frames are handed over in
 # blocks this long, one capture wake-up per block (see FrontEnd.wants).
-LISTEN_BATCH_MS = 120
+LISTEN_BATCH_MS = 240
+# Wake mode waiting for its word: shorter blocks, since the listening window opens at the end
+# of the block the word was heard in (what follows it there is not sent).
+WAKE_BATCH_MS = 120
 # Wake mode with ``send_wake_word``: how far back from a detection the wake word may begin.
 WAKE_LOOKBACK_S = 1.5
 
@@ -211,7 +214,8 @@ class FrontEnd:
         self._guarded = False
         self._frame = np.zeros(VAD_RATE * gate.vad_frame_ms // 1000, dtype=np.int16)
         self._frame_fill = 0
-        self._listen_frames = max(1, LISTEN_BATCH_MS // gate.vad_frame_ms)
+        batch_ms = WAKE_BATCH_MS if gate.mode == "wake" else LISTEN_BATCH_MS
+        self._listen_frames = max(1, batch_ms // gate.vad_frame_ms)
         self._last_voiced = False
         self._streaming = False
         self._sent = 0
@@ -310,25 +314,40 @@ class FrontEnd:
         if self.playing is not self._guarded:
             self._set_guard(self.playing)
         frame = self._frame
+        size = len(frame)
+        n = len(pcm16k)
         pos = 0
-        while pos < len(pcm16k):
-            take = min(len(frame) - self._frame_fill, len(pcm16k) - pos)
+        if self._frame_fill == 0 and n >= size:
+            # Whole frames straight from the block (a listening block is nothing else), their
+            # energies in one numpy pass: the capture thread's cost is per call, not per sample.
+            k = n // size
+            frames = pcm16k[: k * size].reshape(k, size)
+            energies = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / size
+            for i in range(k):
+                pos += size
+                self._on_frame(frames[i], float(energies[i]), n - pos)
+        while pos < n:
+            take = min(size - self._frame_fill, n - pos)
             frame[self._frame_fill : self._frame_fill + take] = pcm16k[pos : pos + take]
             self._frame_fill += take
             pos += take
-            if self._frame_fill < len(frame):
+            if self._frame_fill < size:
                 break
             self._frame_fill = 0
-            voiced = self._voiced(frame) and (self._streaming or not self.earcon)
-            self._last_voiced = voiced
-            edge = self._gate.process(voiced)
-            if edge is Edge.START:
-                # The history already holds the rest of this block: the pre-roll is
-                # counted back from the frame that opened the turn, the rest rides with it.
-                rest = (len(pcm16k) - pos) * self._rate // VAD_RATE
-                self._begin(self._turn_preroll(rest), self._wake_audio())
-            elif edge is Edge.STOP:
-                self._end()
+            f = frame.astype(np.float64)
+            self._on_frame(frame, float(np.dot(f, f)) / size, n - pos)
+
+    def _on_frame(self, frame: np.ndarray, energy: float, rest: int) -> None:
+        """One VAD frame (mean square ``energy``), ``rest`` samples before the block's end."""
+        voiced = self._voiced(frame, energy) and (self._streaming or not self.earcon)
+        self._last_voiced = voiced
+        edge = self._gate.process(voiced)
+        if edge is Edge.START:
+            # The history already holds the rest of this block: the pre-roll is counted
+            # back from the frame that opened the turn, the rest rides with it.
+            self._begin(self._turn_preroll(rest * self._rate // VAD_RATE), self._wake_audio())
+        elif edge is Edge.STOP:
+            self._end()
 
     # -- wake mode ----------------------------------------------------------------------------
 
@@ -411,10 +430,8 @@ class FrontEnd:
             self._vad.set_aggressiveness(level)
         self._gate.require(frames, window)
 
-    def _voiced(self, frame: np.ndarray) -> bool:
-        f = frame.astype(np.float32)
-        level = float(np.dot(f, f)) / len(frame)
-        if level < ENERGY_FLOOR or self._vad is None:
+    def _voiced(self, frame: np.ndarray, energy: float) -> bool:
+        if energy < ENERGY_FLOOR or self._vad is None:
             return False
         self.vad_calls += 1
         return self._vad(frame.tobytes())

@@ -103,7 +103,7 @@ PlayerEvent = (
 
 # --- internals ---------------------------------------------------------------------------
 
-_HEARTBEAT_S = 1.0  # the longest the thread sleeps while idle
+_IDLE_SLEEP_S = 10.0  # the longest the thread sleeps while idle (whatever needs it wakes it)
 UNDERRUN_LOG_S = 60.0  # after the first, at most one underrun log line this often
 _HEALTHY_S = 1.0  # audio played without trouble before the reopen backoff starts over
 _MAX_ITEMS_KEPT = 256  # played-ms history kept for the loop
@@ -462,7 +462,7 @@ class PlaybackThread(AudioThread):
         if self._ready_to_start():
             self._begin_run()
         else:
-            self._sleep(waker_poll, _HEARTBEAT_S, self._ready_to_start)
+            self._sleep(waker_poll, _IDLE_SLEEP_S, self._ready_to_start)
 
     def _refill(self, pcm: Pcm, params: PcmParams, waker_poll: select.poll) -> None:
         """Underrun: the device plays out what it holds while we wait for the prefill."""
