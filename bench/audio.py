@@ -19,11 +19,18 @@ Figures:
   5 dB over the room noise) to ``drop()`` on the playback PCM; server: ``speech_started``
   received to ``drop()`` (``[gate] mode = "always"``, the simulator's server VAD);
 - CPU per audio second of the plain ``appliance run`` process, idle in the room noise
-  (nothing sent) and streaming (continuous speech, 40 ms chunks going out): utime + stime
-  of its threads from /proc, leaving out libpulse's "threaded-ml" client thread (a Pi on
-  ``hw:`` devices has none); shown in % of one core, with a per-thread breakdown (CPU from
-  /proc/PID/task/*/schedstat, wake-ups = context switches from status), next to two bare
-  read loops on the same PCM (per period, and every 30 ms: the rig's floor);
+  (nothing sent) and streaming (continuous speech, 40 ms chunks going out), in % of one
+  core, with a per-thread breakdown (CPU from /proc/PID/task/*/schedstat, wake-ups =
+  context switches from status). Twice: with no PulseAudio in the process (ALSA's ``file``
+  plugin, unclocked, so the capture thread paces its reads to real time, sleeping on a
+  timer between blocks as on a ``hw:`` device: the daemon's own work, the figure for the
+  targets), and on the PulseAudio rig, leaving out libpulse's "threaded-ml" client thread
+  (a Pi on ``hw:`` devices has none) and, with ``perf``, the pulse plugin's code in the
+  daemon's threads;
+- this machine's floors: bare read loops on the PulseAudio PCM, a bare wake-up, and the
+  streaming path's least work per chunk in a thread that wakes per chunk (on this VM a
+  wake-up leaves the caches cold: the same work costs several times what it does back to
+  back);
 - peak RSS (VmHWM) of the daemon processes.
 
 The latency runs use ``bench.audio_child`` (the same daemon, timed at its edges); CPU and
@@ -459,9 +466,49 @@ class CpuFigure:
         return own / self.audio_s * 100
 
 
+async def cpu_window(
+    pid: int, sim: RealtimeSimulator, seconds: float, work: Path, perf: bool
+) -> CpuFigure:
+    """CPU of the daemon ``pid`` over the next ``seconds``, per thread; with ``perf``, then
+    (in a window of its own: perf's sampling costs the threads a little) the share of each
+    thread's CPU that is PulseAudio's client code."""
+    before, n0, t0 = thread_stats(pid), len(sim.received), time.monotonic()
+    await asyncio.sleep(seconds)
+    after, t1 = thread_stats(pid), time.monotonic()
+    own = pulse_client = 0.0
+    threads: dict[str, tuple[float, int]] = {}
+    for key, (cpu, switches) in after.items():
+        cpu0, switches0 = before.get(key, (0.0, 0))
+        delta = cpu - cpu0
+        name = key.split(" ", 1)[1]
+        had = threads.get(name, (0.0, 0))
+        threads[name] = (had[0] + delta, had[1] + switches - switches0)
+        if key.endswith(" threaded-ml"):
+            pulse_client += delta
+        else:
+            own += delta
+    sent = sum(
+        len(base64.b64decode(e["audio"])) / 48
+        for e in sim.received[n0:]
+        if e.get("type") == "input_audio_buffer.append"
+    )
+    fig = CpuFigure(own, pulse_client, t1 - t0, sent, threads)
+    if perf:
+        fig.pulse_share = await pulse_shares(pid, min(seconds, 20.0), work)
+    return fig
+
+
+def continuous_speech(seconds: float) -> np.ndarray:
+    """The recording's speech span over and over, so the gate stays open and 40 ms chunks
+    stream the whole time."""
+    start, end = speech_span()
+    return np.tile(speech()[start:end], int(seconds * RATE / (end - start)) + 2)
+
+
 async def cpu_and_memory(
     alsa: AlsaEnv, pulse: PulseEnv, work: Path, seconds: float
 ) -> tuple[CpuFigure, CpuFigure, float]:
+    """On the PulseAudio rig: idle in room noise, then streaming continuous speech."""
     async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
         cfg = work / "cpu.toml"
         cfg.write_text(config_text(sim.url, 'mode = "vad"'))
@@ -471,42 +518,10 @@ async def cpu_and_memory(
         try:
             await until("session.update", lambda: "session.update" in types(sim.received), 20)
             await asyncio.sleep(3.0)  # start-up, imports and the first connection are done
-
-            async def window(label: str) -> CpuFigure:
-                before, n0, t0 = thread_stats(pid), len(sim.received), time.monotonic()
-                await asyncio.sleep(seconds)
-                after, t1 = thread_stats(pid), time.monotonic()
-                own = pulse_client = 0.0
-                threads: dict[str, tuple[float, int]] = {}
-                for key, (cpu, switches) in after.items():
-                    cpu0, switches0 = before.get(key, (0.0, 0))
-                    delta = cpu - cpu0
-                    name = key.split(" ", 1)[1]
-                    had = threads.get(name, (0.0, 0))
-                    threads[name] = (had[0] + delta, had[1] + switches - switches0)
-                    if key.endswith(" threaded-ml"):
-                        pulse_client += delta
-                    else:
-                        own += delta
-                sent = sum(
-                    len(base64.b64decode(e["audio"])) / 48
-                    for e in sim.received[n0:]
-                    if e.get("type") == "input_audio_buffer.append"
-                )
-                fig = CpuFigure(own, pulse_client, t1 - t0, sent, threads)
-                # Then, in a window of its own (perf's sampling costs the thread a little):
-                # how much of each thread's CPU is PulseAudio's client code.
-                fig.pulse_share = await pulse_shares(pid, min(seconds, 20.0), work)
-                return fig
-
-            idle = await window("idle")
-            # Continuous speech: the recording's speech span over and over, so the gate
-            # stays open and 40 ms chunks stream for the whole window.
-            start, end = speech_span()
-            talk = np.tile(speech()[start:end], int(2 * seconds * RATE / (end - start)) + 3)
-            feeder = pulse.feed(talk)
+            idle = await cpu_window(pid, sim, seconds, work, perf=True)
+            feeder = pulse.feed(continuous_speech(2 * seconds + 10))
             await asyncio.sleep(1.0)
-            streaming = await window("streaming")
+            streaming = await cpu_window(pid, sim, seconds, work, perf=True)
             feeder.kill()
             feeder.wait()
             rss = peak_rss_mb(pid)
@@ -517,7 +532,99 @@ async def cpu_and_memory(
     return idle, streaming, rss
 
 
+FILE_LEAD_S = 12.0  # room noise alone before the window, for start-up and connection
+
+
+async def cpu_on_file_device(alsa: AlsaEnv, work: Path, seconds: float) -> tuple[CpuFigure, CpuFigure]:
+    """The same two windows with no PulseAudio in the process: the daemon captures ALSA's
+    ``file`` plugin (room noise, then continuous speech over it at 20 dB SNR), which has no
+    clock, so the capture thread paces its reads to real time, sleeping on a timer between
+    blocks as it does on a ``hw:`` device; it plays to the ``file`` plugin too. What is
+    left is the daemon's own work: Python, numpy, webrtcvad, soxr, websockets and alsa-lib."""
+    quiet = room_noise(FILE_LEAD_S + seconds)
+    talk = continuous_speech(seconds + 15)
+    talk = np.clip(talk.astype(np.int32) + room_noise(len(talk) / RATE, seed=1), -32768, 32767)
+    alsa.write_mic(np.concatenate([quiet, talk.astype(np.int16)]))
+    async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
+        cfg = work / "cpu_file.toml"
+        text = config_text(sim.url, 'mode = "vad"')
+        cfg.write_text(text.replace('"pmic"', '"mic"').replace('"spktap"', '"spk"'))
+        child = start_daemon(alsa, cfg, work / "cpu_file.log", None)
+        pid = child.proc.pid
+        try:
+            await until("session.update", lambda: "session.update" in types(sim.received), 20)
+            await asyncio.sleep(3.0)
+            idle = await cpu_window(pid, sim, seconds, work, perf=False)
+            await until(
+                "speech", lambda: "input_audio_buffer.append" in types(sim.received), FILE_LEAD_S
+            )
+            await asyncio.sleep(1.0)
+            streaming = await cpu_window(pid, sim, seconds, work, perf=False)
+        finally:
+            child.stop()
+    return idle, streaming
+
+
+async def chunk_floor(
+    notify: bool, period_ms: int = 40, seconds: float = 8.0
+) -> tuple[float, float]:
+    """This machine's floor for the streaming path: the least work per upstream chunk
+    (soxr 16 -> 24 kHz of 40 ms, one webrtcvad frame, base64 and JSON of the append) in a
+    thread that sleeps in ``poll()`` between chunks, as the capture thread does; with
+    ``notify``, each chunk is also handed to an asyncio loop (``call_soon_threadsafe``,
+    nothing done there), as the daemon does. Returns (% of one core, both threads; % for
+    the same work back to back, hot): a wake-up leaves the caches cold on this VM."""
+    import soxr
+    import webrtcvad
+
+    x = room_noise(period_ms / 1000 * 200, seed=2) * 30
+    block = len(x) // 200
+    vad = webrtcvad.Vad(2)
+    stream = soxr.ResampleStream(RATE, 24000, 1, dtype="int16", quality="QQ")
+    count = [0]
+
+    def chunk() -> str:
+        pcm = x[(count[0] % 200) * block : (count[0] % 200 + 1) * block]
+        count[0] += 1
+        vad.is_speech(pcm[: RATE * 30 // 1000].tobytes(), RATE)
+        audio = base64.b64encode(stream.resample_chunk(pcm).tobytes()).decode()
+        return json.dumps({"type": "input_audio_buffer.append", "audio": audio})
+
+    loop = asyncio.get_running_loop()
+    cpu: list[float] = []
+
+    def thread() -> None:
+        poller = select.poll()  # nothing registered: each call sleeps its whole timeout
+        t0, end = time.thread_time(), time.monotonic() + seconds
+        while time.monotonic() < end:
+            poller.poll(period_ms)
+            text = chunk()
+            if notify:
+                loop.call_soon_threadsafe(len, text)
+        cpu.append(time.thread_time() - t0)
+
+    t0 = time.thread_time()  # this thread runs the loop: its CPU is the loop's
+    await asyncio.to_thread(thread)
+    cold = (time.thread_time() - t0 + cpu[0]) / seconds * 100
+    t0, n = time.thread_time(), 2000
+    for _ in range(n):
+        chunk()
+    hot = (time.thread_time() - t0) / n / (period_ms / 1000) * 100
+    return cold, hot
+
+
 # --- report ---------------------------------------------------------------------------------------
+
+
+def print_threads(idle: CpuFigure, streaming: CpuFigure) -> None:
+    """Per thread: CPU and wake-ups (context switches) a second, idle and streaming."""
+    for label, fig in (("idle", idle), ("streaming", streaming)):
+        parts = ", ".join(
+            f"{name} {cpu / fig.audio_s * 100:.3f} % {switches / fig.audio_s:.0f}/s"
+            for name, (cpu, switches) in sorted(fig.threads.items(), key=lambda kv: -kv[1][0])
+            if cpu > 0 or switches > 0
+        )
+        print(f"  per thread, {label}: {parts}")
 
 
 async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> None:
@@ -526,9 +633,12 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
     vad = await latency_vad(alsa, pulse, work, turns)
     server = await latency_server(alsa, pulse, work, turns)
     idle, streaming, rss = await cpu_and_memory(alsa, pulse, work, seconds)
+    own_idle, own_streaming = await cpu_on_file_device(alsa, work, seconds)
     floor = await bare_reader_cpu(alsa, seconds)
     floor_timed = await bare_reader_cpu(alsa, seconds, timer_ms=LISTEN_BATCH_MS)
     wakeup = bare_wakeup_us(40)
+    chunk_alone, chunk_hot = await chunk_floor(notify=False)
+    chunk_handed, _ = await chunk_floor(notify=True)
 
     wire = capture_to_wire(vad)
     device = delta_to_device(vad["timed"])
@@ -548,43 +658,50 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
     ]
     for label, values, target in rows:
         print(f"{label:<46} {pct(values, 50):6.1f}ms {pct(values, 95):6.1f}ms {len(values):7d}  {target}")
-    for label, fig, target in (("idle listening (room noise)", idle, "<= 0.2 %"),
-                               ("streaming (continuous speech)", streaming, "<= 0.5 %")):
+    print(
+        f"CPU per audio second, % of one core {'idle':>37} {'streaming':>10}  (idle: room noise,"
+        " nothing sent; streaming: continuous speech, 40 ms chunks)"
+    )
+    print(
+        f"{'the daemon, no PulseAudio in it (ALSA file plugin)':<72} {own_idle.percent:6.3f} %"
+        f" {own_streaming.percent:8.3f} %  target <= 0.2 % / <= 0.5 %"
+    )
+    print_threads(own_idle, own_streaming)
+    print(
+        f"{'the daemon on the PulseAudio rig, less libpulse client thread':<72} {idle.percent:6.3f} %"
+        f" {streaming.percent:8.3f} %  (that thread: {idle.pulse_client_s / idle.audio_s * 100:.3f}"
+        f" / {streaming.pulse_client_s / streaming.audio_s * 100:.3f} %)"
+    )
+    print_threads(idle, streaming)
+    if idle.without_pulse is None or streaming.without_pulse is None:
+        print("  (perf is not installed: PulseAudio's code in the daemon's threads not separated)")
+    else:
+        shares = ", ".join(
+            f"{name} {idle.pulse_share.get(name, 0) * 100:.0f} / {share * 100:.0f} %"
+            for name, share in sorted((streaming.pulse_share or {}).items())
+            if name != "threaded-ml" and streaming.threads.get(name, (0.0, 0))[0] > 0
+        )
         print(
-            f"CPU, {label:<41} {fig.percent:6.3f} % of one core  ({fig.own_s * 1000:.0f} ms in"
-            f" {fig.audio_s:.1f} s, {fig.sent_ms:.0f} ms sent; libpulse client thread, not"
-            f" counted: {fig.pulse_client_s / fig.audio_s * 100:.3f} %)  target {target}"
+            f"{'  ... and less PulseAudio code in its threads (perf)':<72}"
+            f" {idle.without_pulse:6.3f} % {streaming.without_pulse:8.3f} %  ({shares})"
         )
-    for label, fig in (("idle", idle), ("streaming", streaming)):
-        parts = ", ".join(
-            f"{name} {cpu / fig.audio_s * 100:.3f} % {switches / fig.audio_s:.0f}/s"
-            for name, (cpu, switches) in sorted(fig.threads.items(), key=lambda kv: -kv[1][0])
-            if cpu > 0 or switches > 0
-        )
-        print(f"  per thread, {label} (CPU, wake-ups): {parts}")
-        if fig.pulse_share is None:
-            print("  (perf is not installed: PulseAudio's share of the threads not separated)")
-        else:
-            shares = ", ".join(
-                f"{name} {share * 100:.0f} %" for name, share in sorted(fig.pulse_share.items())
-                if name != "threaded-ml" and fig.threads.get(name, (0.0, 0))[0] > 0
-            )
-            print(
-                f"  {label}, the daemon's own work (its threads less PulseAudio's client code in"
-                f" them, per perf: {shares}): {fig.without_pulse:.3f} % of one core"
-            )
+    print("floors on this machine:")
     print(
-        f"CPU, a bare poll + read loop on the same PCM      {floor:6.3f} % of one core  (the"
-        " PulseAudio plugin's cost in the reading thread; hw: devices do not have it)"
+        f"  a bare poll + read loop on the PulseAudio PCM, per period         {floor:6.3f} %"
+        "  (the pulse plugin's cost in the reading thread; hw: devices do not have it)"
     )
     print(
-        f"CPU, bare: every {LISTEN_BATCH_MS} ms read what is ready         {floor_timed:6.3f} % of one core  (the"
-        " same, at the daemon's wake-up pattern while listening)"
+        f"  the same, reading what is ready every {LISTEN_BATCH_MS} ms                  "
+        f" {floor_timed:6.3f} %  (the daemon's listening pattern)"
     )
     print(
-        f"CPU per wake-up of a Python thread that only sleeps in poll() (40 ms): {wakeup:.0f} us"
-        f" ({wakeup * 25 / 1e4:.3f} % of one core at 25 a second: this machine's floor per thread"
-        " that wakes per chunk)"
+        f"  a Python thread that only sleeps in poll(), per 40 ms wake-up:    {wakeup:.0f} us"
+        f"  ({wakeup * 25 / 1e4:.3f} % at 25 a second)"
+    )
+    print(
+        f"  the streaming path's least work per 40 ms chunk (soxr, a VAD frame, base64 + JSON)"
+        f" in a thread waking per chunk: {chunk_alone:.3f} % (back to back, hot: {chunk_hot:.3f} %);"
+        f" each chunk also handed to an asyncio loop: {chunk_handed:.3f} %"
     )
     print(f"peak RSS of the daemon (appliance run)           {rss:6.1f} MB  target <= 60 MB")
 
