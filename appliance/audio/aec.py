@@ -110,6 +110,9 @@ _LEVEL_FRAMES = 1000  # levels kept: the last 10 s of frames...
 _LOUD_FRAMES = 300  # ...and of frames with the speaker loud (3 s of them)
 _LOUD_MIN = 50  # no decision before the speaker was loud for 0.5 s
 _DECIDE_EVERY = 50  # frames between two decisions (0.5 s)
+# Bypassed, the levels of one listening block in this many: the floor is a percentile of
+# the room's level, which a quarter of its frames give as well, at a quarter of the cost.
+_IDLE_LEVEL_EVERY = 4
 # Residual echo: a frame that the canceller took more than this far below what the
 # microphone heard, while the speaker plays, is what is left of the echo (bursts of it pass
 # AEC3 on loud, clipped syllables), not the user, whose voice keeps more of its level: it is
@@ -412,6 +415,7 @@ class EchoCanceller:
         # speaker loud, and whether the raw microphone is trusted (see _decide).
         self._level = np.full(_LEVEL_FRAMES, np.nan)
         self._floor_stale = False  # levels came in since the last decision (bypassed)
+        self._bypassed_blocks = 0
         self._loud = np.full(_LOUD_FRAMES, np.nan)
         self._n_level = 0
         self._n_loud = 0
@@ -478,23 +482,26 @@ class EchoCanceller:
 
     def _bypass_block(self, mono: np.ndarray, first_sample: int, out: Samples) -> int:
         """Idle and nothing playing: the whole frames of ``mono`` go through as they are,
-        their levels (the coupling rule's floor) taken in one numpy pass instead of a Python
-        call per 10 ms frame, the capture thread's cost while the appliance listens with the
-        canceller bypassed. Returns how many samples were handled (0: the frame path)."""
+        and in one block of ``_IDLE_LEVEL_EVERY`` their levels (the coupling rule's floor)
+        are taken in one numpy pass: the capture thread's cost while the appliance listens
+        with the canceller bypassed. Returns how many samples were handled (0: the frame
+        path)."""
         tap = self._tap
         k = len(mono) // FRAME
         if not k or self._fill or tap is None or self._always or not self.idle:
             return 0
         if tap.timing[3] == math.inf:  # a reply plays
             return 0
-        frames = mono[: k * FRAME].reshape(k, FRAME).astype(np.float32)
-        power = np.einsum("ij,ij->i", frames, frames) / FRAME / 32768**2
-        at = np.arange(self._n_level, self._n_level + k) % _LEVEL_FRAMES
-        self._level[at] = 10.0 * np.log10(power + 1e-12)
-        self._n_level += k
-        # No decision while nothing plays (it costs more than the rest of the block, and
-        # only matters when the speaker plays): the first frame that sounds takes one.
-        self._floor_stale = True
+        self._bypassed_blocks += 1
+        if self._bypassed_blocks % _IDLE_LEVEL_EVERY == 0:
+            frames = mono[: k * FRAME].reshape(k, FRAME).astype(np.float32)
+            power = np.einsum("ij,ij->i", frames, frames) / FRAME / 32768**2
+            at = np.arange(self._n_level, self._n_level + k) % _LEVEL_FRAMES
+            self._level[at] = 10.0 * np.log10(power + 1e-12)
+            self._n_level += k
+            # No decision while nothing plays (it costs more than the rest of the block,
+            # and only matters when the speaker plays): the first frame that sounds takes one.
+            self._floor_stale = True
         self.frames += k
         self.bypassed += k
         self._track = None
