@@ -5,7 +5,7 @@
   program (``python3 -c``, what a typical script tool costs to start). Median and 90th
   percentile wall time over repeated calls.
 - The session core (``Session``): decoding and handling one 100 ms audio delta (the busiest
-  server event), one ``tick`` (twice a second while connected) and one whole function-call
+  server event), one ``tick`` (run at the session's next deadline) and one whole function-call
   response (created, arguments.done, done, the result, the outputs and response.create).
   Median CPU time per call.
 

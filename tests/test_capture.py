@@ -6,11 +6,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
+from appliance.audio.alsa import Pcm, PcmParams
 from appliance.audio.capture import BUFFER_S, CaptureThread
 from appliance.errors import AudioDeviceError
 
@@ -92,6 +93,57 @@ def test_mono_file_is_captured_sample_for_sample(alsa_env: AlsaEnv) -> None:
     np.testing.assert_array_equal(rec.samples()[: len(speech)], speech)
     assert rec.errors == []
     assert thread.xruns == 0
+
+
+class OverrunOnce:
+    """A real PCM whose ``read`` at call ``at`` reports an overrun the way pyalsaaudio does
+    (-EPIPE, the PCM re-prepared; the periods the device dropped are gone). The rig's
+    clocked devices cannot overrun (PulseAudio keeps a late reader's backlog), so this
+    one read stands in for the device; everything else is the real PCM."""
+
+    def __init__(self, pcm: Pcm, at: int) -> None:
+        self._pcm = pcm
+        self._at = at
+        self.reads = 0
+
+    def read(self) -> tuple[int, bytes]:
+        self.reads += 1
+        if self.reads == self._at:
+            self._pcm.read()  # a period the overrun lost
+            return -32, b""
+        return self._pcm.read()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._pcm, name)
+
+
+def test_an_overrun_is_counted_logged_and_survived(
+    alsa_env: AlsaEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    ramp = (np.arange(16000) % 30000).astype(np.int16)  # each sample its index: gaps show
+    alsa_env.write_mic(ramp)
+    rec = Recorder(limit=8000)
+
+    class Thread(CaptureThread):
+        def _open(self, *args: Any, **kw: Any) -> tuple[Pcm, PcmParams]:
+            pcm, params = super()._open(*args, **kw)
+            return OverrunOnce(pcm, at=5), params
+
+    thread = Thread(device="mic", rate=16000, channels=1, channel=0, period_frames=320,
+                    sink=rec.sink, on_error=rec.on_error)
+    thread.start()
+    try:
+        assert rec.enough.wait(3)  # audio kept coming after the overrun
+    finally:
+        thread.close()
+    assert thread.xruns == 1
+    assert rec.errors == []  # not a device outage
+    warnings = [r for r in caplog.records if "overrun" in r.getMessage()]
+    assert len(warnings) == 1 and getattr(warnings[0], "XRUNS", None) == 1
+    got = rec.samples()[:8000]
+    # The four periods before it, then the lost one's gap, then the rest in order.
+    np.testing.assert_array_equal(got[:1280], ramp[:1280])
+    np.testing.assert_array_equal(got[1280:4000], ramp[1600:4320])
 
 
 def test_channel_one_of_a_stereo_48k_device(alsa_env: AlsaEnv) -> None:
