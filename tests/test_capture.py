@@ -259,6 +259,26 @@ def test_unclocked_capture_with_wants_is_paced_in_blocks(alsa_env: AlsaEnv) -> N
     assert sizes[-5:] == [480] * 5, sizes[-10:]
 
 
+def test_wake_does_not_read_an_unclocked_device_ahead_of_real_time(alsa_env: AlsaEnv) -> None:
+    # A wake-up asks the sink again; it must not read the next block before it would have
+    # been captured (each used to take a whole block at once: the push-to-talk press then
+    # found its first half second already judged as "not talking").
+    alsa_env.write_mic(np.zeros(16000 * 4, np.int16))
+    rec = Recorder()
+    thread = make(rec, "mic", period_frames=160, wants=lambda: 3840)  # 240 ms blocks
+    thread.start()
+    try:
+        time.sleep(1.0)  # past the read-ahead that finds the missing clock
+        first, t0 = rec.count, time.monotonic()
+        while time.monotonic() - t0 < 1.0:
+            thread.wake()
+            time.sleep(0.02)
+        read, elapsed = rec.count - first, time.monotonic() - t0
+    finally:
+        thread.close()
+    assert read <= elapsed * 16000 + 3840 + 160, (read, elapsed)
+
+
 def test_clocked_capture_hears_what_is_played_into_the_mic(pulse_env: PulseEnv) -> None:
     tone = (np.sin(2 * np.pi * 440 * np.arange(8000) / 16000) * 12000).astype(np.int16)
     rec = Recorder()

@@ -19,7 +19,9 @@ The front end asks for 240 ms of VAD frames while listening, the rest of the cur
 chunk while streaming (it could not go out sooner), and every period while the speaker
 plays (barge-in must be fast); ``wake()`` cuts a sleep short when that changes. The buffer
 (``BUFFER_S``) holds far more than a block, so a late wake-up loses nothing; it adds no
-latency. A device without a clock is paced in the same blocks.
+latency. A device without a clock (ALSA's ``file`` plugin: ``appliance demo``) is paced in
+the same blocks: each is read once it would have been captured, so neither a block nor a
+``wake()`` reads ahead of real time.
 
 Imports: numpy, ``appliance.audio.alsa``, ``appliance.errors``.
 """
@@ -206,7 +208,7 @@ class CaptureThread(AudioThread):
         rate = params.rate
         slack = params.buffer_frames + params.period_frames
         paced = False
-        due = 0.0  # paced mode: when the next read is due
+        due = 0.0  # paced mode: when the audio read so far would have been captured
         anchor_t = time.monotonic()
         anchor_frames = self._frames
         last_data = anchor_t
@@ -215,6 +217,15 @@ class CaptureThread(AudioThread):
         target = 0  # frames to gather before handing over (with ``wants``)
         gather = min(len(self._mono), params.buffer_frames)
         while not self._stopping.is_set():
+            if paced and block == 0:
+                # No clock: read a block only once it would have been captured, as a clocked
+                # device would have it, so that neither a wake-up (``wake``) nor a block
+                # reads ahead of time; a wake-up asks ``wants`` again.
+                want = self._call_wants() if self._wants is not None else 0
+                wait = due + max(want, params.period_frames) / rate - time.monotonic()
+                if wait > 0:
+                    self._poll_waker(waker_only, wait)
+                    continue
             try:
                 n, data = pcm.read()
             except AlsaError as exc:
@@ -238,11 +249,9 @@ class CaptureThread(AudioThread):
                 self._deliver(delivered)
                 if paced:
                     due = max(due + delivered / rate, now - params.buffer_s)
-                    if due > now:
-                        self._poll_waker(waker_only, due - now)
                 elif self._frames - anchor_frames > (now - anchor_t) * rate + slack:
                     paced = True
-                    due = now
+                    due = now  # what was read ahead to find out stays ahead
                     log.info(
                         "capture %r delivers faster than real time (no clock); "
                         "pacing reads to real time",
