@@ -658,9 +658,11 @@ class Daemon:
         self._dispatch()
 
     def _hold_gate(self, hold: bool) -> None:
-        """While an earcon plays no turn may start on it (``FrontEnd.earcon``)."""
-        if self.frontend is not None:
+        """While an earcon plays no turn may start on it (``FrontEnd.earcon``); the capture
+        thread reads every period meanwhile, so the flag covers the audio it was set for."""
+        if self.frontend is not None and self.frontend.earcon != hold:
             self.frontend.earcon = hold
+            self._wake_capture()
 
     def _call_later(self, seconds: float, fn: Callable[[], None]) -> Timer:
         assert self._loop is not None

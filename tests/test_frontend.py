@@ -204,6 +204,8 @@ def test_wants_every_period_while_the_speaker_plays_and_in_push_to_talk() -> Non
     assert fe.wants() == LISTEN_BATCH_MS // 30 * 1440  # whole 30 ms VAD frames at 48 kHz
     fe.playing = True  # local barge-in must be fast
     assert fe.wants() == 0
+    fe.playing, fe.earcon = False, True  # judged while the flag still covers the cue
+    assert fe.wants() == 0
     ptt = FrontEnd(
         device_rate=16000, gate=GateSettings(mode="push_to_talk"), chunk_ms=40, vad=None, emit=print
     )

@@ -250,10 +250,12 @@ class FrontEnd:
         sooner). Listening: ``LISTEN_BATCH_MS`` of VAD frames while the last frame was not
         voiced (a turn needs several voiced frames, and its pre-roll is taken back from the
         frame that opens it, so a batch costs no audio), then one frame at a time until
-        the room is quiet again. Speaker playing (local barge-in must be fast), the
-        push-to-talk button held before its turn starts, and a canceller at work (until
-        the speaker has been silent a second): every period. Whoever changes ``playing``
-        or ``talking`` wakes the capture thread (``CaptureThread.wake``), so a sleep in a
+        the room is quiet again. Speaker playing (local barge-in must be fast), an earcon
+        playing (the audio must be judged while ``earcon`` still covers it: a block read
+        after the flag drops would hand the cue's end to the VAD), the push-to-talk button
+        held before its turn starts, and a canceller at work (until the speaker has been
+        silent a second): every period. Whoever changes ``playing``, ``earcon`` or
+        ``talking`` wakes the capture thread (``CaptureThread.wake``), so a sleep in a
         block never delays them."""
         if self._canceller is not None and not self._canceller.idle:
             # The canceller times the microphone by when each read returns (its capture
@@ -271,7 +273,7 @@ class FrontEnd:
             return -(-left * self._device_rate // self._rate)
         if self._mode == "push_to_talk":
             return 0 if self.talking else block
-        if self.playing:
+        if self.playing or self.earcon:
             return 0
         return frame if self._last_voiced else block
 
