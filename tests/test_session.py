@@ -53,6 +53,20 @@ def test_connect_sends_session_update_and_becomes_ready() -> None:
     assert s.session_id == "sess_1"
 
 
+def session_up(s: Session, session_id: str) -> None:
+    """A connection comes up and its session is configured."""
+    s.connected()
+    feed(s, {"type": "session.created", "session": {"id": session_id}})
+    feed(s, {"type": "session.updated", "session": {}})
+
+
+def appended(actions: list[Any]) -> list[bytes]:
+    return [base64.b64decode(e["audio"]) for e in sent(actions) if e["type"] == "input_audio_buffer.append"]
+
+
+FIRST, SECOND = b"\x01\x00" * 960, b"\x02\x00" * 960
+
+
 def test_a_turn_begun_before_the_session_is_ready_waits_for_it_whole() -> None:
     # Connected, session.update sent, session.updated not yet back: the turn's audio is
     # held and goes out, in order, the moment the session is ready; none of it is lost.
@@ -61,60 +75,50 @@ def test_a_turn_begun_before_the_session_is_ready_waits_for_it_whole() -> None:
     feed(s, {"type": "session.created", "session": {"id": "sess_1"}})
     s.take()
     s.speech_started(0.0)
-    first, second = b"\x01\x00" * 960, b"\x02\x00" * 960
-    s.user_audio(first)
-    s.user_audio(second)
+    s.user_audio(FIRST)
+    s.user_audio(SECOND)
     assert sent_types(s.take()) == []
     feed(s, {"type": "session.updated", "session": {}})
-    appends = [e for e in sent(s.take()) if e["type"] == "input_audio_buffer.append"]
-    assert [base64.b64decode(e["audio"]) for e in appends] == [first, second]
+    assert appended(s.take()) == [FIRST, SECOND]
     s.speech_stopped(400, now=1.0)
     assert sent_types(s.take()) == ["input_audio_buffer.commit", "response.create"]
     # Begun with no connection at all, through a failed attempt: it goes to the session
     # that comes up.
     s = Session(parse_config({}))
     s.speech_started(0.0)
-    s.user_audio(first)
+    s.user_audio(FIRST)
     s.connected()
     s.disconnected("gone")
-    s.connected()
-    feed(s, {"type": "session.created", "session": {"id": "sess_2"}})
-    feed(s, {"type": "session.updated", "session": {}})
-    s.user_audio(second)
+    session_up(s, "sess_2")
+    s.user_audio(SECOND)
     s.speech_stopped(400, now=1.0)
     actions = s.take()
-    appends = [e for e in sent(actions) if e["type"] == "input_audio_buffer.append"]
-    assert [base64.b64decode(e["audio"]) for e in appends] == [first, second]
+    assert appended(actions) == [FIRST, SECOND]
     assert "input_audio_buffer.commit" in sent_types(actions)
 
 
 def test_a_turn_that_cannot_go_whole_is_not_sent() -> None:
-    first = b"\x01\x00" * 960
     # Half of it went to a connection that dropped: the next session gets none of it.
     s = make()
     s.speech_started(0.0)
-    s.user_audio(first)
+    s.user_audio(FIRST)
     s.take()
     s.disconnected("gone")
-    s.connected()
-    feed(s, {"type": "session.created", "session": {"id": "sess_2"}})
-    feed(s, {"type": "session.updated", "session": {}})
+    session_up(s, "sess_2")
     s.take()
-    s.user_audio(first)
+    s.user_audio(SECOND)
     s.speech_stopped(400, now=1.0)
     assert sent_types(s.take()) == []
     # More than HOLD_BYTES without a session: dropped whole.
     s = Session(parse_config({}))
     s.speech_started(0.0)
-    for _ in range(HOLD_BYTES // len(first) + 1):
-        s.user_audio(first)
-    s.connected()
-    feed(s, {"type": "session.created", "session": {"id": "sess_3"}})
-    feed(s, {"type": "session.updated", "session": {}})
-    s.user_audio(first)
+    for _ in range(HOLD_BYTES // len(FIRST) + 1):
+        s.user_audio(FIRST)
+    session_up(s, "sess_3")
+    s.user_audio(SECOND)
     s.speech_stopped(6000, now=7.0)
-    assert "input_audio_buffer.append" not in sent_types(s.take())
-    assert s.dropped_chunks == HOLD_BYTES // len(first) + 1
+    assert appended(s.take()) == []
+    assert s.dropped_chunks == HOLD_BYTES // len(FIRST) + 1
 
 
 def test_always_mode_keeps_server_turn_detection() -> None:

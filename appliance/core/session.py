@@ -36,8 +36,8 @@ BYTES_PER_MS = 48  # PCM16 mono at 24 kHz
 MIN_COMMIT_MS = 100  # the API rejects a commit of less audio
 QUIET_S = 3.0  # renewal and a fresh conversation wait this long after the last activity
 # A turn that begins while there is no configured session (start-up, a reconnect): this
-# much of its audio (PCM16 24 kHz bytes, 5 s) waits for one rather than lose its start.
-HOLD_BYTES = 5 * 48000
+# much of its audio (5 s) waits for one rather than lose its start.
+HOLD_BYTES = 5000 * BYTES_PER_MS
 # Error codes after which the server ends the session: reconnect at once.
 SESSION_ENDING_CODES = frozenset({"session_expired"})
 
