@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from daemon_env import running as daemon_running
 
 from appliance.config import Config, parse_config
 from appliance.core.session import Action, CallTool, Play, StateChanged, StopPlayback, Transcript
@@ -101,14 +102,9 @@ class Run:
 @asynccontextmanager
 async def running(cfg: Config, sim: RealtimeSimulator, key: str = KEY) -> AsyncIterator[Run]:
     run = Run(sim)
-    daemon = run.daemon = Daemon(cfg, ApiKey(key, ENV_SOURCE), observers=[run.observe])
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    try:
+    run.daemon = Daemon(cfg, ApiKey(key, ENV_SOURCE), observers=[run.observe])
+    async with daemon_running(run.daemon):
         yield run
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 def ready(run: Run) -> Callable[[], bool]:
