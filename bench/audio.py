@@ -577,7 +577,7 @@ async def chunk_floor(
     import soxr
     import webrtcvad
 
-    x = room_noise(period_ms / 1000 * 200, seed=2) * 30
+    x = room_noise(period_ms / 1000 * 200, seed=2) * 10  # speech-loud, within int16
     block = len(x) // 200
     vad = webrtcvad.Vad(2)
     stream = soxr.ResampleStream(RATE, 24000, 1, dtype="int16", quality="QQ")

@@ -313,8 +313,8 @@ class Session:
         elif self._in_turn and sum(map(len, self._held)) + len(pcm) <= HOLD_BYTES:
             self._held.append(pcm)  # a session is on its way: the turn waits for it, whole
         else:
-            # Too long without a session: none of the turn goes, not even the rest once one
-            # is up (a turn without its start would be worse than none).
+            # Too long without a session (or audio outside a turn): none of the turn goes,
+            # not even the rest once one is up (a turn without its start is worse than none).
             self._turn_lost = True
             self.dropped_chunks += len(self._held) + 1
             self._held.clear()
