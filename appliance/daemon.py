@@ -153,7 +153,7 @@ class Daemon:
         self._reconnect_immediate = False
         self._reloading = False
         self._last_state = State.STARTING  # for the wake mode's follow-up window
-        if config.gate.mode == "wake":  # a bad gate.wake_word is a config error before any audio
+        if GateMode(config.gate.mode) is GateMode.WAKE:  # a bad gate.wake_word is a config error before any audio
             wake = self._make_wake(rebuilding=False)
             if wake is not None:
                 wake.close()
@@ -268,7 +268,7 @@ class Daemon:
         logged and the device runs without a detector, so it sends nothing, until fixed.
         """
         g = self.config.gate
-        if g.mode != "wake":
+        if self._gate_mode is not GateMode.WAKE:
             return None
         from appliance.audio.wake import WakeWordDetector
 
