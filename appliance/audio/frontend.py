@@ -50,14 +50,21 @@ from appliance.core.listen import (
     WakeWindow,
 )
 
+# With the listener's names the daemon, the benches and the tests know as the front end's.
 __all__ = [
+    "ENERGY_FLOOR",
     "LISTEN_BATCH_MS",
+    "UPSTREAM_RATE",
+    "VAD_RATE",
     "WAKE_BATCH_MS",
     "AudioChunk",
+    "Canceller",
     "FrontEnd",
     "GateOutput",
     "SpeechStarted",
     "SpeechStopped",
+    "Vad",
+    "WakeDetector",
     "WakeWindow",
 ]
 
