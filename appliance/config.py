@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.core.listen import GateMode, ListenSettings
 from appliance.core.schema import SchemaError, check_schema
 from appliance.errors import ConfigError
 
@@ -972,3 +973,22 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{p}: invalid TOML: {exc}") from None
     return parse_config(data, str(p))
+
+
+def listen_settings(gate: GateSettings) -> ListenSettings:
+    """The capture-side listening policy's settings (``appliance.core.listen``) from ``[gate]``."""
+    return ListenSettings(
+        mode=GateMode(gate.mode),
+        frame_ms=gate.vad_frame_ms,
+        start_frames=gate.start_frames,
+        start_window=gate.start_window,
+        preroll_ms=gate.preroll_ms,
+        hangover_ms=gate.hangover_ms,
+        warmup_ms=gate.warmup_ms,
+        aggressiveness=gate.vad_aggressiveness,
+        guard_aggressiveness=gate.barge_in_aggressiveness,
+        guard_start=gate.barge_in_start,
+        wake_listen_s=gate.wake_listen_s,
+        follow_up_s=gate.follow_up_s,
+        send_wake_word=gate.send_wake_word,
+    )

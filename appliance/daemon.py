@@ -45,8 +45,9 @@ from appliance.audio.playback import (
     PlaybackThread,
 )
 from appliance.audio.vad import WebRtcVad
-from appliance.config import Config, GpioSettings
+from appliance.config import Config, GpioSettings, listen_settings
 from appliance.core.backoff import Backoff
+from appliance.core.listen import Control, ControlState, GateMode
 from appliance.core.session import (
     Action,
     CallTool,
@@ -139,6 +140,8 @@ class Daemon:
         self.capture: CaptureThread | None = None
         self.player: PlaybackThread | None = None
         self.frontend: FrontEnd | None = None
+        # What the loop told the capture side (each change is posted to the front end).
+        self.controls = ControlState()
         self._handoff: _Handoff | None = None
         self._tick_timer: asyncio.TimerHandle | None = None
         self._reference: ReferenceTap | None = None
@@ -150,7 +153,7 @@ class Daemon:
         self._reconnect_immediate = False
         self._reloading = False
         self._last_state = State.STARTING  # for the wake mode's follow-up window
-        if config.gate.mode == "wake":  # a bad gate.wake_word is a config error before any audio
+        if GateMode(config.gate.mode) is GateMode.WAKE:  # a bad gate.wake_word is a config error before any audio
             wake = self._make_wake(rebuilding=False)
             if wake is not None:
                 wake.close()
@@ -230,8 +233,9 @@ class Daemon:
         that rebuilds it mid-turn cannot leak the dead turn's audio into the session.
         """
         a, g = self.config.audio, self.config.gate
+        settings = listen_settings(g)
         old = self.frontend
-        vad = WebRtcVad(g.vad_aggressiveness, g.vad_frame_ms) if g.mode in ("vad", "wake") else None
+        vad = WebRtcVad(g.vad_aggressiveness, g.vad_frame_ms) if settings.uses_detector else None
         made: list[FrontEnd] = []
         if self._handoff is None:
             self._handoff = _Handoff(loop)
@@ -243,7 +247,7 @@ class Daemon:
 
         frontend = FrontEnd(
             device_rate=a.capture_rate,
-            gate=g,
+            settings=settings,
             chunk_ms=a.chunk_ms,
             vad=vad,
             emit=lambda out: handoff.call(on_gate, out),
@@ -251,9 +255,9 @@ class Daemon:
             wake=self._make_wake(rebuilding=old is not None),
         )
         made.append(frontend)
-        if old is not None:  # the loop's view of the world carries over
-            frontend.muted, frontend.talking = old.muted, old.talking
-            frontend.playing, frontend.earcon = old.playing, old.earcon
+        for msg in self.controls.replay():  # the loop's view of the world carries over
+            frontend.post(msg)
+        if old is not None:
             self.session.wake_window(False, loop.time())  # a new front end starts asleep
         self.frontend = frontend
 
@@ -264,7 +268,7 @@ class Daemon:
         logged and the device runs without a detector, so it sends nothing, until fixed.
         """
         g = self.config.gate
-        if g.mode != "wake":
+        if self._gate_mode is not GateMode.WAKE:
             return None
         from appliance.audio.wake import WakeWordDetector
 
@@ -465,19 +469,17 @@ class Daemon:
     # --- user inputs (buttons, tools, reload); call on the loop thread ----------------------
 
     def set_talking(self, held: bool) -> None:
-        """Push-to-talk button state; the capture thread, woken, reads it at once.
+        """Push-to-talk button state; the capture thread, woken, takes it at once.
 
         A press in push-to-talk mode plays the "listening" earcon first; the front end
-        starts the turn once the cue has played (``FrontEnd.earcon``).
+        starts the turn once the cue has played (``Control.EARCON_RELEASE``).
         """
         if self.frontend is None:
             return
-        fe = self.frontend
-        if held and not fe.talking and not fe.muted and self.config.gate.mode == "push_to_talk":
+        c = self.controls
+        if held and not c.talking and not c.muted and self._gate_mode is GateMode.PUSH_TO_TALK:
             self.cue("listening")
-        if held != fe.talking:
-            fe.talking = held
-            self._wake_capture()
+        self._post(c.talk(held))
 
     def cue(self, name: str) -> bool:
         """Play earcon ``name`` (``appliance.earcons``: listening, mute, unmute, error,
@@ -486,8 +488,7 @@ class Daemon:
 
     def set_muted(self, muted: bool) -> None:
         """The privacy switch: nothing captured is sent while muted."""
-        if self.frontend is not None:
-            self.frontend.muted = muted
+        self._post(self.controls.mute(muted))
         self.session.set_muted(muted)
         self._dispatch()
 
@@ -658,25 +659,31 @@ class Daemon:
         self._dispatch()
 
     def _hold_gate(self, hold: bool) -> None:
-        """While an earcon plays no turn may start on it (``FrontEnd.earcon``); the capture
-        thread reads every period meanwhile, so the flag covers the audio it was set for."""
-        if self.frontend is not None and self.frontend.earcon != hold:
-            self.frontend.earcon = hold
-            self._wake_capture()
+        """While an earcon plays no turn may start on it (``Control.EARCON_HOLD``); the
+        capture thread reads every period meanwhile, so the hold covers the audio it was
+        set for."""
+        self._post(self.controls.hold(hold))
 
     def _call_later(self, seconds: float, fn: Callable[[], None]) -> Timer:
         assert self._loop is not None
         return self._loop.call_later(seconds, fn)
 
     def _set_playing(self, playing: bool) -> None:
-        """Tell the front end the speaker plays (its echo guard), like ``talking``/``muted``."""
-        if self.frontend is not None and self.frontend.playing != playing:
-            self.frontend.playing = playing
-            self._wake_capture()
+        """Tell the front end the speaker plays (its echo guard)."""
+        self._post(self.controls.speaker(playing))
 
-    def _wake_capture(self) -> None:
-        """The front end's ``wants`` changed: a capture thread asleep in a block of periods
-        reads now (the speaker started: barge-in listens every period from here)."""
+    @property
+    def _gate_mode(self) -> GateMode:
+        return GateMode(self.config.gate.mode)
+
+    def _post(self, msg: Control | None) -> None:
+        """A control message to the front end (None: nothing changed), then wake the
+        capture thread: asleep in a block of periods, it takes the message and asks
+        ``wants`` again (the speaker started: barge-in listens every period from here)."""
+        if msg is None:
+            return
+        if self.frontend is not None:
+            self.frontend.post(msg)
         if self.capture is not None:
             self.capture.wake()
 
@@ -738,10 +745,9 @@ class Daemon:
         if (
             state is State.READY
             and before in (State.SPEAKING, State.THINKING)
-            and self.frontend is not None
-            and self.config.gate.mode == "wake"
+            and self._gate_mode is GateMode.WAKE
         ):
-            self.frontend.open_follow_up()
+            self._post(Control.FOLLOW_UP)
 
     def _queue(self, text: str) -> None:
         try:

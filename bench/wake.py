@@ -26,7 +26,7 @@ import numpy.typing as npt
 from appliance.audio.frontend import FrontEnd, GateOutput
 from appliance.audio.vad import WebRtcVad
 from appliance.audio.wake import WakeWordDetector
-from appliance.config import GateSettings
+from appliance.config import GateSettings, listen_settings
 from bench.wake_corpus import OTHER, RATE, REQUESTS, SPEEDS, VOICES, WAKE, synthesize
 
 Samples = npt.NDArray[np.int16]
@@ -93,7 +93,7 @@ def run_frontend(stream: Samples, mode: str) -> tuple[float, int]:
     out: list[GateOutput] = []
     fe = FrontEnd(
         device_rate=RATE,
-        gate=gate,
+        settings=listen_settings(gate),
         chunk_ms=40,
         vad=WebRtcVad(gate.vad_aggressiveness, gate.vad_frame_ms),
         emit=out.append,

@@ -136,7 +136,7 @@ def test_greeting_then_scripted_tool_calls_valid_invalid_and_hanging(tmp_path: A
             cfg = config(sim.url, tools, session_policy={"greeting": "Greet the user"})
             async with running(cfg, sim) as run:
                 await run.until(lambda: bool(run.of(Transcript)) and run.daemon.session.state is State.MUTED, 20, "the reply after the tools")
-                assert run.daemon.frontend is not None and run.daemon.frontend.muted  # the mic is gated
+                assert run.daemon.frontend is not None and run.daemon.controls.muted  # the mic is gated
             return run
 
     run = asyncio.run(scenario())

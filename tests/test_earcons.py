@@ -28,7 +28,14 @@ from gpiozero.pins.mock import MockFactory
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted, SpeechStopped
 from appliance.audio.playback import PlaybackIdle, PlaybackStarted, PlaybackThread
 from appliance.audio.vad import WebRtcVad
-from appliance.config import EARCON_NAMES, EarconSettings, GateSettings, parse_config
+from appliance.config import (
+    EARCON_NAMES,
+    EarconSettings,
+    GateSettings,
+    listen_settings,
+    parse_config,
+)
+from appliance.core.listen import Control
 from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
@@ -180,7 +187,7 @@ def run_frontend(
 def frontend(mode: str, out: list[GateOutput]) -> FrontEnd:
     gate = GateSettings(mode=mode)
     vad = WebRtcVad(gate.vad_aggressiveness, gate.vad_frame_ms) if mode == "vad" else None
-    return FrontEnd(device_rate=16000, gate=gate, chunk_ms=40, vad=vad, emit=out.append)
+    return FrontEnd(device_rate=16000, settings=listen_settings(gate), chunk_ms=40, vad=vad, emit=out.append)
 
 
 @pytest.mark.parametrize("name", EARCON_NAMES)
@@ -192,7 +199,7 @@ def test_every_earcon_would_open_the_vad_gate_but_not_while_flagged(name: str) -
     assert any(isinstance(o, SpeechStarted) for o in unguarded)  # so the guard matters
     guarded: list[GateOutput] = []
     fe = frontend("vad", guarded)
-    fe.earcon = True
+    fe.post(Control.EARCON_HOLD)
     run_frontend(fe, heard)
     assert guarded == []
     assert fe.vad_calls > 0  # the VAD did hear it
@@ -211,7 +218,7 @@ def test_a_cue_does_not_cut_a_turn_under_way() -> None:
     def flag_once_speaking(n: int) -> None:
         if out and not period_started:
             period_started.append(n)
-            fe.earcon = True  # a cue starts playing mid-turn
+            fe.post(Control.EARCON_HOLD)  # a cue starts playing mid-turn
 
     run_frontend(fe, speech24, flag_once_speaking)
     assert period_started and started < len(plain)
@@ -224,12 +231,13 @@ def test_a_cue_does_not_cut_a_turn_under_way() -> None:
 def test_push_to_talk_streams_only_after_the_cue() -> None:
     out: list[GateOutput] = []
     fe = frontend("push_to_talk", out)
-    fe.talking, fe.earcon = True, True
+    fe.post(Control.TALK_PRESSED)
+    fe.post(Control.EARCON_HOLD)
     period = np.zeros(160, np.int16)
     for _ in range(20):
         fe.process(period)
     assert out == []
-    fe.earcon = False
+    fe.post(Control.EARCON_RELEASE)
     for _ in range(9):  # one period opens the turn, the next 80 ms stream
         fe.process(period)
     assert isinstance(out[0], SpeechStarted)

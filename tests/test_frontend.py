@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from appliance.audio.frontend import (
@@ -14,21 +16,30 @@ from appliance.audio.frontend import (
     SpeechStopped,
 )
 from appliance.audio.vad import WebRtcVad
-from appliance.config import GateSettings
+from appliance.config import GateSettings, listen_settings
+from appliance.core.listen import Control
 from appliance.demo import speech_recording
 
 
-def run(pcm: np.ndarray, rate: int, gate: GateSettings, period_ms: int = 10, **flags: bool) -> list[GateOutput]:
-    out: list[GateOutput] = []
+def make(
+    rate: int, gate: GateSettings, emit: Callable[[GateOutput], None], *controls: Control, vad: bool = True
+) -> FrontEnd:
+    """A front end on ``gate`` (webrtcvad in vad mode) told ``controls`` by the loop."""
     fe = FrontEnd(
         device_rate=rate,
-        gate=gate,
+        settings=listen_settings(gate),
         chunk_ms=40,
-        vad=WebRtcVad(gate.vad_aggressiveness, gate.vad_frame_ms) if gate.mode == "vad" else None,
-        emit=out.append,
+        vad=WebRtcVad(gate.vad_aggressiveness, gate.vad_frame_ms) if vad and gate.mode == "vad" else None,
+        emit=emit,
     )
-    for name, value in flags.items():
-        setattr(fe, name, value)
+    for msg in controls:
+        fe.post(msg)
+    return fe
+
+
+def run(pcm: np.ndarray, rate: int, gate: GateSettings, *controls: Control, period_ms: int = 10) -> list[GateOutput]:
+    out: list[GateOutput] = []
+    fe = make(rate, gate, out.append, *controls)
     step = rate * period_ms // 1000
     for i in range(0, len(pcm) - step + 1, step):
         fe.process(pcm[i : i + step])
@@ -80,11 +91,10 @@ def test_stereo_48k_device_is_resampled_to_24k() -> None:
 def test_push_to_talk_streams_only_while_held() -> None:
     pcm, rate = recording()
     out: list[GateOutput] = []
-    fe = FrontEnd(device_rate=rate, gate=GateSettings(mode="push_to_talk"), chunk_ms=40, vad=None, emit=out.append)
-    fe.talking = True
+    fe = make(rate, GateSettings(mode="push_to_talk"), out.append, Control.TALK_PRESSED)
     for i in range(0, rate, 160):  # held for 1 s
         fe.process(pcm[i : i + 160])
-    fe.talking = False
+    fe.post(Control.TALK_RELEASED)
     fe.process(pcm[rate : rate + 160])
     assert isinstance(out[0], SpeechStarted) and isinstance(out[-1], SpeechStopped)
     sent = sum(len(o.pcm) for o in out if isinstance(o, AudioChunk)) // 48
@@ -94,8 +104,8 @@ def test_push_to_talk_streams_only_while_held() -> None:
 
 def test_muted_sends_nothing() -> None:
     pcm, rate = recording()
-    assert run(pcm, rate, GateSettings(), muted=True) == []
-    assert run(pcm, rate, GateSettings(mode="always"), muted=True) == []
+    assert run(pcm, rate, GateSettings(), Control.MUTE_ON) == []
+    assert run(pcm, rate, GateSettings(mode="always"), Control.MUTE_ON) == []
 
 
 def test_always_streams_everything() -> None:
@@ -106,18 +116,10 @@ def test_always_streams_everything() -> None:
     assert abs(sent - len(pcm) * 1000 // rate) <= 100
 
 
-def onset_ms(pcm: np.ndarray, rate: int, gate: GateSettings, **flags: bool) -> int | None:
+def onset_ms(pcm: np.ndarray, rate: int, gate: GateSettings, *controls: Control) -> int | None:
     """When SpeechStarted is emitted, in ms of input (10 ms periods)."""
     out: list[GateOutput] = []
-    fe = FrontEnd(
-        device_rate=rate,
-        gate=gate,
-        chunk_ms=40,
-        vad=WebRtcVad(gate.vad_aggressiveness, gate.vad_frame_ms),
-        emit=out.append,
-    )
-    for name, value in flags.items():
-        setattr(fe, name, value)
+    fe = make(rate, gate, out.append, *controls)
     step = rate // 100
     for i in range(0, len(pcm) - step + 1, step):
         fe.process(pcm[i : i + step])
@@ -139,7 +141,7 @@ def test_echo_guard_needs_more_speech_while_the_speaker_plays() -> None:
     pcm = noisy(pcm, 20)
     gate = GateSettings()
     normal = onset_ms(pcm, rate, gate)
-    guarded = onset_ms(pcm, rate, gate, playing=True)
+    guarded = onset_ms(pcm, rate, gate, Control.SPEAKER_PLAYING)
     assert normal is not None and guarded is not None
     # 4 voiced frames of 6 instead of 3 of 5: at least one 30 ms frame later, and not by much.
     assert normal + 30 <= guarded <= normal + 90, (normal, guarded)
@@ -152,20 +154,20 @@ def test_echo_guard_ignores_a_short_burst_only_while_playing() -> None:
     burst = np.concatenate([burst, np.zeros(rate, np.int16)])
     gate = GateSettings(barge_in_min_speech_ms=600)
     assert onset_ms(burst, rate, gate) is not None  # 300 ms of speech starts a turn
-    assert onset_ms(burst, rate, gate, playing=True) is None  # but does not barge in
+    assert onset_ms(burst, rate, gate, Control.SPEAKER_PLAYING) is None  # but does not barge in
 
 
 def test_echo_guard_switches_the_vad_mode_and_back() -> None:
     gate = GateSettings(vad_aggressiveness=1, barge_in_aggressiveness=3)
     vad = WebRtcVad(1, 30)
-    fe = FrontEnd(device_rate=16000, gate=gate, chunk_ms=40, vad=vad, emit=lambda o: None)
+    fe = FrontEnd(device_rate=16000, settings=listen_settings(gate), chunk_ms=40, vad=vad, emit=lambda o: None)
     quiet = np.zeros(160, np.int16)
     fe.process(quiet)
     assert vad.aggressiveness == 1
-    fe.playing = True
+    fe.post(Control.SPEAKER_PLAYING)
     fe.process(quiet)
     assert vad.aggressiveness == 3
-    fe.playing = False
+    fe.post(Control.SPEAKER_IDLE)
     fe.process(quiet)
     assert vad.aggressiveness == 1
 
@@ -177,7 +179,7 @@ def test_blocks_of_what_wants_asks_send_the_same_turn_as_single_periods() -> Non
     pcm, rate = recording()
     gate = GateSettings()
     out: list[GateOutput] = []
-    fe = FrontEnd(device_rate=rate, gate=gate, chunk_ms=40, vad=WebRtcVad(2, 30), emit=out.append)
+    fe = make(rate, gate, out.append)
     sizes: list[int] = []
     pos = 0
     while pos < len(pcm):
@@ -200,21 +202,20 @@ def test_blocks_of_what_wants_asks_send_the_same_turn_as_single_periods() -> Non
 
 
 def test_wants_every_period_while_the_speaker_plays_and_in_push_to_talk() -> None:
-    fe = FrontEnd(device_rate=48000, gate=GateSettings(), chunk_ms=40, vad=WebRtcVad(2, 30), emit=print)
+    fe = make(48000, GateSettings(), print)
     assert fe.wants() == LISTEN_BATCH_MS // 30 * 1440  # whole 30 ms VAD frames at 48 kHz
-    fe.playing = True  # local barge-in must be fast
+    fe.post(Control.SPEAKER_PLAYING)  # local barge-in must be fast
     assert fe.wants() == 0
-    fe.playing, fe.earcon = False, True  # judged while the flag still covers the cue
+    fe.post(Control.SPEAKER_IDLE)
+    fe.post(Control.EARCON_HOLD)  # judged while the hold still covers the cue
     assert fe.wants() == 0
-    ptt = FrontEnd(
-        device_rate=16000, gate=GateSettings(mode="push_to_talk"), chunk_ms=40, vad=None, emit=print
-    )
+    ptt = make(16000, GateSettings(mode="push_to_talk"), print)
     # Nothing to decide until the button (which wakes the thread).
     assert ptt.wants() == LISTEN_BATCH_MS * 16
-    ptt.talking = True
+    ptt.post(Control.TALK_PRESSED)
     assert ptt.wants() == 0  # held: the turn starts at the next period
     ptt.process(np.zeros(160, np.int16))
     assert ptt.wants() == 640  # streaming: the rest of the 40 ms chunk
     # Waiting for the wake word: shorter blocks (the window opens at the end of one).
-    wake = FrontEnd(device_rate=16000, gate=GateSettings(mode="wake"), chunk_ms=40, vad=None, emit=print)
+    wake = make(16000, GateSettings(mode="wake"), print, vad=False)
     assert wake.wants() == WAKE_BATCH_MS * 16 < LISTEN_BATCH_MS * 16

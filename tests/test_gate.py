@@ -55,3 +55,11 @@ def test_require_rejects_more_frames_than_the_window() -> None:
 
     with pytest.raises(ValueError):
         make().require(5, 4)
+
+
+def test_an_end_hint_at_a_pause_stops_without_the_hangover() -> None:
+    gate = make(hangover_ms=600)
+    assert run(gate, "111") == [(2, Edge.START)]
+    assert gate.process(False, may_end=False) is None
+    assert gate.process(True, may_end=True) is None  # a voiced frame never ends the turn
+    assert gate.process(False, may_end=True) is Edge.STOP

@@ -33,7 +33,8 @@ from appliance.audio.frontend import (
 )
 from appliance.audio.vad import WebRtcVad
 from appliance.audio.wake import PACKAGE, WakeWordDetector
-from appliance.config import GateSettings, parse_config
+from appliance.config import GateSettings, listen_settings, parse_config
+from appliance.core.listen import Control
 from appliance.core.session import Action, Send, Session, StateChanged, StopPlayback
 from appliance.core.state import State
 from appliance.credentials import ApiKey
@@ -282,8 +283,8 @@ def test_session_shows_listening_and_interrupts_by_name() -> None:
 
 
 class Run:
-    """A wake-mode front end fed 10 ms periods; ``at`` maps a period index to a callback
-    (the loop's side: follow-up, flags)."""
+    """A wake-mode front end fed 10 ms periods; ``at`` maps a period index to a message
+    from the loop (follow-up, earcon hold, mute)."""
 
     def __init__(self, **gate: Any) -> None:
         self.gate = GateSettings(mode="wake", **gate)
@@ -291,15 +292,15 @@ class Run:
         self.detector = WakeWordDetector(self.gate.wake_word)
         self.vad = WebRtcVad(self.gate.vad_aggressiveness, self.gate.vad_frame_ms)
         self.fe = FrontEnd(
-            device_rate=RATE, gate=self.gate, chunk_ms=40, vad=self.vad, emit=self.out.append,
+            device_rate=RATE, settings=listen_settings(self.gate), chunk_ms=40, vad=self.vad, emit=self.out.append,
             wake=self.detector,
         )
         self.fed = 0  # periods
 
-    def feed(self, pcm: np.ndarray, at: dict[int, Callable[[FrontEnd], None]] | None = None) -> None:
+    def feed(self, pcm: np.ndarray, at: dict[int, Control] | None = None) -> None:
         for i in range(0, len(pcm) - 159, 160):
             if at and self.fed in at:
-                at[self.fed](self.fe)
+                self.fe.post(at[self.fed])
             self.fe.process(pcm[i : i + 160])
             self.fed += 1
 
@@ -379,32 +380,28 @@ def test_follow_up_window_needs_no_wake_word() -> None:
     r.feed(join(clip("follow_up"), silence(1)))
     assert len(r.out) == before
     # ... inside one it is, and the window is shown as open first.
-    r.feed(join(silence(0.5), clip("follow_up"), silence(1.5)), at={r.fed + 10: FrontEnd.open_follow_up})
+    r.feed(join(silence(0.5), clip("follow_up"), silence(1.5)), at={r.fed + 10: Control.FOLLOW_UP})
     new = r.out[before:]
     assert new[0] == WakeWindow(True, False)
     assert [type(o) for o in new if not isinstance(o, AudioChunk)] == [WakeWindow, SpeechStarted, SpeechStopped]
     sent = np.frombuffer(b"".join(o.pcm for o in new if isinstance(o, AudioChunk)), np.int16)
     assert best_correlation(sent, to24(loud_part(clip("follow_up")))) > 0.9
     # An unanswered follow-up window closes after follow_up_s.
-    r.feed(silence(4), at={r.fed + 10: FrontEnd.open_follow_up})
+    r.feed(silence(4), at={r.fed + 10: Control.FOLLOW_UP})
     assert r.out[-2:] == [WakeWindow(True, False), WakeWindow(False)]
 
 
 def test_the_wake_earcon_is_never_pre_roll() -> None:
-    """The cue the mic hears right after the wake word (``earcon`` flag) is not sent."""
+    """The cue the mic hears right after the wake word (the earcon hold) is not sent."""
     r = Run()
     t = np.arange(int(RATE * 0.25)) / RATE
     beep = (8000 * np.sin(2 * np.pi * 880 * t)).astype(np.int16)
     r.feed(join(silence(1), clip("okay_nabu"), silence(0.3)))
     assert r.out == [WakeWindow(True, True)]
-
-    def hold(fe: FrontEnd) -> None:
-        fe.earcon = True
-
-    def release(fe: FrontEnd) -> None:
-        fe.earcon = False
-
-    r.feed(join(beep, silence(0.05), question(), silence(1.5)), at={r.fed: hold, r.fed + 30: release})
+    r.feed(
+        join(beep, silence(0.05), question(), silence(1.5)),
+        at={r.fed: Control.EARCON_HOLD, r.fed + 30: Control.EARCON_RELEASE},
+    )
     sent = r.sent()
     assert best_correlation(sent, to24(loud_part(question()))) > 0.9
     assert best_correlation(sent, to24(beep)) < 0.5
@@ -414,7 +411,7 @@ def test_mute_closes_the_window() -> None:
     r = Run()
     r.feed(join(silence(0.5), clip("okay_nabu"), silence(0.2)))
     assert r.out == [WakeWindow(True, True)]
-    r.fe.muted = True
+    r.fe.post(Control.MUTE_ON)
     r.feed(join(question(), silence(0.5)))
     assert r.out == [WakeWindow(True, True), WakeWindow(False)]
 
@@ -486,11 +483,11 @@ async def _wake_scenario(pulse: PulseEnv) -> dict[str, Any]:
             await until("listening", lambda: state() is State.LISTENING, 5)
             result["listening_after_s"] = time.monotonic() - wake_at
             result["earcons"] = list(daemon.earcons.played)
-            fe = daemon.frontend
-            assert fe is not None
-            await until("the cue's hold", lambda: fe.earcon, 2)
+            # What the loop told the front end (the cue's hold, while the cue plays).
+            controls = daemon.controls
+            await until("the cue's hold", lambda: controls.earcon, 2)
             held_at = time.monotonic()
-            await until("the end of the cue's hold", lambda: not fe.earcon, 3)
+            await until("the end of the cue's hold", lambda: not controls.earcon, 3)
             result["cue_hold_s"] = time.monotonic() - held_at
             await feed_q
             await until("a committed turn", lambda: "response.create" in [e.get("type") for e in sim.received], 10)

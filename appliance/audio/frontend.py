@@ -1,39 +1,31 @@
-"""The capture-side front end: device audio in, gate decisions and upstream chunks out.
+"""The capture-side front end: the DSP and buffers between device audio and ``Listener``.
 
 Runs on the capture thread, one call per ALSA period or per block of them (``wants`` tells
 the thread how many it may gather: the capture CPU is per wake-up), so it must stay cheap
-and allocate little: it keeps the period in a history ring (the pre-roll) at the source rate, resamples
-it to 16 kHz for the VAD, skips webrtcvad when a frame is far below speech energy, and
-feeds the pure ``VadGate``. Only while a turn streams is audio resampled to 24 kHz for
-upstream (soxr streams), so a quiet room costs no upstream resampling. What it decides goes out through ``emit``
-(the daemon hands each output to the event loop with ``call_soon_threadsafe``), so the
-loop wakes only when there is something to send, never per period.
+and allocate little: it keeps the period in a history ring (the pre-roll) at the source
+rate, resamples it to 16 kHz for the speech detector (webrtcvad, skipped when a frame is far
+below speech energy) and the wake-word detector, and hands their verdicts to the pure
+``appliance.core.listen.Listener``, which owns every decision: modes, mute, push-to-talk,
+the wake and follow-up windows, the echo guard, the earcon hold, the pre-roll and the
+pacing. Only while a turn streams is audio resampled to 24 kHz for upstream (soxr streams),
+so a quiet room costs no upstream resampling. What goes upstream leaves through ``emit``
+(the daemon hands each output to the event loop with ``call_soon_threadsafe``), so the loop
+wakes only when there is something to send, never per period.
 
-The loop thread talks back through three plain attributes: ``talking`` (push-to-talk
-held), ``muted``, and ``playing`` (the speaker is playing: the daemon sets it on the
-player's started / idle / stopped events). Reading a bool is atomic, so no lock is shared
-with the audio thread.
+The loop thread talks back only through ``post`` (a ``Control`` message on a deque, which is
+thread-safe), then wakes the capture thread (``CaptureThread.wake``); the messages are
+drained at the next ``wants`` or ``process``. Nothing is read across threads.
 
-Echo guard: while ``playing``, the microphone may hear the speaker, so the VAD gate needs
-stronger evidence before it opens (and so barges in): webrtcvad runs at
-``barge_in_aggressiveness`` and the start window must hold ``barge_in_min_speech_ms`` of
-voiced frames (``GateSettings.barge_in_start``). The switch happens on this thread, at the
-first VAD frame after the flag changes; the VAD keeps its adapted noise model.
-
-Stages, in ``process``: resample -> history (pre-roll) -> mode (mute, always, push-to-talk,
-wake, or the VAD path: energy pre-check -> webrtcvad -> ``VadGate``) -> chunking -> ``emit``.
-With a ``canceller`` (``appliance.audio.aec``), the period is resampled to 16 kHz, cancelled,
-and everything after (the VAD, and upstream after 16 -> 24 kHz) gets the cancelled signal.
-
-Wake mode: until the wake word only the detector (``appliance.audio.wake``) hears the 16 kHz
-signal; a detection opens a window (``WakeWindow``) in which the VAD path runs as in vad
-mode, with a pre-roll that never reaches back past the detection (nor into an earcon), so
-the wake word stays on the device unless ``send_wake_word``. The loop opens the follow-up
-window after a reply with ``open_follow_up()`` (a counter only the loop writes).
+Stages, in ``process``: (cancel) -> history -> ``Listener.block`` -> by its route: drop,
+send, the wake-word detector, or energy pre-check -> webrtcvad -> ``Listener.frame`` ->
+chunking -> ``emit``. With a ``canceller`` (``appliance.audio.aec``), the period is
+resampled to 16 kHz, cancelled, and everything after (the detectors and, resampled to
+24 kHz, upstream) gets the cancelled signal.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,8 +34,39 @@ import numpy as np
 import soxr
 
 from appliance.audio.ring import SampleRing
-from appliance.config import GateSettings
-from appliance.core.gate import Edge, VadGate
+from appliance.core.listen import (
+    LISTEN_BATCH_MS,
+    WAKE_BATCH_MS,
+    WAKE_BLOCK_MS,
+    WAKE_LOOKBACK_S,
+    Control,
+    EndTurn,
+    Guard,
+    Listener,
+    ListenSettings,
+    Pace,
+    Route,
+    StartTurn,
+    WakeWindow,
+)
+
+# With the listener's names the daemon, the benches and the tests know as the front end's.
+__all__ = [
+    "ENERGY_FLOOR",
+    "LISTEN_BATCH_MS",
+    "UPSTREAM_RATE",
+    "VAD_RATE",
+    "WAKE_BATCH_MS",
+    "AudioChunk",
+    "Canceller",
+    "FrontEnd",
+    "GateOutput",
+    "SpeechStarted",
+    "SpeechStopped",
+    "Vad",
+    "WakeDetector",
+    "WakeWindow",
+]
 
 UPSTREAM_RATE = 24000
 VAD_RATE = 16000
@@ -52,14 +75,6 @@ ENERGY_FLOOR = (32768 * 10 ** (-56 / 20)) ** 2
 _AEC_FRAME = VAD_RATE // 100  # the canceller's frame (appliance.audio.aec.FRAME)
 # A live chunk this many samples short of chunk_ms (the resampler's delay) goes out anyway.
 _CHUNK_SLACK = 24
-# Listening (no turn, nothing voiced in the last frame): VAD frames are handed over in
-# blocks this long, one capture wake-up per block (see FrontEnd.wants).
-LISTEN_BATCH_MS = 240
-# Wake mode waiting for its word: shorter blocks, since the listening window opens at the end
-# of the block the word was heard in (what follows it there is not sent).
-WAKE_BATCH_MS = 120
-# Wake mode with ``send_wake_word``: how far back from a detection the wake word may begin.
-WAKE_LOOKBACK_S = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +97,6 @@ class SpeechStopped:
 
     sent_ms: int
     cancelled: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class WakeWindow:
-    """Wake mode: the device listens without the wake word (``open``), because the wake
-    word was just heard (``wake_word``: show listening, play the wake earcon, interrupt
-    the agent) or a reply just ended (the follow-up window); or it stopped listening
-    (``open`` false: the window ran out with no speech, or mute). A turn that starts in
-    the window closes it without a ``WakeWindow(False)``."""
-
-    open: bool
-    wake_word: bool = False
 
 
 GateOutput = SpeechStarted | AudioChunk | SpeechStopped | WakeWindow
@@ -166,14 +169,13 @@ class FrontEnd:
         self,
         *,
         device_rate: int,
-        gate: GateSettings,
+        settings: ListenSettings,
         chunk_ms: int,
         vad: Vad | None,
         emit: Callable[[GateOutput], None],
         canceller: Canceller | None = None,
         wake: WakeDetector | None = None,
     ) -> None:
-        self._mode = gate.mode
         self._emit = emit
         self._device_rate = device_rate
         self._to16 = _Resampler(device_rate, VAD_RATE, "LQ")
@@ -191,10 +193,7 @@ class FrontEnd:
         self._to24 = _Resampler(
             self._rate, UPSTREAM_RATE, "QQ" if self._rate < UPSTREAM_RATE else "HQ"
         )
-        # Wake mode keeps enough history to send the wake word with a late request.
-        history_s = 2 + (WAKE_LOOKBACK_S + gate.wake_listen_s if gate.send_wake_word else 0)
-        self._history = SampleRing(int(self._rate * history_s))
-        self._preroll = self._rate * gate.preroll_ms // 1000
+        self._history = SampleRing(int(self._rate * settings.history_s))
         self._chunk = np.zeros(UPSTREAM_RATE * chunk_ms // 1000, dtype=np.int16)
         self._fill = 0
         # Live audio is resampled a chunk at a time: one soxr call per chunk, not per period
@@ -202,83 +201,59 @@ class FrontEnd:
         self._batch = np.zeros(self._rate * chunk_ms // 1000, dtype=np.int16)
         self._batch_fill = 0
         self._vad = vad
-        self._gate = VadGate(
-            frame_ms=gate.vad_frame_ms,
-            start_frames=gate.start_frames,
-            start_window=gate.start_window,
-            hangover_ms=gate.hangover_ms,
-            warmup_ms=gate.warmup_ms,
-        )
-        self._normal = (gate.vad_aggressiveness, gate.start_frames, gate.start_window)
-        self._strict = (gate.barge_in_aggressiveness, *gate.barge_in_start)
-        self._guarded = False
-        self._frame = np.zeros(VAD_RATE * gate.vad_frame_ms // 1000, dtype=np.int16)
+        self._listener = Listener(settings, self._rate)
+        self._inbox: deque[Control] = deque()
+        self._frame = np.zeros(VAD_RATE * settings.frame_ms // 1000, dtype=np.int16)
         self._frame_fill = 0
-        batch_ms = WAKE_BATCH_MS if gate.mode == "wake" else LISTEN_BATCH_MS
-        self._listen_frames = max(1, batch_ms // gate.vad_frame_ms)
-        self._last_voiced = False
-        self._streaming = False
+        # Pacing in device frames (``Listener.pace``).
+        self._pace_frame = len(self._frame) * device_rate // VAD_RATE
+        self._pace_block = self._pace_frame * self._listener.block_frames
         self._sent = 0
-        self.talking = False
-        self.muted = False
-        self.playing = False
-        # An earcon (appliance.earcons) is playing: no turn may start on it; one under way goes on.
-        self.earcon = False
         self.vad_calls = 0
-        # Wake mode: the detector runs only while no window is open and no turn streams;
-        # the VAD only while one is. Window bounds are history (source rate) positions.
         self._wake = wake
-        self._listen = int(self._rate * gate.wake_listen_s)
-        self._follow_up = int(self._rate * gate.follow_up_s)
-        self._send_wake_word = gate.send_wake_word
-        self._window_start = 0
-        self._window_end: int | None = None
-        self._wake_start: int | None = None  # where the wake word began, if it is to be sent
-        self._wake_end = 0  # where it was detected
-        self.follow_ups = 0  # written by the loop thread only (``open_follow_up``)
-        self._follow_ups_seen = 0
+
+    # -- called on the loop thread --------------------------------------------------------------
+
+    def post(self, msg: Control) -> None:
+        """Loop thread: tell the capture side (drained at its next call; wake it after)."""
+        self._inbox.append(msg)
 
     # -- called on the capture thread ---------------------------------------------------------
 
+    def _drain(self) -> None:
+        inbox = self._inbox
+        while inbox:
+            self._listener.control(inbox.popleft())
+
     def wants(self) -> int:
         """Device frames the capture thread may gather before the next call (0: hand over
-        every period as soon as the device has it).
+        every period as soon as the device has it); ``Listener.pace`` decides.
 
         The capture thread sleeps on a timer until they are due and hands them over in one
         call (``CaptureThread(wants=...)``), so the cost is a wake-up per decision, not per
-        period. Streaming: the rest of the current upstream chunk (it cannot go out
-        sooner). Listening: ``LISTEN_BATCH_MS`` of VAD frames while the last frame was not
-        voiced (a turn needs several voiced frames, and its pre-roll is taken back from the
-        frame that opens it, so a batch costs no audio), then one frame at a time until
-        the room is quiet again. Speaker playing (local barge-in must be fast), an earcon
-        playing (the audio must be judged while ``earcon`` still covers it: a block read
-        after the flag drops would hand the cue's end to the VAD), the push-to-talk button
-        held before its turn starts, and a canceller at work (until the speaker has been
-        silent a second): every period. Whoever changes ``playing``, ``earcon`` or
-        ``talking`` wakes the capture thread (``CaptureThread.wake``), so a sleep in a
-        block never delays them."""
-        if self._canceller is not None and not self._canceller.idle:
-            # The canceller times the microphone by when each read returns (its capture
-            # clock wants reads right after each period) while there is echo to cancel;
-            # once the speaker has been silent a while it is bypassed and blocks are fine.
-            return 0
-        frame = len(self._frame) * self._device_rate // VAD_RATE
-        block = frame * self._listen_frames
-        if self.muted:
-            return block
-        if self._streaming:
+        period. Whoever posts a message wakes the capture thread (``CaptureThread.wake``),
+        which asks again, so a sleep in a block never delays it."""
+        if self._inbox:
+            self._drain()
+        # The canceller times the microphone by when each read returns (its capture clock
+        # wants reads right after each period) while there is echo to cancel; once the
+        # speaker has been silent a while it is bypassed and blocks are fine.
+        pace = self._listener.pace(self._canceller is not None and not self._canceller.idle)
+        if pace is Pace.BLOCK:
+            return self._pace_block
+        if pace is Pace.FRAME:
+            return self._pace_frame
+        if pace is Pace.CHUNK:
             left = len(self._batch) - self._batch_fill
             if self._canceller is not None:  # it hands on whole 10 ms frames only
                 left = -(-left // _AEC_FRAME) * _AEC_FRAME - self._canceller.pending
             return -(-left * self._device_rate // self._rate)
-        if self._mode == "push_to_talk":
-            return 0 if self.talking else block
-        if self.playing or self.earcon:
-            return 0
-        return frame if self._last_voiced else block
+        return 0
 
     def process(self, mono: np.ndarray) -> None:
         """One capture period (mono int16 at the device rate)."""
+        if self._inbox:
+            self._drain()
         pcm16k = None
         if self._canceller is not None:
             pcm16k = self._canceller.process(self._to16(mono))
@@ -287,34 +262,36 @@ class FrontEnd:
             src = mono
         self._history.write(src)
         self._history.clear()  # a history, not a queue: it is never "full"
-        if self.muted:
-            if self._streaming:
-                self._end(cancelled=True)
-            self._gate.reset()
-            if self._window_end is not None:
-                self._close_window()
-            return
-        if self._mode == "always":
-            if not self._streaming:
-                self._begin(0)
+        route, decisions = self._listener.block(self._history.write_pos)
+        for d in decisions:
+            self._apply(d)
+        if route is Route.DETECT:
+            self._detect(self._to16(mono) if pcm16k is None else pcm16k, src)
+            window = self._listener.block_end()
+            if window is not None:
+                self._emit(window)
+        elif route is Route.SEND:
             self._send(src)
-        elif self._mode == "push_to_talk":
-            if self.talking and not self._streaming and not self.earcon:
-                self._begin(0)  # after the "speak now" cue, so the cue is not sent
-            elif self._streaming and not self.talking:
-                self._end()
-            elif self._streaming:
-                self._send(src)
-        elif self._mode == "wake":
-            self._run_wake(self._to16(mono) if pcm16k is None else pcm16k, src)
-        else:
-            self._run_vad(self._to16(mono) if pcm16k is None else pcm16k, src)
+        elif route is Route.WAKE and self._wake is not None:
+            self._wake.strict = self._listener.playing  # the echo guard, for the wake word
+            if self._wake(self._to16(mono) if pcm16k is None else pcm16k):
+                self._apply(self._listener.wake_heard(self._lookback()))
 
-    def _run_vad(self, pcm16k: np.ndarray, src: np.ndarray) -> None:
-        if self._streaming:
+    def _apply(self, d: StartTurn | EndTurn | WakeWindow | Guard) -> None:
+        if isinstance(d, StartTurn):
+            self._begin(d)
+        elif isinstance(d, EndTurn):
+            self._end(d.cancelled)
+        elif isinstance(d, WakeWindow):
+            if d.open:
+                self._frame_fill = 0
+            self._emit(d)
+        elif self._vad is not None:
+            self._vad.set_aggressiveness(d.aggressiveness)
+
+    def _detect(self, pcm16k: np.ndarray, src: np.ndarray) -> None:
+        if self._listener.streaming:
             self._send(src)
-        if self.playing is not self._guarded:
-            self._set_guard(self.playing)
         frame = self._frame
         size = len(frame)
         n = len(pcm16k)
@@ -341,113 +318,42 @@ class FrontEnd:
 
     def _on_frame(self, frame: np.ndarray, energy: float, rest: int) -> None:
         """One VAD frame (mean square ``energy``), ``rest`` samples before the block's end."""
-        voiced = self._voiced(frame, energy) and (self._streaming or not self.earcon)
-        self._last_voiced = voiced
-        edge = self._gate.process(voiced)
-        if edge is Edge.START:
-            # The history already holds the rest of this block: the pre-roll is counted
-            # back from the frame that opened the turn, the rest rides with it.
-            self._begin(self._turn_preroll(rest * self._rate // VAD_RATE), self._wake_audio())
-        elif edge is Edge.STOP:
-            self._end()
+        speech = 0.0
+        if energy >= ENERGY_FLOOR and self._vad is not None:
+            self.vad_calls += 1
+            speech = 1.0 if self._vad(frame.tobytes()) else 0.0
+        d = self._listener.frame(speech, rest * self._rate // VAD_RATE)
+        if d is not None:
+            self._apply(d)
 
-    # -- wake mode ----------------------------------------------------------------------------
-
-    def open_follow_up(self) -> None:
-        """Loop thread, wake mode: a reply ended; listen without the wake word for
-        ``follow_up_s`` (from the next capture period)."""
-        self.follow_ups += 1
-
-    def _run_wake(self, pcm16k: np.ndarray, src: np.ndarray) -> None:
-        if self.follow_ups != self._follow_ups_seen:
-            self._follow_ups_seen = self.follow_ups
-            if not self._streaming and self._follow_up:
-                self._open_window(self._follow_up, wake_word=False)
-        if self._window_end is None and not self._streaming:
-            if self._wake is not None:
-                self._wake.strict = self.playing  # the echo guard, for the wake word
-                if self._wake(pcm16k):
-                    self._open_window(self._listen, wake_word=True)
-            return
-        if self._window_end is not None and self.earcon:
-            self._window_start = self._history.write_pos  # the cue is never pre-roll
-        self._run_vad(pcm16k, src)
-        if self._streaming:
-            self._window_end = None  # the turn took the window
-        elif self._window_end is not None and self._history.write_pos >= self._window_end:
-            self._close_window()
-
-    def _open_window(self, length: int, *, wake_word: bool) -> None:
-        now = self._history.write_pos
-        self._window_start, self._window_end = now, now + length
-        self._wake_start = self._find_wake_start() if wake_word and self._send_wake_word else None
-        self._wake_end = now
-        self._gate.reset()
-        self._frame_fill = 0
-        self._emit(WakeWindow(True, wake_word))
-
-    def _close_window(self) -> None:
-        self._window_end = None
-        self._emit(WakeWindow(False))
-
-    def _find_wake_start(self) -> int:
-        """Where the wake word began: the first 10 ms block, in the last
-        ``WAKE_LOOKBACK_S``, within 20 dB of the loudest one (less a 50 ms margin)."""
-        n = int(self._rate * WAKE_LOOKBACK_S)
-        recent = self._history.last(n).astype(np.float32)
-        block = self._rate // 100
+    def _lookback(self) -> list[float] | None:
+        """The wake word's lookback for ``Listener.wake_heard``: energies of the last
+        ``WAKE_LOOKBACK_S`` in ``WAKE_BLOCK_MS`` blocks (only when the word is to be sent)."""
+        if not self._listener.wants_wake_start:
+            return None
+        recent = self._history.last(int(self._rate * WAKE_LOOKBACK_S)).astype(np.float32)
+        block = self._rate * WAKE_BLOCK_MS // 1000
         usable = len(recent) // block * block
-        if not usable:
-            return self._history.write_pos
-        tail = recent[len(recent) - usable :]
-        energy = np.einsum("ij,ij->i", tail.reshape(-1, block), tail.reshape(-1, block))
-        first = int(np.argmax(energy > energy.max() / 100))
-        back = usable - max(0, first * block - self._rate // 20)
-        return self._history.write_pos - back
-
-    def _turn_preroll(self, rest: int) -> int:
-        """Pre-roll for a turn the VAD opens, ``rest`` samples (already in the history)
-        after the frame that opened it: ``preroll_ms`` before that frame, and in wake mode
-        never from before the window, so never the wake word (nor the wake earcon)."""
-        if self._mode != "wake":
-            return self._preroll + rest
-        return min(self._preroll, self._history.write_pos - rest - self._window_start) + rest
-
-    def _wake_audio(self) -> np.ndarray | None:
-        """With ``send_wake_word``: the wake word, sent ahead of the pre-roll (None when the
-        window was not opened by it, or its audio has left the history)."""
-        if self._mode != "wake" or self._wake_start is None:
-            return None
-        start, self._wake_start = self._wake_start, None
-        back = self._history.write_pos - start
-        if back > self._history.capacity:
-            return None
-        return self._history.last(back)[: self._wake_end - start]
-
-    def _set_guard(self, on: bool) -> None:
-        """Echo guard on (speaker playing) or off: VAD mode and start evidence."""
-        self._guarded = on
-        level, frames, window = self._strict if on else self._normal
-        if self._vad is not None:
-            self._vad.set_aggressiveness(level)
-        self._gate.require(frames, window)
-
-    def _voiced(self, frame: np.ndarray, energy: float) -> bool:
-        if energy < ENERGY_FLOOR or self._vad is None:
-            return False
-        self.vad_calls += 1
-        return self._vad(frame.tobytes())
+        tail = recent[len(recent) - usable :].reshape(-1, block)
+        energies: list[float] = np.einsum("ij,ij->i", tail, tail).tolist()
+        return energies
 
     # -- turn edges ---------------------------------------------------------------------------
 
-    def _begin(self, preroll: int, lead: np.ndarray | None = None) -> None:
-        """Open a turn: ``lead`` (the wake word, when it is sent) then the pre-roll."""
-        self._streaming = True
+    def _begin(self, turn: StartTurn) -> None:
+        """Open a turn: the wake word (when it is sent and still in the history), then the
+        pre-roll."""
         self._sent = 0
         self._fill = 0
         self._batch_fill = 0
         self._to24.clear()
-        have = min(preroll, self._history.write_pos)
+        lead = None
+        if turn.lead is not None:
+            start, end = turn.lead
+            back = self._history.write_pos - start
+            if back <= self._history.capacity:
+                lead = self._history.last(back)[: end - start]
+        have = min(turn.back, self._history.write_pos)
         ahead = 0 if lead is None else len(lead)
         self._emit(SpeechStarted((ahead + have) * 1000 // self._rate))
         if lead is not None:
@@ -506,5 +412,4 @@ class FrontEnd:
             self._stream(tail)
             self._flush()
         self._fill = 0
-        self._streaming = False
         self._emit(SpeechStopped(self._sent * 1000 // UPSTREAM_RATE, cancelled))

@@ -1,7 +1,9 @@
 """Voice-activity gate, sans I/O: per VAD frame "voiced or not" in, speech edges out.
 
 Speech starts when ``start_frames`` of the last ``start_window`` frames are voiced and ends
-after ``hangover_ms`` without a voiced frame. The first ``warmup_ms`` are ignored because
+after ``hangover_ms`` without a voiced frame, or at once at an unvoiced frame that the
+detector marks as a possible end of turn (``may_end``: a detector that judges pauses, where
+webrtcvad never does). The first ``warmup_ms`` are ignored because
 webrtcvad reports speech while it adapts. ``require()`` changes how much evidence opens the
 gate (the echo guard asks for more while the speaker plays). Time is the frame count;
 nothing is read from a clock.
@@ -39,14 +41,15 @@ class VadGate:
         self._silent_run = 0
         self.active = False
 
-    def process(self, voiced: bool) -> Edge | None:
-        """Feed one frame's VAD decision; returns an edge when speech starts or stops."""
+    def process(self, voiced: bool, may_end: bool = False) -> Edge | None:
+        """Feed one frame's VAD decision; returns an edge when speech starts or stops.
+        ``may_end``: this pause may end the turn (the hang-over is then not waited for)."""
         self._frames += 1
         if self._frames <= self._warmup_frames:
             voiced = False
         if self.active:
             self._silent_run = 0 if voiced else self._silent_run + 1
-            if self._silent_run >= self._hangover_frames:
+            if self._silent_run >= self._hangover_frames or (may_end and not voiced):
                 self.active = False
                 self._window.clear()
                 return Edge.STOP

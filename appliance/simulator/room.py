@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from appliance.config import GateSettings, ProcessingSettings
+from appliance.config import GateSettings, ProcessingSettings, listen_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -297,6 +297,7 @@ def run_front_end(
     from appliance.audio.aec import ReferenceTap, load_canceller
     from appliance.audio.frontend import FrontEnd, GateOutput, SpeechStarted, SpeechStopped
     from appliance.audio.vad import WebRtcVad
+    from appliance.core.listen import Control
 
     period = RATE // 100
     now = [0.0]
@@ -319,13 +320,14 @@ def run_front_end(
 
     fe = FrontEnd(
         device_rate=RATE,
-        gate=gate,
+        settings=listen_settings(gate),
         chunk_ms=40,
         vad=WebRtcVad(gate.vad_aggressiveness, gate.vad_frame_ms),
         emit=emit,
         canceller=timed,
     )
-    fe.playing = playing
+    if playing:
+        fe.post(Control.SPEAKER_PLAYING)
     mic = to_pcm16(sc.mic)
     spk = to_pcm16(sc.speaker)
     ahead = RATE * device_delay_ms // 1000
