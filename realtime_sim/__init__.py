@@ -16,10 +16,10 @@ websockets server with the service's handshake checks.
     server        RealtimeSimulator, serve_forever, run_simulator (websockets adapter)
 """
 
-from appliance.simulator.engine import SimSession
-from appliance.simulator.script import SimScript, ToolCall
-from appliance.simulator.server import RealtimeSimulator, run_simulator, serve_forever
-from appliance.simulator.validate import SimError
+from realtime_sim.engine import SimSession
+from realtime_sim.script import SimScript, ToolCall
+from realtime_sim.server import RealtimeSimulator, run_simulator, serve_forever
+from realtime_sim.validate import SimError
 
 __all__ = [
     "RealtimeSimulator",

@@ -30,7 +30,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.simulator.codecs import CODECS, INTERNAL_RATE, AudioCodec
+from realtime_sim.codecs import CODECS, INTERNAL_RATE, AudioCodec
 
 Json = dict[str, Any]
 
@@ -49,6 +49,13 @@ MAX_OUTPUT_TOKENS = 4096
 TEMPERATURE_RANGE = (0.0, 2.0)
 SPEED_RANGE = (0.5, 1.5)
 MAX_APPEND_BYTES = 15 * 1024 * 1024
+KNOWN_VOICES = frozenset({
+    "Alex", "Ashley", "Clive", "Craig", "Deborah", "Dennis", "Dominus", "Edward", "Elizabeth",
+    "Hades", "Julia", "Mark", "Olivia", "Pixie", "Priya", "Ronald", "Sarah", "Theodore",
+    "Timothy", "Wendy",
+})
+"""Voices the ``param-less-errors`` profile knows (Inworld's stock English voices); other
+profiles take any non-empty name, as voice lists change and clones have ids of their own."""
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 SEMANTIC_VAD_DEFAULTS: Json = {
