@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import copy
 import functools
-import heapq
-import itertools
 import json
 import logging
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,12 +36,11 @@ import numpy as np
 from realtime_sim.codecs import INTERNAL_RATE, codec_for, duration_ms
 from realtime_sim.conversation import Conversation, IdFactory, ItemRecord
 from realtime_sim.profiles import FAST, ServerProfile
+from realtime_sim.quirks import Timers, Tolerance
 from realtime_sim.response import ReplyPlan, ResponseSetup, ResponseStream
 from realtime_sim.script import SimScript
 from realtime_sim.vad import EnergyVad, IdleTimeout, SpeechStarted, VadConfig, VadEvent
 from realtime_sim.validate import (
-    KNOWN_VOICES,
-    SERVER_VAD_DEFAULTS,
     SimError,
     check_tool_choice_names_a_tool,
     decode_base64_audio,
@@ -148,13 +144,8 @@ class SimSession:
         self.expired = False
         """True once the duration cap was reached (``expire``)."""
         self.profile = profile
-        self.provider_data: Json = {}
-        """``session.providerData`` as merged from the client's updates (Inworld's extension)."""
-        self.schema_notes: list[str] = []
-        """What the GA schema would have rejected but this tolerant service accepted."""
-        self._now = 0.0  # seconds, as last told by advance()
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._timer_seq = itertools.count()
+        self.tolerance = Tolerance(profile)
+        self._timers = Timers()
         self._emit({"type": "session.created", "session": copy.deepcopy(self.session)})
 
     # ----------------------------------------------------------------- public surface
@@ -185,21 +176,22 @@ class SimSession:
     def advance(self, now: float) -> None:
         """The adapter's clock (seconds, any origin): run the timers that are due by ``now``.
         Call it before :meth:`receive` too, so that delays count from the right moment."""
-        self._now = max(self._now, now)
-        while self._timers and self._timers[0][0] <= self._now:
-            _, _, action = heapq.heappop(self._timers)
-            action()
+        self._timers.advance(now)
 
     @property
     def next_deadline(self) -> float | None:
         """When the next timer is due (on the :meth:`advance` clock), None without timers."""
-        return self._timers[0][0] if self._timers else None
+        return self._timers.next_deadline
 
-    def _later(self, delay_ms: int, action: Callable[[], None]) -> None:
-        if delay_ms <= 0:
-            action()
-            return
-        heapq.heappush(self._timers, (self._now + delay_ms / 1000, next(self._timer_seq), action))
+    @property
+    def provider_data(self) -> Json:
+        """``session.providerData`` as merged from the client's updates."""
+        return self.tolerance.provider_data
+
+    @property
+    def schema_notes(self) -> list[str]:
+        """What the GA schema would have rejected but this tolerant service accepted."""
+        return self.tolerance.notes
 
     def events_to_send(self) -> list[Json]:
         """Server events produced so far, oldest first; drains them."""
@@ -308,28 +300,6 @@ class SimSession:
 
     # ------------------------------------------------------------------------ session
 
-    def _note(self, what: str) -> None:
-        """Something the GA schema rejects that the service (and this profile) accepts."""
-        log.warning("simulator accepted what the GA schema would reject: %s", what)
-        self.schema_notes.append(what)
-
-    def _tolerate_session(self, value: Any) -> Any:
-        """``session`` with Inworld's extension and the beta alias taken out, as the service
-        takes them (strict profiles leave them for the validator to refuse)."""
-        if self.profile.strict_schema or not isinstance(value, dict):
-            return value
-        value = dict(value)
-        if "providerData" in value:
-            provider = value.pop("providerData")
-            self._note("session.providerData (Inworld extension)")
-            if isinstance(provider, dict):
-                self.provider_data.update(copy.deepcopy(provider))
-        if "modalities" in value:
-            modalities = value.pop("modalities")
-            self._note("session.modalities (beta alias of output_modalities)")
-            value.setdefault("output_modalities", modalities)
-        return value
-
     def _on_session_update(self, event: Json) -> None:
         before = self.session["audio"]["input"]["turn_detection"]
         try:
@@ -346,17 +316,8 @@ class SimSession:
         self._emit({"type": "session.updated", "session": copy.deepcopy(self.session)})
 
     def _checked_session(self, value: Any) -> Json:
-        merged = merge_session_update(self.session, self._tolerate_session(value))
-        voice = merged["audio"]["output"]["voice"]
-        if self.profile.param_less_errors and voice not in KNOWN_VOICES:
-            raise SimError("invalid_value", f"Unknown voice '{voice}'.",
-                           "session.audio.output.voice")
-        audio_input = merged["audio"]["input"]
-        if self.profile.keeps_turn_detection and audio_input["turn_detection"] is None:
-            # The variant of the service that does not honour a null: its own VAD stays on.
-            log.info("simulator profile keeps-turn-detection: ignoring turn_detection null")
-            audio_input["turn_detection"] = dict(SERVER_VAD_DEFAULTS)
-        return merged
+        merged = merge_session_update(self.session, self.tolerance.session_update(value))
+        return self.tolerance.check_session(merged)
 
     # --------------------------------------------------------------- input audio buffer
 
@@ -404,7 +365,7 @@ class SimSession:
             self._commit(speech.item_id, vad_event.end,
                          speech_ms=duration_ms(vad_event.last_voiced_end - speech.onset))
         if turn_detection["create_response"]:
-            self._later(self.profile.response_delay_ms, self._start_or_queue_response)
+            self._timers.later(self.profile.response_delay_ms, self._start_or_queue_response)
 
     def _start_or_queue_response(self) -> None:
         """A response the server makes itself: now, or after the active one."""
@@ -448,7 +409,7 @@ class SimSession:
                         "item_id": item_id, "content_index": 0, "transcript": transcript,
                         "usage": {"type": "duration", "seconds": seconds}})
 
-        self._later(self.profile.input_transcript_delay_ms, transcribed)
+        self._timers.later(self.profile.input_transcript_delay_ms, transcribed)
 
     def _on_input_audio_buffer_commit(self, event: Json) -> None:
         buffered = self.input_buffer_ms
@@ -499,8 +460,7 @@ class SimSession:
                     "item": copy.deepcopy(item)})
         self._emit({"type": "conversation.item.done", "previous_item_id": previous,
                     "item": copy.deepcopy(item)})
-        if (item["type"] == "function_call_output" and self.profile.auto_tool_response
-                and self.provider_data.get("auto_tool_response", True) is not False):
+        if item["type"] == "function_call_output" and self.tolerance.auto_tool_response:
             # Inworld answers a tool's output by itself unless providerData turns it off.
             self._start_or_queue_response()
 
@@ -535,12 +495,7 @@ class SimSession:
     # ------------------------------------------------------------------------ responses
 
     def _on_response_create(self, event: Json) -> None:
-        raw = event.get("response")
-        if (isinstance(raw, dict) and "modalities" in raw and not self.profile.strict_schema):
-            self._note("response.modalities (beta alias of output_modalities)")
-            raw = {("output_modalities" if key == "modalities" else key): value
-                   for key, value in raw.items()
-                   if not (key == "modalities" and "output_modalities" in raw)}
+        raw = self.tolerance.response_options(event.get("response"))
         options = validate_response_options(raw) if "response" in event else {}
         if "tool_choice" in options:
             check_tool_choice_names_a_tool(options["tool_choice"],
@@ -562,8 +517,16 @@ class SimSession:
         self._cancel_active("client_cancelled")
 
     def _cancel_active(self, reason: str) -> None:
-        assert self._active is not None
-        for event in self._active.cancel(reason):
+        """Cancel the active response; with the profile's ``cancel_lag_ms`` the deltas
+        already under way keep coming for that long, as from the service's pipeline."""
+        stream = self._active
+        assert stream is not None
+        self._timers.later(self.profile.cancel_lag_ms, functools.partial(self._cancel, stream, reason))
+
+    def _cancel(self, stream: ResponseStream, reason: str) -> None:
+        if self._active is not stream:
+            return  # it ended in the meantime (done, or an earlier cancel)
+        for event in stream.cancel(reason):
             self._emit(event)
         self._finish_response()
 

@@ -11,10 +11,11 @@ combined with commas (``fast,auto-tool-response``); later names override earlier
     realistic            the default: real-time pacing (1x), first audio 300 ms after
                          response.created, responses the server creates itself start 200 ms
                          after the turn ends, the input transcript 400 ms after the commit,
-                         audio transcript deltas on their own cadence (not one per chunk)
-    fast                 the old test speed: replies at 4x real time, no first-audio delay,
-                         transcripts in lockstep with the audio; for tests where timing is
-                         not the point
+                         audio transcript deltas on their own cadence (not one per chunk),
+                         deltas keep coming for 150 ms after a cancel
+    fast                 the old test speed: replies at 4x real time, no delays (first audio,
+                         server-made responses, transcripts, cancels), transcripts in lockstep
+                         with the audio; for tests where timing is not the point
     keeps-turn-detection ignores ``turn_detection: null`` (keeps server VAD on): it ends
                          turns itself and creates the responses
     auto-tool-response   after a ``function_call_output`` item the server creates the next
@@ -50,6 +51,9 @@ class ServerProfile:
     """From a turn's end (server VAD) to the ``response.created`` the server makes itself."""
     input_transcript_delay_ms: int = 400
     """From the commit of a user audio item to its ``input_audio_transcription.completed``."""
+    cancel_lag_ms: int = 150
+    """From ``response.cancel`` (or an interrupting speech_started) to the cancelled
+    ``response.done``: deltas already in the pipeline keep coming meanwhile."""
     transcript_lockstep: bool = False
     """True: one audio transcript delta before each audio chunk (the old simulator); False:
     the transcript leads the audio on a cadence of its own, one delta per several chunks."""
@@ -83,7 +87,7 @@ class ServerProfile:
 PROFILES: dict[str, dict[str, Any]] = {
     "realistic": {},
     "fast": {"reply_pace": 4.0, "first_audio_delay_ms": 0, "response_delay_ms": 0,
-             "input_transcript_delay_ms": 0, "transcript_lockstep": True},
+             "input_transcript_delay_ms": 0, "cancel_lag_ms": 0, "transcript_lockstep": True},
     "keeps-turn-detection": {"keeps_turn_detection": True},
     "auto-tool-response": {"auto_tool_response": True},
     "param-less-errors": {"param_less_errors": True},

@@ -1,6 +1,7 @@
 """Strict validation of what clients send: session updates, response options, items, audio.
 
-Owns the simulated service's rules and its error vocabulary. Every check raises
+Owns the GA schema's rules and its error vocabulary (what the service tolerates beyond
+them, such as ``session.providerData``, is taken out first by ``quirks``). Every check raises
 :class:`SimError` naming the offending parameter by its dotted path
 (``session.audio.output.speed``, ``item.content[0].type``); the engine turns that into a GA
 ``error`` event. Validators build new values and never mutate their inputs, so a rejected

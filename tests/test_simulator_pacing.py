@@ -67,10 +67,12 @@ def test_by_default_replies_stream_at_real_time_after_a_first_audio_delay() -> N
 def test_the_fast_profile_keeps_the_old_speed() -> None:
     async def body() -> None:
         async with RealtimeSimulator(api_key=KEY, profile="fast") as sim:
-            seen = await timed_turn(sim)
-        assert first(seen, "response.output_audio.delta") - first(seen, "response.created") < 0.1
-        # 4x real time: the 1 s reply takes about 0.23 s from first chunk to last.
-        assert last(seen, "response.output_audio.delta") - first(seen, "response.created") < 0.5
+            fast = await timed_turn(sim)
+        assert sim.profile.reply_pace == 4.0 and sim.profile.first_audio_delay_ms == 0
+        span = last(fast, "response.output_audio.delta") - first(fast, "response.created")
+        # 4x real time and no first-audio delay: about 0.23 s where realistic takes >= 1.2 s
+        # (a generous bound, as the machine may be loaded).
+        assert span < 0.8
 
     run(body)
 

@@ -324,3 +324,34 @@ def test_without_the_profile_audio_and_text_gives_the_transcript_only() -> None:
 def test_server_profile_is_a_frozen_settings_object() -> None:
     with pytest.raises(AttributeError):
         ServerProfile().reply_pace = 2.0  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------- cancel lag
+
+
+def test_deltas_keep_coming_for_a_while_after_a_cancel() -> None:
+    session = session_with("realistic")
+    text_turn(session)
+    send(session, {"type": "response.create"})
+    session.pump(2)
+    session.events_to_send()
+    assert send(session, {"type": "response.cancel"}) == []  # not yet: the pipeline drains
+    session.pump(1)
+    late = session.events_to_send()
+    assert "response.output_audio.delta" in types(late)
+    session.advance(0.149)
+    assert session.events_to_send() == [] and session.response_active
+    session.advance(0.15)
+    done = of_type(session.events_to_send(), "response.done")
+    assert done[0]["response"]["status"] == "cancelled"
+    assert not session.response_active
+
+
+def test_fast_cancels_at_once() -> None:
+    session = session_with("fast")
+    text_turn(session)
+    send(session, {"type": "response.create"})
+    session.pump(2)
+    session.events_to_send()
+    events = send(session, {"type": "response.cancel"})
+    assert of_type(events, "response.done")[0]["response"]["status"] == "cancelled"
