@@ -15,7 +15,7 @@ demo: setup
 	$(VENV)/bin/appliance demo
 
 test: setup-test
-	$(VENV)/bin/ruff check appliance tests bench
+	$(VENV)/bin/ruff check appliance realtime_sim tests bench
 	$(VENV)/bin/mypy
 	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q
 

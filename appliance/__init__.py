@@ -6,7 +6,10 @@ Layout (see README "Architecture"):
 - ``appliance.audio``: ALSA capture/playback threads, ring buffers, resampling, VAD adapter.
 - ``appliance.transport``: the websockets client.
 - ``appliance.daemon``: the composition root that wires everything under one TaskGroup.
-- ``appliance.simulator``: the loopback realtime server used by the demo and the tests.
+
+The loopback realtime server used by the demo and the tests is the separate top-level
+package ``realtime_sim`` (same source tree, not part of the product); ``appliance simulate``
+and ``appliance demo`` import it on demand.
 """
 
 __version__ = "0.1.0"

@@ -40,7 +40,16 @@ def _parser() -> argparse.ArgumentParser:
         type=_fault,
         metavar="NAME[:ARG][@N]",
         help="switch a fault on (repeatable), e.g. drop, refuse:401@3, malformed:bad-base64, "
-        "error, silent@0; see appliance/simulator/faults.py or the README's Reliability section",
+        "error, silent@0; see realtime_sim/faults.py or the README's Reliability section",
+    )
+    sim.add_argument(
+        "--profile",
+        type=_profile,
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="behave like a variant of the real service: keeps-turn-detection, "
+        "auto-tool-response, param-less-errors, slow-first-audio, text-and-audio, strict, "
+        "fast (default realistic; see realtime_sim/profiles.py)",
     )
     demo = sub.add_parser("demo", help="one voice turn offline: simulator + ALSA file devices")
     demo.add_argument(
@@ -59,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "devices":
             return _devices()
         if args.command == "simulate":
-            from appliance.simulator.server import run_simulator
-
-            run_simulator(args.port, _simulator_key(), args.fault)
+            server = simulator_module("server")
+            server.run_simulator(args.port, _simulator_key(), args.fault, profile=args.profile)
             return 0
         if args.command == "demo":
             from appliance.demo import run_demo
@@ -80,12 +88,44 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fault(spec: str) -> Any:
     """argparse type for ``simulate --fault``: a clear one-line usage error when it is bad."""
-    from appliance.simulator.faults import Fault, FaultSpecError
+    try:
+        faults = simulator_module("faults")
+    except ApplianceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    try:
+        return faults.Fault.parse(spec)
+    except faults.FaultSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _profile(name: str) -> str:
+    """argparse type for ``simulate --profile``: names the simulator knows, comma-separated."""
+    try:
+        profiles = simulator_module("profiles")
+    except ApplianceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    try:
+        profiles.resolve(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name
+
+
+def simulator_module(name: str) -> Any:
+    """``realtime_sim.<name>``, imported on demand: the simulator is a development tool
+    installed from the source tree (``pip install -e .``), not part of the product, so its
+    absence is a one-line error rather than a traceback."""
+    import importlib
 
     try:
-        return Fault.parse(spec)
-    except FaultSpecError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        return importlib.import_module(f"realtime_sim.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (exc.name == "realtime_sim" or exc.name.startswith("realtime_sim.")):
+            raise
+        raise ApplianceError(
+            "the realtime simulator (package realtime_sim) is not installed; it ships with the "
+            "source tree: run `make setup-test` or `pip install -e .` there"
+        ) from None
 
 
 def _simulator_key() -> str:

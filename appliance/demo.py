@@ -14,6 +14,7 @@ import time
 import wave
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from appliance.core.session import Action, StateChanged, Transcript, TurnTimings
 from appliance.core.state import State
@@ -65,6 +66,9 @@ def demo_config(url: str) -> dict[str, object]:
 
 
 def run_demo(out: Path) -> int:
+    from appliance.cli import simulator_module
+
+    server = simulator_module("server")  # before any file is written: absent is one line
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     pcm, rate = speech_recording()
@@ -74,7 +78,7 @@ def run_demo(out: Path) -> int:
     # alsa-lib reads its configuration once per process, at the first PCM opened.
     os.environ["ALSA_CONFIG_PATH"] = alsa_config_path(write_file_devices(out, mic_raw, speaker_raw))
     print(f"microphone: {len(pcm) / 2 / rate:.2f} s recording saying {SPEECH_TEXT!r} ({rate} Hz)")
-    ok, sent_ms = asyncio.run(_demo())
+    ok, sent_ms = asyncio.run(_demo(server.RealtimeSimulator))
     reply = out / "reply.wav"
     played = speaker_raw.read_bytes() if speaker_raw.exists() else b""
     with wave.open(str(reply), "wb") as wav:
@@ -87,12 +91,13 @@ def run_demo(out: Path) -> int:
     return 0 if ok and played else 1
 
 
-async def _demo() -> tuple[bool, int]:
+async def _demo(simulator: Any) -> tuple[bool, int]:
+    """``simulator`` is ``realtime_sim.server.RealtimeSimulator``, passed in because the
+    product does not import the simulator package at module level."""
     from appliance.config import parse_config
     from appliance.credentials import ApiKey
     from appliance.daemon import Daemon
     from appliance.logs import setup_logging
-    from appliance.simulator.server import RealtimeSimulator
 
     setup_logging("warning")
     stop = asyncio.Event()
@@ -114,7 +119,7 @@ async def _demo() -> tuple[bool, int]:
                 f"{stamp} turn {action.turn_id}: first reply audio {action.latency_ms} ms after end of speech"
             )
 
-    async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
+    async with simulator(api_key=DEMO_KEY) as sim:
         config = parse_config(demo_config(sim.url), "<demo>")
         daemon = Daemon(config, ApiKey(DEMO_KEY, "demo"), observers=[observe])
         runner = asyncio.create_task(daemon.run(stop))

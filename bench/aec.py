@@ -1,7 +1,7 @@
 """Echo-safe barge-in: self-interruptions, barge-in latency, ERLE and CPU of the canceller.
 
 Agent speech (espeak-ng, ``SECONDS`` of it) goes through the simulated room of
-``appliance.simulator.room`` (delay, attenuation, reverberant impulse response, loudspeaker
+``realtime_sim.room`` (delay, attenuation, reverberant impulse response, loudspeaker
 clipping, microphone noise) into the real capture front end (webrtcvad, the gate with its
 echo guard on, as while the speaker plays, and once off) with and without the WebRTC echo canceller, fed
 through the real ``ReferenceTap`` on a simulated clock. The echo at the microphone is 6 dB
@@ -45,7 +45,7 @@ import numpy as np
 from appliance.audio.aec import FRAME, EchoCanceller, PyWebrtcApm, ReferenceTap, load_canceller
 from appliance.audio.nearend import load_mdf
 from appliance.config import GateSettings, ProcessingSettings
-from appliance.simulator.room import (
+from realtime_sim.room import (
     RATE,
     Room,
     Signal,

@@ -60,7 +60,7 @@ import numpy as np
 
 from appliance.audio.frontend import LISTEN_BATCH_MS
 from appliance.demo import DEMO_KEY, speech_recording
-from appliance.simulator.server import RealtimeSimulator
+from realtime_sim.server import RealtimeSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from alsa_env import AlsaEnv, PulseEnv, make_alsa_env, pulse_running
@@ -182,7 +182,7 @@ def types(received: list[dict[str, Any]]) -> list[str]:
 
 async def latency_vad(alsa: AlsaEnv, pulse: PulseEnv, work: Path, turns: int) -> dict[str, Any]:
     """Turns in vad mode, each new utterance barging in on the previous reply."""
-    sim = RealtimeSimulator(api_key=DEMO_KEY)
+    sim = RealtimeSimulator(api_key=DEMO_KEY, profile="fast")
     received = TimedList()
     sim.received = received
     async with sim:
@@ -211,7 +211,7 @@ async def latency_vad(alsa: AlsaEnv, pulse: PulseEnv, work: Path, turns: int) ->
 async def latency_server(alsa: AlsaEnv, pulse: PulseEnv, work: Path, turns: int) -> dict[str, Any]:
     """Always mode: the simulator's server VAD opens and ends turns; each utterance talks
     over the previous reply, so the server's speech_started must stop the speaker."""
-    sim = RealtimeSimulator(api_key=DEMO_KEY)
+    sim = RealtimeSimulator(api_key=DEMO_KEY, profile="fast")
     async with sim:
         cfg = work / "server.toml"
         session = (
@@ -509,7 +509,7 @@ async def cpu_and_memory(
     alsa: AlsaEnv, pulse: PulseEnv, work: Path, seconds: float
 ) -> tuple[CpuFigure, CpuFigure, float]:
     """On the PulseAudio rig: idle in room noise, then streaming continuous speech."""
-    async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
+    async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
         cfg = work / "cpu.toml"
         cfg.write_text(config_text(sim.url, 'mode = "vad"'))
         noise = pulse.feed(room_noise(4 * seconds + 30), latency_ms=250)
@@ -545,7 +545,7 @@ async def cpu_on_file_device(alsa: AlsaEnv, work: Path, seconds: float) -> tuple
     talk = continuous_speech(seconds + 15)
     talk = np.clip(talk.astype(np.int32) + room_noise(len(talk) / RATE, seed=1), -32768, 32767)
     alsa.write_mic(np.concatenate([quiet, talk.astype(np.int16)]))
-    async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
+    async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
         cfg = work / "cpu_file.toml"
         text = config_text(sim.url, 'mode = "vad"')
         cfg.write_text(text.replace('"pmic"', '"mic"').replace('"spktap"', '"spk"'))

@@ -50,8 +50,8 @@ from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
 from appliance.demo import speech_recording
-from appliance.simulator.script import SimScript, ToolCall
-from appliance.simulator.server import PATH, RealtimeSimulator
+from realtime_sim.script import SimScript, ToolCall
+from realtime_sim.server import PATH, RealtimeSimulator
 
 KEY = "c29hazpzb2FrLWtleQ=="
 CHUNK = 960  # 40 ms at 24 kHz
@@ -75,7 +75,7 @@ def simulator_process(port: int, pace: float) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        async with RealtimeSimulator(api_key=KEY, port=port, script=script,
+        async with RealtimeSimulator(api_key=KEY, profile="fast", port=port, script=script,
                                      reply_pace=pace) as sim:
             loop.add_signal_handler(signal.SIGUSR1, sim.drop_connections)
             await stop.wait()
@@ -116,7 +116,7 @@ class Counts(logging.Handler):
         return id(self)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith(("appliance.simulator", "websockets")):
+        if record.name.startswith(("realtime_sim", "websockets")):
             return
         self.by_level[record.levelname] += 1
         self.tracebacks += record.exc_info is not None

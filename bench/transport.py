@@ -179,13 +179,13 @@ def _peak_rss_mib() -> float:
 
 
 async def _run_all() -> list[dict[str, Any]]:
-    from appliance.simulator.server import RealtimeSimulator
-    from appliance.simulator.voicesdk import VoiceSdkSimulator
-    from appliance.simulator.webrtc import WebRtcSimulator
+    from realtime_sim.server import RealtimeSimulator
+    from realtime_sim.voicesdk import VoiceSdkSimulator
+    from realtime_sim.webrtc import WebRtcSimulator
 
     results = []
     async with (
-        RealtimeSimulator(api_key=KEY) as ws_sim,
+        RealtimeSimulator(api_key=KEY, profile="fast") as ws_sim,
         VoiceSdkSimulator(api_key=KEY) as sdk_sim,
         WebRtcSimulator(api_key=KEY) as rtc_sim,
     ):

@@ -2,7 +2,7 @@
 
 The simulated-room tests run the real capture front end (webrtcvad, gate, echo guard) with
 the real WebRTC canceller (pywebrtc-audio) on a seeded signal: espeak-ng agent speech through the
-room of ``appliance.simulator.room``, the echo 6 dB above the user utterances. The ALSA
+room of ``realtime_sim.room``, the echo 6 dB above the user utterances. The ALSA
 tests play through the real PlaybackThread into a clocked PulseAudio sink whose monitor is
 the microphone (``echomic``), so the reference handover is checked against real device
 delays, and run the real daemon against the simulator hearing its own replies.
@@ -41,7 +41,7 @@ from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
 from appliance.demo import DEMO_KEY, demo_config, speech_recording
 from appliance.errors import ConfigError
-from appliance.simulator.room import (
+from realtime_sim.room import (
     RATE,
     Room,
     agent_speech,
@@ -53,7 +53,7 @@ from appliance.simulator.room import (
     to_pcm16,
     user_speech,
 )
-from appliance.simulator.server import RealtimeSimulator
+from realtime_sim.server import RealtimeSimulator
 
 if TYPE_CHECKING:
     from alsa_env import PulseEnv
@@ -457,7 +457,7 @@ def _daemon_hears_its_reply(
         log = StateLog()
         states, ready = log.states, log.ready
 
-        async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
+        async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
             data = demo_config(sim.url)
             data["audio"] = {
                 "capture_device": "echomic",

@@ -32,7 +32,7 @@ from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
 from appliance.demo import DEMO_KEY, speech_recording
-from appliance.simulator.server import RealtimeSimulator
+from realtime_sim.server import RealtimeSimulator
 
 if TYPE_CHECKING:
     from alsa_env import AlsaEnv, PulseEnv
@@ -218,7 +218,7 @@ async def running(
     earcons: bool = True,
     ready: bool = True,
 ) -> AsyncIterator[Harness]:
-    async with RealtimeSimulator(api_key=DEMO_KEY, reply_pace=reply_pace) as sim:
+    async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast", reply_pace=reply_pace) as sim:
         config = parse_config(
             {
                 "realtime": {"url": sim.url},

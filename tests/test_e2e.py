@@ -17,11 +17,11 @@ from daemon_env import KEY, config_text
 from transport_e2e import best_correlation, run_daemon_turn, speech_span_ms
 
 from appliance.demo import speech_recording
-from appliance.simulator.server import RealtimeSimulator
+from realtime_sim.server import RealtimeSimulator
 
 
 async def run_turn(tmp_path: Path) -> tuple[list[dict[str, Any]], bytes, str, int]:
-    async with RealtimeSimulator(api_key=KEY) as sim:
+    async with RealtimeSimulator(api_key=KEY, profile="fast") as sim:
 
         def replied() -> bool:
             return any(e.get("type") == "response.create" for e in sim.received)

@@ -27,10 +27,10 @@ from appliance.core.session import Action, CallTool, Play, StateChanged, StopPla
 from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
-from appliance.simulator.faults import Fault
-from appliance.simulator.script import SimScript, ToolCall
-from appliance.simulator.server import RealtimeSimulator
 from appliance.transport.websocket import open_connection
+from realtime_sim.faults import Fault
+from realtime_sim.script import SimScript, ToolCall
+from realtime_sim.server import RealtimeSimulator
 
 if TYPE_CHECKING:
     from alsa_env import AlsaEnv
@@ -132,7 +132,7 @@ def test_greeting_then_scripted_tool_calls_valid_invalid_and_hanging(tmp_path: A
     script = SimScript(tool_calls=(ToolCall("get_time"), ToolCall("weather", '{"city": 5}'), ToolCall("weather", '{"city": "Oslo"}'), ToolCall("slow"), ToolCall("mute", '{"muted": true}')))
 
     async def scenario() -> Run:
-        async with RealtimeSimulator(api_key=KEY, script=script, reply_pace=20) as sim:
+        async with RealtimeSimulator(api_key=KEY, profile="fast", script=script, reply_pace=20) as sim:
             cfg = config(sim.url, tools, session_policy={"greeting": "Greet the user"})
             async with running(cfg, sim) as run:
                 await run.until(lambda: bool(run.of(Transcript)) and run.daemon.session.state is State.MUTED, 20, "the reply after the tools")
@@ -169,7 +169,7 @@ def test_greeting_then_scripted_tool_calls_valid_invalid_and_hanging(tmp_path: A
 
 def test_dropped_mid_response_stops_playback_reconnects_and_the_next_turn_works(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> Run:
-        async with RealtimeSimulator(api_key=KEY, reply_pace=1.0, faults=[Fault("drop", "3")]) as sim:
+        async with RealtimeSimulator(api_key=KEY, profile="fast", reply_pace=1.0, faults=[Fault("drop", "3")]) as sim:
             async with running(config(sim.url), sim) as run:
                 await run.until(ready(run), 10, "the first session")
                 await run.turn(1.0)  # a 1 s echo reply, dropped after 3 of its 10 deltas
@@ -202,7 +202,7 @@ def test_dropped_mid_response_stops_playback_reconnects_and_the_next_turn_works(
 
 def test_auth_refusal_names_the_key_source_and_retries_slowly(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> Run:
-        async with RealtimeSimulator(api_key="c29tZW9uZTplbHNl") as sim:
+        async with RealtimeSimulator(api_key="c29tZW9uZTplbHNl", profile="fast") as sim:
             async with running(config(sim.url), sim) as run:
                 await run.until(lambda: State.OFFLINE in run.states(), 10, "the refusal")
                 await asyncio.sleep(2.0)
@@ -221,7 +221,7 @@ def test_auth_refusal_names_the_key_source_and_retries_slowly(caplog: pytest.Log
 
 def test_no_event_while_a_response_is_expected_reconnects() -> None:
     async def scenario() -> Run:
-        async with RealtimeSimulator(api_key=KEY, faults=[Fault("silent")]) as sim:
+        async with RealtimeSimulator(api_key=KEY, profile="fast", faults=[Fault("silent")]) as sim:
             cfg = config(sim.url, realtime={"response_timeout_s": 1.0})
             async with running(cfg, sim) as run:
                 await run.until(ready(run), 10, "the first session")
@@ -239,7 +239,7 @@ def test_no_event_while_a_response_is_expected_reconnects() -> None:
 
 def test_session_is_renewed_before_the_cap_and_not_mid_turn() -> None:
     async def scenario() -> Run:
-        async with RealtimeSimulator(api_key=KEY, script=SimScript(max_session_s=9.0), reply_pace=8) as sim:
+        async with RealtimeSimulator(api_key=KEY, profile="fast", script=SimScript(max_session_s=9.0), reply_pace=8) as sim:
             cfg = config(sim.url, realtime={"renew_after_s": 1.0})
             async with running(cfg, sim) as run:
                 await run.until(ready(run), 10, "the first session")
@@ -261,7 +261,7 @@ def test_session_is_renewed_before_the_cap_and_not_mid_turn() -> None:
 
 def test_the_service_cap_ends_a_session_and_the_daemon_reconnects_at_once() -> None:
     async def scenario() -> Run:
-        async with RealtimeSimulator(api_key=KEY, script=SimScript(max_session_s=1.0)) as sim:
+        async with RealtimeSimulator(api_key=KEY, profile="fast", script=SimScript(max_session_s=1.0)) as sim:
             async with running(config(sim.url), sim) as run:
                 await run.until(lambda: sim.connections == 2 and ready(run)(), 10, "the reconnect")
             return run
@@ -273,7 +273,7 @@ def test_the_service_cap_ends_a_session_and_the_daemon_reconnects_at_once() -> N
 
 def test_old_turns_are_deleted_to_keep_at_most_n() -> None:
     async def scenario() -> Run:
-        async with RealtimeSimulator(api_key=KEY, reply_pace=20) as sim:
+        async with RealtimeSimulator(api_key=KEY, profile="fast", reply_pace=20) as sim:
             cfg = config(sim.url, session_policy={"max_turns": 1})
             async with running(cfg, sim) as run:
                 await run.until(ready(run), 10, "the session")
@@ -294,7 +294,7 @@ def test_old_turns_are_deleted_to_keep_at_most_n() -> None:
 
 def test_websocket_pings_keep_the_connection_alive() -> None:
     async def scenario() -> float | None:
-        async with RealtimeSimulator(api_key=KEY) as sim:
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim:
             cfg = config(sim.url, realtime={"ping_interval_s": 1.0})
             conn = await open_connection(cfg.realtime, ApiKey(KEY, ENV_SOURCE))
             try:

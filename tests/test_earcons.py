@@ -42,7 +42,7 @@ from appliance.daemon import Daemon
 from appliance.demo import DEMO_KEY, demo_config, speech_recording
 from appliance.earcons import RATE, EarconPlayer, load_earcons, read_wav, shipped
 from appliance.errors import ConfigError
-from appliance.simulator.server import RealtimeSimulator
+from realtime_sim.server import RealtimeSimulator
 
 if TYPE_CHECKING:
     from alsa_env import AlsaEnv, PulseEnv
@@ -328,7 +328,7 @@ def test_daemon_earcons_reach_the_speaker_but_not_the_simulator_or_the_session(
         log = StateLog()
         states, ready = log.states, log.ready
 
-        async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
+        async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
             data = demo_config(sim.url)
             data["audio"] = {
                 "capture_device": "echomic",  # hears exactly what the speaker plays

@@ -2,7 +2,7 @@
 
 The daemon runs in-process (its real session, websockets client, capture and playback
 threads on the ALSA ``file`` plugin) against the loopback simulator with a fault switched
-on (appliance.simulator.faults). Turns are push-to-talk presses over a recorded voice, so
+on (realtime_sim.faults). Turns are push-to-talk presses over a recorded voice, so
 each test knows exactly when a turn starts. For each fault the test asserts what the issue
 asks: the daemon keeps running or reconnects, its state says what is wrong, the log has one
 clear line and no traceback, the outgoing and playback queues stay within their bounds, and
@@ -30,8 +30,8 @@ from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import OUTGOING_FRAMES, Daemon
 from appliance.demo import speech_recording
-from appliance.simulator.faults import ERROR_EVENTS, MALFORMED, Fault
-from appliance.simulator.server import RealtimeSimulator
+from realtime_sim.faults import ERROR_EVENTS, MALFORMED, Fault
+from realtime_sim.server import RealtimeSimulator
 
 if TYPE_CHECKING:
     from alsa_env import AlsaEnv
@@ -120,7 +120,7 @@ async def with_daemon(
     assert rate == 16000
     # Long enough for any test here: the plugin repeats stale data past the end.
     alsa_env.write_mic(np.tile(np.frombuffer(speech, dtype=np.int16), 12))
-    async with RealtimeSimulator(api_key=KEY, faults=faults, reply_pace=8.0) as sim:
+    async with RealtimeSimulator(api_key=KEY, profile="fast", faults=faults, reply_pace=8.0) as sim:
         run = Run(daemon=None, sim=sim)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
 
@@ -143,7 +143,7 @@ async def with_daemon(
 def clean_log(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     """The daemon's warnings and errors; none may carry a traceback."""
     records = [r for r in caplog.records if r.name.startswith("appliance")
-               and not r.name.startswith("appliance.simulator")]
+               and not r.name.startswith("realtime_sim")]
     assert not [r for r in records if r.exc_info], "a traceback was logged"
     return [r for r in records if r.levelno >= logging.WARNING]
 

@@ -449,7 +449,7 @@ from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
 from appliance.demo import DEMO_KEY, demo_config
-from appliance.simulator.server import RealtimeSimulator
+from realtime_sim.server import RealtimeSimulator
 
 async def main() -> None:
     ready = asyncio.Event()
@@ -461,7 +461,7 @@ async def main() -> None:
             if action.state is State.READY:
                 ready.set()
 
-    async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
+    async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
         data = demo_config(sim.url)
         data["gate"] = {"mode": "push_to_talk"}
         data["gpio"] = {"talk_pin": "GPIO17", "led": "rgb", "state_dir": sys.argv[1]}

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.simulator import SimScript, SimSession, ToolCall
-from appliance.simulator.codecs import CODECS, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from appliance.simulator.response import split_words
+from realtime_sim import SimScript, SimSession, ToolCall
+from realtime_sim.codecs import CODECS, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from realtime_sim.profiles import resolve
+from realtime_sim.response import split_words
 
 RATE = 24_000
 Json = dict[str, Any]
@@ -502,7 +503,8 @@ def test_response_create_while_active_is_refused() -> None:
 
 
 def test_response_create_validates_its_options() -> None:
-    session = started()
+    session = SimSession(session_id="sess_test", profile=resolve("fast,strict"))
+    session.events_to_send()
     events = send(session, {"type": "response.create", "response": {"modalities": ["text"]}})
     assert only(events, "error")["error"]["param"] == "response.modalities"
     events = send(session, {"type": "response.create",

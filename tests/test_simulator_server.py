@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from appliance.simulator import RealtimeSimulator, serve_forever
+from realtime_sim import RealtimeSimulator, serve_forever
 
 KEY = "dGVzdC1rZXk6c2VjcmV0"
 QUERY = "?key=voice-1&protocol=realtime"
@@ -88,7 +88,7 @@ def test_wrong_path_is_404() -> None:
 
 def test_a_text_turn_gets_audio_and_response_done() -> None:
     async def body() -> None:
-        async with RealtimeSimulator(api_key=KEY, reply_pace=0) as sim:
+        async with RealtimeSimulator(api_key=KEY, profile="fast", reply_pace=0) as sim:
             assert sim.url == f"ws://127.0.0.1:{sim.port}/api/v1/realtime/session"
             async with client(sim.url + QUERY) as ws:
                 created = await recv(ws)

@@ -567,10 +567,10 @@ async def wait_for_log(d: DaemonRun, text: str, timeout: float = 5.0) -> None:
 
 
 def test_lifecycle_ready_status_reload_stop(tmp_path: Path) -> None:
-    from appliance.simulator.server import RealtimeSimulator
+    from realtime_sim.server import RealtimeSimulator
 
     async def main() -> None:
-        async with RealtimeSimulator(api_key=KEY) as sim, run_daemon(tmp_path, sim.url) as d:
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim, run_daemon(tmp_path, sim.url) as d:
             n = d.notify
             try:
                 await n.expect(lambda m: m == "READY=1", 20, "READY=1")
@@ -641,11 +641,11 @@ def test_lifecycle_ready_status_reload_stop(tmp_path: Path) -> None:
 
 
 def test_watchdog_pings_while_the_daemon_runs(tmp_path: Path) -> None:
-    from appliance.simulator.server import RealtimeSimulator
+    from realtime_sim.server import RealtimeSimulator
 
     async def main() -> None:
         async with (
-            RealtimeSimulator(api_key=KEY) as sim,
+            RealtimeSimulator(api_key=KEY, profile="fast") as sim,
             run_daemon(tmp_path, sim.url, WATCHDOG_USEC="1000000") as d,
         ):
             try:
@@ -706,7 +706,7 @@ def test_status_says_when_it_reconnects(tmp_path: Path) -> None:
 def test_status_follows_a_voice_turn(tmp_path: Path) -> None:
     """STATUS= says each state of a real turn, in order, as systemctl status would show it."""
     from appliance.demo import speech_recording
-    from appliance.simulator.server import RealtimeSimulator
+    from realtime_sim.server import RealtimeSimulator
 
     pcm, rate = speech_recording()
     assert rate == 16000
@@ -714,7 +714,7 @@ def test_status_follows_a_voice_turn(tmp_path: Path) -> None:
     mic = bytes(2 * rate * 2) + pcm + bytes(3 * rate * 2)
 
     async def main() -> None:
-        async with RealtimeSimulator(api_key=KEY) as sim, run_daemon(tmp_path, sim.url, mic_pcm=mic) as d:
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim, run_daemon(tmp_path, sim.url, mic_pcm=mic) as d:
             n = d.notify
             try:
                 await n.expect(lambda m: m == "READY=1", 20, "READY=1")
@@ -768,11 +768,11 @@ def test_a_hung_capture_thread_stops_the_watchdog_pings(tmp_path: Path) -> None:
     """The capture thread blocks for real inside alsa-lib's read() of an empty pipe: the
     event loop still turns, yet no WATCHDOG=1 goes out (systemd would restart the service)
     until the thread reads again."""
-    from appliance.simulator.server import RealtimeSimulator
+    from realtime_sim.server import RealtimeSimulator
 
     async def main() -> None:
         async with (
-            RealtimeSimulator(api_key=KEY) as sim,
+            RealtimeSimulator(api_key=KEY, profile="fast") as sim,
             run_daemon(tmp_path, sim.url, fifo_mic=True, WATCHDOG_USEC="1000000") as d,
         ):
             feeder = PipeFeeder(tmp_path / "mic.raw")

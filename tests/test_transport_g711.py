@@ -18,9 +18,9 @@ from appliance.config import parse_config
 from appliance.core import protocol
 from appliance.credentials import ApiKey
 from appliance.demo import speech_recording
-from appliance.simulator.server import RealtimeSimulator
 from appliance.transport import g711, open_transport
 from appliance.transport.wire import G711Connection
+from realtime_sim.server import RealtimeSimulator
 
 
 def tone(ms: int, rate: int = 24000, hz: float = 440.0, dbfs: float = -12.0) -> np.ndarray:
@@ -64,7 +64,7 @@ def realtime_config(url: str, wire_format: str) -> Any:
 
 def test_pcma_over_the_realtime_websocket() -> None:
     async def scenario() -> None:
-        async with RealtimeSimulator(api_key=KEY, reply_pace=0) as sim:
+        async with RealtimeSimulator(api_key=KEY, profile="fast", reply_pace=0) as sim:
             config = realtime_config(sim.url, "pcma")
             conn = await open_transport(config, ApiKey(KEY, "test"))
             assert isinstance(conn, G711Connection)
@@ -104,7 +104,7 @@ def test_pcma_over_the_realtime_websocket() -> None:
 
 def test_daemon_speaks_pcmu_end_to_end(tmp_path: Path) -> None:
     async def scenario() -> tuple[list[dict[str, Any]], bytes, str, int, dict[str, Any]]:
-        async with RealtimeSimulator(api_key=KEY) as sim:
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim:
 
             def replied() -> bool:
                 return any(e.get("type") == "response.create" for e in sim.received)

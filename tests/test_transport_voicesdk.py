@@ -19,9 +19,9 @@ from appliance.core import protocol
 from appliance.credentials import ApiKey
 from appliance.demo import speech_recording
 from appliance.errors import AuthenticationError, TransportError
-from appliance.simulator.voicesdk import VoiceSdkSimulator
 from appliance.transport import open_transport
 from appliance.transport.voicesdk import VoiceSdkConnection
+from realtime_sim.voicesdk import VoiceSdkSimulator
 
 
 def sdk_config(api_url: str) -> Config:

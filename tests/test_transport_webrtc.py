@@ -19,10 +19,10 @@ from appliance.core import protocol
 from appliance.credentials import ApiKey
 from appliance.demo import speech_recording
 from appliance.errors import AuthenticationError, TransportError
-from appliance.simulator.webrtc import WebRtcSimulator
 from appliance.transport import open_transport
 from appliance.transport.http import request
 from appliance.transport.webrtc import WebRtcConnection
+from realtime_sim.webrtc import WebRtcSimulator
 
 
 def webrtc_config(api_url: str) -> Config:
@@ -145,7 +145,7 @@ def test_reply_audio_without_output_audio_buffer_events() -> None:
             loud = np.flatnonzero(np.abs(reply) > 1000)
             # The whole chirp reached the session (through Opus), before response.done.
             assert (loud[-1] - loud[0]) / 24000 > 0.9
-            from appliance.simulator.engine import reply_tone
+            from realtime_sim.engine import reply_tone
 
             tone = np.frombuffer(reply_tone(), dtype="<i2")
             assert best_correlation(reply, tone[2400:-2400]) > 0.9

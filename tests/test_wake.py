@@ -41,7 +41,7 @@ from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
 from appliance.demo import DEMO_KEY, speech_recording
 from appliance.errors import ConfigError
-from appliance.simulator.server import RealtimeSimulator
+from realtime_sim.server import RealtimeSimulator
 
 if TYPE_CHECKING:
     from alsa_env import PulseEnv
@@ -421,7 +421,7 @@ def test_mute_closes_the_window() -> None:
 
 async def _wake_scenario(pulse: PulseEnv) -> dict[str, Any]:
     actions: list[tuple[float, Action]] = []
-    async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
+    async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
         config = parse_config(
             {
                 "realtime": {"url": sim.url},

@@ -1,9 +1,8 @@
 """Audio between PCM16 and aiortc's frames: what both ends of a WebRTC call do with it.
 
-Shared by the WebRTC transport (``appliance.transport.webrtc``: the microphone track out, the
-reply track in) and the simulator's WebRTC endpoint (``appliance.simulator.webrtc``: the
-reply track out, the caller's microphone in), so that the two sides cannot disagree on the
-frame format. Outgoing tracks carry PCM16 mono at 24 kHz in 20 ms frames (aiortc encodes
+Used by the WebRTC transport (``appliance.transport.webrtc``: the microphone track out, the
+reply track in); the loopback simulator keeps its own copy (``realtime_sim.rtcaudio``), as a
+stand-in for the service must not share the client's code. Outgoing tracks carry PCM16 mono at 24 kHz in 20 ms frames (aiortc encodes
 Opus); incoming Opus is decoded by aiortc to 48 kHz, usually stereo, and brought back to
 24 kHz mono here. Imports av, numpy and soxr.
 """

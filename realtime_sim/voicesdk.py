@@ -28,8 +28,8 @@ import numpy as np
 import soxr
 from aiohttp import WSMsgType, web
 
-from appliance.simulator.endpoint import Endpoint
-from appliance.simulator.engine import SimSession
+from realtime_sim.endpoint import Endpoint
+from realtime_sim.engine import SimSession
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.simulator.codecs import duration_ms
+from realtime_sim.codecs import duration_ms
 
 Json = dict[str, Any]
 

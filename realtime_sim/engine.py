@@ -11,10 +11,14 @@ The simulated model has no recogniser and no language model. It answers honestly
 - a user audio turn is echoed back (its own PCM) with the transcript
   "You said something 1.52 seconds long."; its input transcript is "[1.52 s of speech]";
 - a text turn gets a 1 s chirp and 'You wrote: "..."';
-- a :class:`~appliance.simulator.script.SimScript` can make it call functions instead.
+- a :class:`~realtime_sim.script.SimScript` can make it call functions instead.
 
 Strictness, turn detection and wire formats live in ``validate``, ``vad`` and ``codecs``;
-response event sequences in ``response``. Imports only the simulator's own modules.
+response event sequences in ``response``. How far it departs from the protocol's letter as
+the real service does (delays, tolerance, server-made responses) is its
+:class:`~realtime_sim.profiles.ServerProfile`; delays are timers on a clock the adapter
+feeds in (:meth:`SimSession.advance`), so the engine itself never reads the time. Imports
+only the simulator's own modules.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from appliance.simulator.codecs import INTERNAL_RATE, codec_for, duration_ms
-from appliance.simulator.conversation import Conversation, IdFactory, ItemRecord
-from appliance.simulator.response import ReplyPlan, ResponseSetup, ResponseStream
-from appliance.simulator.script import SimScript
-from appliance.simulator.vad import EnergyVad, IdleTimeout, SpeechStarted, VadConfig, VadEvent
-from appliance.simulator.validate import (
+from realtime_sim.codecs import INTERNAL_RATE, codec_for, duration_ms
+from realtime_sim.conversation import Conversation, IdFactory, ItemRecord
+from realtime_sim.profiles import FAST, ServerProfile
+from realtime_sim.quirks import Timers, Tolerance
+from realtime_sim.response import ReplyPlan, ResponseSetup, ResponseStream
+from realtime_sim.script import SimScript
+from realtime_sim.vad import EnergyVad, IdleTimeout, SpeechStarted, VadConfig, VadEvent
+from realtime_sim.validate import (
     SimError,
     check_tool_choice_names_a_tool,
     decode_base64_audio,
@@ -111,6 +117,7 @@ class SimSession:
         *,
         reply_chunk_ms: int = DEFAULT_REPLY_CHUNK_MS,
         session_id: str | None = None,
+        profile: ServerProfile = FAST,
     ) -> None:
         if reply_chunk_ms <= 0:
             raise ValueError(f"reply_chunk_ms must be positive, got {reply_chunk_ms}")
@@ -136,6 +143,9 @@ class SimSession:
         self._script_calls_issued = False
         self.expired = False
         """True once the duration cap was reached (``expire``)."""
+        self.profile = profile
+        self.tolerance = Tolerance(profile)
+        self._timers = Timers()
         self._emit({"type": "session.created", "session": copy.deepcopy(self.session)})
 
     # ----------------------------------------------------------------- public surface
@@ -162,6 +172,26 @@ class SimSession:
         """Handle one client binary frame: the protocol has none."""
         self._error(SimError("invalid_event", f"Binary frames are not supported ({len(data)} "
                              "bytes received); send events as JSON text frames."), None)
+
+    def advance(self, now: float) -> None:
+        """The adapter's clock (seconds, any origin): run the timers that are due by ``now``.
+        Call it before :meth:`receive` too, so that delays count from the right moment."""
+        self._timers.advance(now)
+
+    @property
+    def next_deadline(self) -> float | None:
+        """When the next timer is due (on the :meth:`advance` clock), None without timers."""
+        return self._timers.next_deadline
+
+    @property
+    def provider_data(self) -> Json:
+        """``session.providerData`` as merged from the client's updates."""
+        return self.tolerance.provider_data
+
+    @property
+    def schema_notes(self) -> list[str]:
+        """What the GA schema would have rejected but this tolerant service accepted."""
+        return self.tolerance.notes
 
     def events_to_send(self) -> list[Json]:
         """Server events produced so far, oldest first; drains them."""
@@ -272,13 +302,22 @@ class SimSession:
 
     def _on_session_update(self, event: Json) -> None:
         before = self.session["audio"]["input"]["turn_detection"]
-        self.session = merge_session_update(self.session, event["session"])
+        try:
+            self.session = self._checked_session(event["session"])
+        except SimError as exc:
+            if self.profile.param_less_errors:
+                raise SimError(exc.code, exc.message, None) from None
+            raise
         after = self.session["audio"]["input"]["turn_detection"]
         if (before is None) != (after is None) or (before and after
                                                    and before["type"] != after["type"]):
             self._vad.reset(self._written)
             self._speech = None
         self._emit({"type": "session.updated", "session": copy.deepcopy(self.session)})
+
+    def _checked_session(self, value: Any) -> Json:
+        merged = merge_session_update(self.session, self.tolerance.session_update(value))
+        return self.tolerance.check_session(merged)
 
     # --------------------------------------------------------------- input audio buffer
 
@@ -326,10 +365,14 @@ class SimSession:
             self._commit(speech.item_id, vad_event.end,
                          speech_ms=duration_ms(vad_event.last_voiced_end - speech.onset))
         if turn_detection["create_response"]:
-            if self._active is not None:
-                self._response_queued = True
-            else:
-                self._start_response({})
+            self._timers.later(self.profile.response_delay_ms, self._start_or_queue_response)
+
+    def _start_or_queue_response(self) -> None:
+        """A response the server makes itself: now, or after the active one."""
+        if self._active is not None:
+            self._response_queued = True
+        else:
+            self._start_response({})
 
     def _drop_buffer_before(self, sample: int) -> None:
         if sample > self._buffer_start:
@@ -357,11 +400,16 @@ class SimSession:
         if self.session["audio"]["input"]["transcription"] is None:
             return
         transcript = "[no speech]" if no_speech else f"[{speech_ms / 1000:.2f} s of speech]"
-        item["content"][0]["transcript"] = transcript
-        self._emit({"type": "conversation.item.input_audio_transcription.completed",
-                    "item_id": item_id, "content_index": 0, "transcript": transcript,
-                    "usage": {"type": "duration",
-                              "seconds": round(duration_ms(len(audio) // 2) / 1000, 3)}})
+        seconds = round(duration_ms(len(audio) // 2) / 1000, 3)
+
+        def transcribed() -> None:
+            # The recogniser's result comes on its own schedule, often after the reply began.
+            item["content"][0]["transcript"] = transcript
+            self._emit({"type": "conversation.item.input_audio_transcription.completed",
+                        "item_id": item_id, "content_index": 0, "transcript": transcript,
+                        "usage": {"type": "duration", "seconds": seconds}})
+
+        self._timers.later(self.profile.input_transcript_delay_ms, transcribed)
 
     def _on_input_audio_buffer_commit(self, event: Json) -> None:
         buffered = self.input_buffer_ms
@@ -412,6 +460,9 @@ class SimSession:
                     "item": copy.deepcopy(item)})
         self._emit({"type": "conversation.item.done", "previous_item_id": previous,
                     "item": copy.deepcopy(item)})
+        if item["type"] == "function_call_output" and self.tolerance.auto_tool_response:
+            # Inworld answers a tool's output by itself unless providerData turns it off.
+            self._start_or_queue_response()
 
     def _on_conversation_item_retrieve(self, event: Json) -> None:
         record = self._existing(event)
@@ -444,7 +495,8 @@ class SimSession:
     # ------------------------------------------------------------------------ responses
 
     def _on_response_create(self, event: Json) -> None:
-        options = validate_response_options(event["response"]) if "response" in event else {}
+        raw = self.tolerance.response_options(event.get("response"))
+        options = validate_response_options(raw) if "response" in event else {}
         if "tool_choice" in options:
             check_tool_choice_names_a_tool(options["tool_choice"],
                                            self._option(options, "tools"),
@@ -465,8 +517,16 @@ class SimSession:
         self._cancel_active("client_cancelled")
 
     def _cancel_active(self, reason: str) -> None:
-        assert self._active is not None
-        for event in self._active.cancel(reason):
+        """Cancel the active response; with the profile's ``cancel_lag_ms`` the deltas
+        already under way keep coming for that long, as from the service's pipeline."""
+        stream = self._active
+        assert stream is not None
+        self._timers.later(self.profile.cancel_lag_ms, functools.partial(self._cancel, stream, reason))
+
+    def _cancel(self, stream: ResponseStream, reason: str) -> None:
+        if self._active is not stream:
+            return  # it ended in the meantime (done, or an earlier cancel)
+        for event in stream.cancel(reason):
             self._emit(event)
         self._finish_response()
 
@@ -515,6 +575,8 @@ class SimSession:
             audio="audio" in modalities,
             codec=codec_for(audio_format),
             chunk_samples=self._reply_chunk_samples,
+            text_too=self.profile.text_and_audio and "text" in modalities,
+            transcript_lockstep=self.profile.transcript_lockstep,
             in_conversation=in_conversation,
             plan=None if use_calls else self._reply_plan(),
             tool_calls=calls if use_calls else (),

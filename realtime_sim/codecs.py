@@ -3,24 +3,36 @@
 Owns the mapping from a session ``format`` object (``{"type": "audio/pcm", "rate": 24000}``,
 ``{"type": "audio/pcmu"}``, ``{"type": "audio/pcma"}``) to an :class:`AudioCodec`. Inside the
 simulator all audio is PCM16 mono at 24 kHz; codecs convert at the wire boundary only.
-G.711 runs at 8 kHz on the wire: the codec is ``audioop`` (through
-:mod:`appliance.transport.g711`, the project's one import site) and the 8 <-> 24 kHz rate
+G.711 runs at 8 kHz on the wire: the codec is ``audioop`` (the standard library's until
+3.12, ``audioop-lts`` from 3.13; imported here, not through the daemon's transport, so the
+stand-in and the client cannot share a bug) and the 8 <-> 24 kHz rate
 change is soxr, one-shot per chunk (each delta or append is converted on its own, as the
 service has no reason to keep filter state across a client's events). New formats plug in
 through :data:`CODECS`.
 
-Imports numpy, soxr and ``appliance.transport.g711``.
+Imports numpy, soxr and audioop; nothing from ``appliance``.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import soxr
 
-from appliance.transport import g711
+if sys.version_info >= (3, 13):  # pragma: no cover - audioop-lts
+    import audioop
+else:
+    with warnings.catch_warnings():
+        # 3.11/3.12 warn that audioop leaves the standard library in 3.13 (audioop-lts then).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+
+G711_QUALITY = "MQ"
+"""soxr quality of the 8 <-> 24 kHz change: keeps the telephone band clean."""
 
 INTERNAL_RATE = 24_000
 """Sample rate of all audio inside the simulator (PCM16 mono)."""
@@ -61,24 +73,32 @@ class Pcm16Codec:
         return pcm.astype("<i2").tobytes()
 
 
+def _g711_encode(linear: bytes, law: str) -> bytes:
+    return audioop.lin2ulaw(linear, 2) if law == "pcmu" else audioop.lin2alaw(linear, 2)
+
+
+def _g711_decode(coded: bytes, law: str) -> bytes:
+    return audioop.ulaw2lin(coded, 2) if law == "pcmu" else audioop.alaw2lin(coded, 2)
+
+
 def ulaw_encode(pcm: npt.NDArray[np.int32] | Samples) -> bytes:
     """G.711 mu-law (the standard library's ``audioop``, or ``audioop-lts``)."""
-    return g711.encode(_linear_bytes(pcm), "pcmu")
+    return _g711_encode(_linear_bytes(pcm), "pcmu")
 
 
 def ulaw_decode(data: bytes) -> npt.NDArray[np.int32]:
     """G.711 mu-law to linear samples."""
-    return np.frombuffer(g711.decode(data, "pcmu"), dtype="<i2").astype(np.int32)
+    return np.frombuffer(_g711_decode(data, "pcmu"), dtype="<i2").astype(np.int32)
 
 
 def alaw_encode(pcm: npt.NDArray[np.int32] | Samples) -> bytes:
     """G.711 A-law (the standard library's ``audioop``, or ``audioop-lts``)."""
-    return g711.encode(_linear_bytes(pcm), "pcma")
+    return _g711_encode(_linear_bytes(pcm), "pcma")
 
 
 def alaw_decode(data: bytes) -> npt.NDArray[np.int32]:
     """G.711 A-law to linear samples."""
-    return np.frombuffer(g711.decode(data, "pcma"), dtype="<i2").astype(np.int32)
+    return np.frombuffer(_g711_decode(data, "pcma"), dtype="<i2").astype(np.int32)
 
 
 def _linear_bytes(pcm: npt.NDArray[np.int32] | Samples) -> bytes:
@@ -99,18 +119,18 @@ class G711Codec:
         self._law = name.removeprefix("audio/")
 
     def decode(self, data: bytes) -> Samples:
-        narrow = np.frombuffer(g711.decode(data, self._law), dtype="<i2")
+        narrow = np.frombuffer(_g711_decode(data, self._law), dtype="<i2")
         if narrow.size == 0:
             return np.zeros(0, dtype=np.int16)
-        wide: Samples = soxr.resample(narrow, self.wire_rate, INTERNAL_RATE, quality=g711.QUALITY)
+        wide: Samples = soxr.resample(narrow, self.wire_rate, INTERNAL_RATE, quality=G711_QUALITY)
         return wide.astype(np.int16)
 
     def encode(self, pcm: Samples) -> bytes:
         x = np.asarray(pcm, dtype=np.int16)
         if x.size % 3:  # whole wire samples: pad with the last sample, as a held value
             x = np.concatenate([x, np.full(3 - x.size % 3, x[-1], dtype=np.int16)])
-        narrow = soxr.resample(x, INTERNAL_RATE, self.wire_rate, quality=g711.QUALITY)
-        return g711.encode(narrow.astype("<i2").tobytes(), self._law)
+        narrow = soxr.resample(x, INTERNAL_RATE, self.wire_rate, quality=G711_QUALITY)
+        return _g711_encode(narrow.astype("<i2").tobytes(), self._law)
 
 
 CODECS: dict[str, AudioCodec] = {

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.simulator.codecs import INTERNAL_RATE, Samples
+from realtime_sim.codecs import INTERNAL_RATE, Samples
 
 FRAME_SAMPLES = INTERNAL_RATE // 100
 """One 10 ms analysis frame."""

@@ -4,9 +4,11 @@ connection, reply pacing.
 Owns the network side of the loopback realtime server: it refuses handshakes the real
 service would refuse (wrong path 404, missing ``key`` / ``protocol=realtime`` query 400,
 wrong ``Authorization: Basic <key>`` 401), feeds each connection's text frames to its own
-:class:`~appliance.simulator.engine.SimSession`, and sends the session's events from a single
-writer loop that paces reply audio at ``reply_pace`` times real time. All protocol
-behaviour lives in the engine; switchable faults (refused handshakes, drops, malformed
+:class:`~realtime_sim.engine.SimSession`, and sends the session's events from a single
+writer loop that paces reply audio as its :class:`~realtime_sim.profiles.ServerProfile`
+says (real time, first audio a few hundred ms after ``response.created``, by default; the
+``fast`` profile for tests where timing is not the point) and feeds the engine its clock
+for the profile's other delays. All protocol behaviour lives in the engine; switchable faults (refused handshakes, drops, malformed
 frames, ...) in ``faults``, which sees every handshake and every outgoing event.
 
 Imports websockets and the simulator's engine.
@@ -26,9 +28,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from appliance.simulator.engine import DEFAULT_REPLY_CHUNK_MS, Json, SimSession
-from appliance.simulator.faults import ConnectionFaults, Fault, FaultPlan
-from appliance.simulator.script import SimScript
+from realtime_sim.engine import DEFAULT_REPLY_CHUNK_MS, Json, SimSession
+from realtime_sim.faults import ConnectionFaults, Fault, FaultPlan
+from realtime_sim.profiles import ServerProfile, resolve
+from realtime_sim.script import SimScript
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +51,16 @@ class RealtimeSimulator:
         port: int = 0,
         script: SimScript | None = None,
         reply_chunk_ms: int = DEFAULT_REPLY_CHUNK_MS,
-        reply_pace: float = 4.0,
+        reply_pace: float | None = None,
         faults: Sequence[Fault] = (),
+        profile: str | ServerProfile | None = None,
     ) -> None:
+        """``profile``: a :class:`ServerProfile` or names from ``realtime_sim.profiles``
+        (``"fast"``, ``"fast,auto-tool-response"``, ...); default ``realistic``.
+        ``reply_pace`` overrides the profile's pace (0: as fast as the socket takes)."""
+        self.profile = resolve(profile)
+        if reply_pace is None:
+            reply_pace = self.profile.reply_pace
         if reply_pace < 0:
             raise ValueError(f"reply_pace must be >= 0, got {reply_pace}")
         self._api_key = api_key
@@ -65,7 +75,7 @@ class RealtimeSimulator:
         self._attempt_of: dict[ServerConnection, int] = {}
         self._live_faults: set[ConnectionFaults] = set()
         self.faults_tripped: list[list[str]] = []
-        """Per accepted connection, the faults that acted on it (appliance.simulator.faults)."""
+        """Per accepted connection, the faults that acted on it (realtime_sim.faults)."""
         self.received: list[Json] = []
         """Every client event of every connection, in arrival order."""
         self.sessions: list[SimSession] = []
@@ -162,7 +172,9 @@ class RealtimeSimulator:
     # ---------------------------------------------------------------------- connection
 
     async def _handle(self, websocket: ServerConnection) -> None:
-        session = SimSession(self._script, reply_chunk_ms=self._reply_chunk_ms)
+        session = SimSession(self._script, reply_chunk_ms=self._reply_chunk_ms,
+                             profile=self.profile)
+        session.advance(asyncio.get_running_loop().time())
         faults = self._faults.for_connection(self._attempt_of.pop(websocket, 0))
         self.faults_tripped.append(faults.tripped)
         self._live_faults.add(faults)
@@ -194,8 +206,10 @@ class RealtimeSimulator:
 
     async def _read(self, websocket: ServerConnection, session: SimSession,
                     wake: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
         try:
             async for message in websocket:
+                session.advance(loop.time())
                 if isinstance(message, str):
                     seen = len(session.received)
                     session.receive(message)
@@ -214,8 +228,11 @@ class RealtimeSimulator:
         """The connection's only sender: flushes engine events and paces reply chunks."""
         loop = asyncio.get_running_loop()
         next_chunk_at = loop.time()
+        first_audio_s = self.profile.first_audio_delay_ms / 1000
+        paced_response: str | None = None  # the response whose first-audio delay was set
         while True:
             wake.clear()
+            session.advance(loop.time())
             for event in session.events_to_send():
                 if not await faults.send(websocket, event):
                     return  # a fault ended the connection
@@ -225,8 +242,12 @@ class RealtimeSimulator:
                 await websocket.close(1000, "session expired")
                 return
             timeout: float | None = None
+            now = loop.time()
+            if session.response_active and session.active_response_id != paced_response:
+                # A new response: the model and the TTS take a while before the first audio.
+                paced_response = session.active_response_id
+                next_chunk_at = max(now, next_chunk_at) + first_audio_s
             if session.response_active:
-                now = loop.time()
                 if now >= next_chunk_at:
                     audio_ms = session.pump(1)
                     delay = audio_ms / 1000 / self._reply_pace if self._reply_pace else 0.0
@@ -235,6 +256,9 @@ class RealtimeSimulator:
                         await asyncio.sleep(0)  # let the reader in between chunks
                     continue
                 timeout = next_chunk_at - now
+            if (deadline := session.next_deadline) is not None:
+                timeout = deadline - now if timeout is None else min(timeout, deadline - now)
+                timeout = max(0.0, timeout)
             try:
                 async with asyncio.timeout(timeout):
                     await wake.wait()
@@ -243,7 +267,8 @@ class RealtimeSimulator:
 
 
 async def serve_forever(port: int, api_key: str, *, host: str = "127.0.0.1",
-                        script: SimScript | None = None, faults: Sequence[Fault] = ()) -> None:
+                        script: SimScript | None = None, faults: Sequence[Fault] = (),
+                        profile: str | None = None) -> None:
     """Run a simulator until SIGINT or SIGTERM; print its URL once it listens."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -252,9 +277,11 @@ async def serve_forever(port: int, api_key: str, *, host: str = "127.0.0.1",
         loop.add_signal_handler(signum, stop.set)
     try:
         async with RealtimeSimulator(
-            api_key=api_key, host=host, port=port, script=script, faults=faults
+            api_key=api_key, host=host, port=port, script=script, faults=faults, profile=profile
         ) as sim:
             print(f"Realtime simulator listening on {sim.url}", flush=True)
+            if profile is not None:
+                print(f"Profile: {profile}", flush=True)
             for fault in faults:
                 print(f"Fault on: {fault.name}{':' + fault.arg if fault.arg else ''} "
                       f"({'every connection' if fault.attempts == 0 else f'first {fault.attempts} connection attempt(s)'})",
@@ -265,6 +292,8 @@ async def serve_forever(port: int, api_key: str, *, host: str = "127.0.0.1",
             loop.remove_signal_handler(signum)
 
 
-def run_simulator(port: int, api_key: str, faults: Sequence[Fault] = ()) -> None:
-    """Blocking entry point for ``appliance simulate --port N [--fault SPEC ...]``."""
-    asyncio.run(serve_forever(port, api_key, faults=faults))
+def run_simulator(port: int, api_key: str, faults: Sequence[Fault] = (),
+                  profile: str | None = None) -> None:
+    """Blocking entry point for ``appliance simulate --port N [--fault SPEC ...]
+    [--profile NAME[,NAME...]]``."""
+    asyncio.run(serve_forever(port, api_key, faults=faults, profile=profile))

@@ -1,7 +1,7 @@
 """What a test tells the simulated model to do, beyond echoing the user.
 
 Owns :class:`SimScript`, the per-simulator scenario. It is immutable and shared by every
-connection; each :class:`~appliance.simulator.engine.SimSession` keeps its own progress
+connection; each :class:`~realtime_sim.engine.SimSession` keeps its own progress
 through it. New behaviours (faults, delays, refusals) are added as new fields with defaults
 that keep today's behaviour.
 

@@ -24,11 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from appliance.simulator.codecs import AudioCodec, duration_ms
-from appliance.simulator.conversation import Conversation, IdFactory, ItemRecord
-from appliance.simulator.script import ToolCall
+from realtime_sim.codecs import AudioCodec, duration_ms
+from realtime_sim.conversation import Conversation, IdFactory, ItemRecord
+from realtime_sim.script import ToolCall
 
 Json = dict[str, Any]
+
+TRANSCRIPT_STRIDE = 4
+"""Audio chunks per transcript delta when the transcript is not in lockstep."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,10 @@ class ResponseSetup:
     """Samples (24 kHz) per ``response.output_audio.delta``."""
     in_conversation: bool
     """False for ``conversation: "none"`` (out-of-band) responses."""
+    text_too: bool = False
+    """With audio: a separate output_text stream (content part 1) besides the transcript."""
+    transcript_lockstep: bool = True
+    """One transcript delta per audio chunk (True), or fewer, leading the audio (False)."""
     plan: ReplyPlan | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     input_tokens: tuple[int, int] = (0, 0)
@@ -69,6 +76,7 @@ class _Open:
     output_index: int
     previous_item_id: str | None
     sent_text: str = ""
+    sent_output_text: str = ""
 
 
 def split_words(text: str, pieces: int) -> list[str]:
@@ -178,11 +186,24 @@ class ResponseStream:
             pcm = np.frombuffer(plan.pcm, dtype="<i2")
             step = self._setup.chunk_samples
             chunks = [pcm[i : i + step] for i in range(0, pcm.size, step)]
-            for chunk, piece in zip(chunks, split_words(plan.transcript, len(chunks)), strict=True):
+            text_where = {**where, "content_index": 1}
+            if self._setup.text_too:
+                yield self._base("response.content_part.added", **text_where,
+                                 part={"type": "text", "text": ""})
+            # Lockstep: a transcript piece before each chunk. Otherwise the text comes from
+            # the model ahead of the speech and in bigger pieces, one per STRIDE chunks.
+            stride = 1 if self._setup.transcript_lockstep else TRANSCRIPT_STRIDE
+            pieces = split_words(plan.transcript, -(-len(chunks) // stride))
+            for index, chunk in enumerate(chunks):
+                piece = pieces[index // stride] if index % stride == 0 else ""
                 if piece:
                     opened.sent_text += piece
                     yield self._base("response.output_audio_transcript.delta", **where,
                                      delta=piece)
+                    if self._setup.text_too:
+                        opened.sent_output_text += piece
+                        yield self._base("response.output_text.delta", **text_where,
+                                         delta=piece)
                 encoded = self._setup.codec.encode(chunk.astype(np.int16))
                 opened.record.audio_sent_samples += int(chunk.size)
                 self.audio_ms += duration_ms(int(chunk.size))
@@ -202,6 +223,13 @@ class ResponseStream:
             yield self._base("response.output_audio_transcript.done", **where, transcript=text)
             part: Json = {"type": "audio", "transcript": text}
             item["content"] = [{"type": "output_audio", "transcript": text}]
+            if self._setup.text_too:
+                written = opened.sent_output_text
+                text_where = {**where, "content_index": 1}
+                yield self._base("response.output_text.done", **text_where, text=written)
+                yield self._base("response.content_part.done", **text_where,
+                                 part={"type": "text", "text": written})
+                item["content"].append({"type": "output_text", "text": written})
         else:
             yield self._base("response.output_text.done", **where, text=text)
             part = {"type": "text", "text": text}

@@ -1,6 +1,7 @@
 """Strict validation of what clients send: session updates, response options, items, audio.
 
-Owns the simulated service's rules and its error vocabulary. Every check raises
+Owns the GA schema's rules and its error vocabulary (what the service tolerates beyond
+them, such as ``session.providerData``, is taken out first by ``quirks``). Every check raises
 :class:`SimError` naming the offending parameter by its dotted path
 (``session.audio.output.speed``, ``item.content[0].type``); the engine turns that into a GA
 ``error`` event. Validators build new values and never mutate their inputs, so a rejected
@@ -30,7 +31,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.simulator.codecs import CODECS, INTERNAL_RATE, AudioCodec
+from realtime_sim.codecs import CODECS, INTERNAL_RATE, AudioCodec
 
 Json = dict[str, Any]
 
@@ -49,6 +50,13 @@ MAX_OUTPUT_TOKENS = 4096
 TEMPERATURE_RANGE = (0.0, 2.0)
 SPEED_RANGE = (0.5, 1.5)
 MAX_APPEND_BYTES = 15 * 1024 * 1024
+KNOWN_VOICES = frozenset({
+    "Alex", "Ashley", "Clive", "Craig", "Deborah", "Dennis", "Dominus", "Edward", "Elizabeth",
+    "Hades", "Julia", "Mark", "Olivia", "Pixie", "Priya", "Ronald", "Sarah", "Theodore",
+    "Timothy", "Wendy",
+})
+"""Voices the ``param-less-errors`` profile knows (Inworld's stock English voices); other
+profiles take any non-empty name, as voice lists change and clones have ids of their own."""
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 SEMANTIC_VAD_DEFAULTS: Json = {

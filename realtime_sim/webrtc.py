@@ -14,9 +14,8 @@ simulator's engine (:class:`SimSession`), as on the WebSocket, with WebRTC's dif
   it, and ``output_audio_buffer.clear`` (WebRTC only) drops what is left and answers
   ``output_audio_buffer.cleared`` (``buffer_events=False`` leaves those events out).
 
-Imports aiohttp (server), aiortc, av, numpy, the simulator's engine and endpoint,
-``appliance.core.protocol`` and ``appliance.transport.rtcaudio`` (the frame format, shared
-with the webrtc transport).
+Imports aiohttp (server), aiortc, av, numpy and the simulator's own modules (engine,
+endpoint, rtcaudio, wire); nothing from ``appliance``.
 """
 
 from __future__ import annotations
@@ -35,10 +34,9 @@ from aiohttp import web
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from appliance.core import protocol
-from appliance.simulator.endpoint import Endpoint
-from appliance.simulator.engine import SimSession
-from appliance.transport import rtcaudio
+from realtime_sim import rtcaudio, wire
+from realtime_sim.endpoint import Endpoint
+from realtime_sim.engine import SimSession
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +141,7 @@ class _Call:
             if not isinstance(text, str):
                 continue
             self.sim.events.append(text)
-            kind = protocol.event_type(text)
+            kind = wire.event_type(text)
             if kind == "output_audio_buffer.clear":
                 self.sim.clears += 1
                 self.reply.queue.clear()

@@ -17,7 +17,8 @@ are dBFS of the active-speech RMS. Seeded: the same arguments give the same sign
 ``run_front_end`` plays a scene through the real capture front end (webrtcvad, the gate
 and its echo guard, and the echo canceller fed by a ``ReferenceTap``) on a simulated clock.
 
-Imports: numpy, soxr, ``appliance.config``, and ``appliance.audio`` in ``run_front_end``;
+Imports: numpy, soxr, ``appliance.config``, and ``appliance.audio`` in ``run_front_end`` (the
+front end is what the room exists to test; nothing of the daemon's session or transport);
 espeak-ng through subprocess.
 """
 
