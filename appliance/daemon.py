@@ -47,6 +47,7 @@ from appliance.audio.playback import (
 from appliance.audio.vad import WebRtcVad
 from appliance.config import Config, GpioSettings
 from appliance.core.backoff import Backoff
+from appliance.core.cues import Cues, EndOfStream, Enqueue, Hold, Route
 from appliance.core.session import (
     Action,
     CallTool,
@@ -62,7 +63,8 @@ from appliance.core.session import (
 )
 from appliance.core.state import State
 from appliance.credentials import ApiKey
-from appliance.earcons import EarconPlayer, Timer, load_earcons
+from appliance.deadline import DeadlineTimer
+from appliance.earcons import load_earcons
 from appliance.errors import AudioDeviceError, AuthenticationError, ConfigError, TransportError
 from appliance.gpio import Gpio, open_gpio
 from appliance.logs import set_level
@@ -157,13 +159,10 @@ class Daemon:
         self.toolbox = Toolbox(config.tools, _ToolHost(self), secret=key.reveal())
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._device_errors: dict[str, str] = {"capture": "", "playback": ""}
-        # Cue sounds through the reply player, hidden from the session (appliance.earcons).
-        self.earcons = EarconPlayer(
-            load_earcons(config.earcons),
-            player=None,
-            hold=self._hold_gate,
-            call_later=self._call_later,
-        )
+        # Cue sounds through the reply player, hidden from the session (appliance.core.cues);
+        # its deadlines (the gate's release, the "error" cue) on one loop timer.
+        self.earcons = Cues(load_earcons(config.earcons))
+        self._cue_timer: DeadlineTimer | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -174,6 +173,7 @@ class Daemon:
         # interval (5 ms by default): an audio thread woken while the loop decodes a delta
         # would wait that long. 1 ms bounds it; threads seldom contend, so it costs nothing.
         sys.setswitchinterval(GIL_SWITCH_S)
+        cue_timer = self._cue_timer = DeadlineTimer(loop, self._cue_tick)
         self._start_audio(loop)
         try:
             # GPIO LEDs and buttons (appliance.gpio); None when disabled or absent.
@@ -194,7 +194,7 @@ class Daemon:
         finally:
             if self.gpio is not None:
                 self.gpio.close()
-            self.earcons.close()
+            cue_timer.cancel()
             self._stop_audio()
             log.info("stopped")
 
@@ -220,7 +220,6 @@ class Daemon:
             on_event=_on_loop(loop, self._on_player),
             reference=self._reference,
         )
-        self.earcons.player = self.player
         self.player.start()
 
     def _make_frontend(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -482,7 +481,11 @@ class Daemon:
     def cue(self, name: str) -> bool:
         """Play earcon ``name`` (``appliance.earcons``: listening, mute, unmute, error,
         too_short, wake); False when it is silent or skipped because the agent speaks."""
-        return self.earcons.play(name)
+        if self.player is None:
+            return False
+        queued = self.earcons.request(name, self._now())
+        self._apply_cues()
+        return queued
 
     def set_muted(self, muted: bool) -> None:
         """The privacy switch: nothing captured is sent while muted."""
@@ -636,7 +639,7 @@ class Daemon:
         self._dispatch()
 
     def _on_player(self, ev: Any) -> None:
-        ev = self.earcons.player_event(ev)  # an earcon's own events stop here
+        ev = self._cue_event(ev)  # an earcon's own events stop here
         if ev is None:
             return
         if isinstance(ev, PlaybackStarted):
@@ -664,9 +667,38 @@ class Daemon:
             self.frontend.earcon = hold
             self._wake_capture()
 
-    def _call_later(self, seconds: float, fn: Callable[[], None]) -> Timer:
-        assert self._loop is not None
-        return self._loop.call_later(seconds, fn)
+    def _cue_event(self, ev: Any) -> Any:
+        """The player event for the session, or None when it was an earcon's own."""
+        if isinstance(ev, PlaybackStarted):
+            route = self.earcons.started(ev.item_id)
+        elif isinstance(ev, PlaybackStopped):
+            route = self.earcons.stopped(ev.item_id, self._now())
+            if route is Route.PASS_WITHOUT_ITEM:
+                ev = PlaybackStopped(None, 0)
+        elif isinstance(ev, PlaybackIdle):
+            route = self.earcons.idle(self._now())
+        else:
+            return ev
+        self._apply_cues()
+        return None if route is Route.SWALLOW else ev
+
+    def _apply_cues(self) -> None:
+        """Route the cue core's actions, in order, and wait for its next deadline."""
+        for action in self.earcons.take():
+            if isinstance(action, Hold):
+                self._hold_gate(action.on)
+            elif self.player is None:
+                continue
+            elif isinstance(action, Enqueue):
+                self.player.enqueue(action.item_id, action.pcm)
+            elif isinstance(action, EndOfStream):
+                self.player.end_of_stream()
+        if self._cue_timer is not None:
+            self._cue_timer.schedule(self.earcons.next_deadline())
+
+    def _cue_tick(self, now: float) -> None:
+        self.earcons.tick(now)
+        self._apply_cues()
 
     def _set_playing(self, playing: bool) -> None:
         """Tell the front end the speaker plays (its echo guard), like ``talking``/``muted``."""
@@ -715,7 +747,8 @@ class Daemon:
                 self.cue("too_short")
             elif isinstance(action, StateChanged):
                 self.notifier.status(self._status_prefix or action.state.words)
-                self.earcons.state_changed(action.state)
+                self.earcons.state_changed(action.state, self._now())
+                self._apply_cues()
                 self._follow_up(action.state)
             elif isinstance(action, Transcript) and self.config.logging.transcripts:
                 log.info(
