@@ -46,6 +46,7 @@ from appliance.audio.playback import (
 )
 from appliance.audio.vad import WebRtcVad
 from appliance.config import Config, GpioSettings
+from appliance.controls import Levels
 from appliance.core.backoff import Backoff
 from appliance.core.cues import Cues, EndOfStream, Enqueue, Hold, Route
 from appliance.core.session import (
@@ -70,6 +71,7 @@ from appliance.gpio import Gpio, open_gpio
 from appliance.logs import set_level
 from appliance.mixer import Mixer
 from appliance.notify import Notifier, watchdog_interval
+from appliance.persist import ControlState, state_dir
 from appliance.reload import plan_reload
 from appliance.tools import Toolbox
 from appliance.transport import open_transport
@@ -156,6 +158,12 @@ class Daemon:
             wake = self._make_wake(rebuilding=False)
             if wake is not None:
                 wake.close()
+        # Mute and volume as the user set them (buttons or voice), kept across restarts.
+        self.levels = Levels(
+            ControlState(state_dir(config.gpio.state_dir)),
+            apply_muted=self._apply_muted,
+            mixer=self._open_mixer,
+        )
         self.toolbox = Toolbox(config.tools, _ToolHost(self), secret=key.reveal())
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._device_errors: dict[str, str] = {"capture": "", "playback": ""}
@@ -176,8 +184,11 @@ class Daemon:
         cue_timer = self._cue_timer = DeadlineTimer(loop, self._cue_tick)
         self._start_audio(loop)
         try:
+            # Connecting from here on, so a mute kept from before shows as such, not offline.
+            self.session.connecting()
+            self.levels.start()
             # GPIO LEDs and buttons (appliance.gpio); None when disabled or absent.
-            self.gpio = open_gpio(self.config.gpio, self, loop, cue=self.cue)
+            self.gpio = open_gpio(self.config.gpio, self, loop, levels=self.levels, cue=self.cue)
             if self.gpio is not None:
                 self._observers = [*self._observers, self.gpio.on_action]
             async with asyncio.TaskGroup() as tg:
@@ -194,6 +205,7 @@ class Daemon:
         finally:
             if self.gpio is not None:
                 self.gpio.close()
+            self.levels.close()
             cue_timer.cancel()
             self._stop_audio()
             log.info("stopped")
@@ -488,7 +500,11 @@ class Daemon:
         return queued
 
     def set_muted(self, muted: bool) -> None:
-        """The privacy switch: nothing captured is sent while muted."""
+        """The privacy switch, kept across restarts (``Daemon.levels``)."""
+        self.levels.set_muted(muted)
+
+    def _apply_muted(self, muted: bool) -> None:
+        """The mute itself: nothing captured is sent while muted."""
         if self.frontend is not None:
             self.frontend.muted = muted
         self.session.set_muted(muted)
@@ -601,11 +617,14 @@ class Daemon:
             self._observers = [o for o in self._observers if o != self.gpio.on_action]
             self.gpio.close()
             self.gpio = None
+        self.levels.close()  # the mixer opens again with the reloaded mixer_* keys
         try:
-            self.gpio = open_gpio(self.config.gpio, self, self._loop, cue=self.cue)
+            self.gpio = open_gpio(
+                self.config.gpio, self, self._loop, levels=self.levels, cue=self.cue
+            )
         except ConfigError as exc:
             log.error("reload: %s; keeping the previous [gpio]", exc, extra={"ERROR_CODE": "config"})
-            self.gpio = open_gpio(previous, self, self._loop, cue=self.cue)
+            self.gpio = open_gpio(previous, self, self._loop, levels=self.levels, cue=self.cue)
         if self.gpio is not None:
             self._observers = [*self._observers, self.gpio.on_action]
 
@@ -666,6 +685,10 @@ class Daemon:
         if self.frontend is not None and self.frontend.earcon != hold:
             self.frontend.earcon = hold
             self._wake_capture()
+
+    def _open_mixer(self) -> Mixer:
+        g = self.config.gpio
+        return Mixer(g.mixer_control, g.mixer_card, g.mixer_device)
 
     def _cue_event(self, ev: Any) -> Any:
         """The player event for the session, or None when it was an earcon's own."""
@@ -788,31 +811,16 @@ class Daemon:
 
 
 class _ToolHost:
-    """What the built-in tools act on (``appliance.tools.ToolHost``), on the loop thread.
-
-    Mute and volume set by voice persist like the buttons' (``[gpio]`` controls' state).
-    """
+    """What the built-in tools act on (``appliance.tools.ToolHost``), on the loop thread:
+    the same persisted mute and volume as the buttons (``Daemon.levels``)."""
 
     def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
+        self._levels = daemon.levels
 
     def set_muted(self, muted: bool) -> None:
-        self._daemon.set_muted(muted)
-        gpio = self._daemon.gpio
-        if gpio is not None:
-            gpio.controls.state.muted = muted
-            gpio.controls.state.save()
+        self._levels.set_muted(muted)
 
     def set_volume(self, percent: int) -> int:
-        g = self._daemon.config.gpio
-        mixer = Mixer(g.mixer_control, g.mixer_card, g.mixer_device)
-        try:
-            volume = mixer.set_volume(percent)
-        finally:
-            mixer.close()
-        gpio = self._daemon.gpio
-        if gpio is not None:
-            gpio.controls.state.volume = volume
-            gpio.controls.state.save()
+        volume = self._levels.set_volume(percent)
         log.info("volume %d%% (asked by the model)", volume)
         return volume
