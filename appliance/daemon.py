@@ -184,13 +184,14 @@ class Daemon:
         cue_timer = self._cue_timer = DeadlineTimer(loop, self._cue_tick)
         self._start_audio(loop)
         try:
-            # Connecting from here on, so a mute kept from before shows as such, not offline.
-            self.session.connecting()
-            self.levels.start()
             # GPIO LEDs and buttons (appliance.gpio); None when disabled or absent.
             self.gpio = open_gpio(self.config.gpio, self, loop, levels=self.levels, cue=self.cue)
             if self.gpio is not None:
                 self._observers = [*self._observers, self.gpio.on_action]
+            # Connecting from here on, so a mute kept from before shows as such, not offline;
+            # then the mute and volume as the user left them, with or without GPIO.
+            self.session.connecting()
+            self.levels.start()
             async with asyncio.TaskGroup() as tg:
                 self._conn_task = tg.create_task(self._connection_loop(), name="connection")
                 watchdog = tg.create_task(

@@ -74,7 +74,7 @@ def run_demo(out: Path) -> int:
     # alsa-lib reads its configuration once per process, at the first PCM opened.
     os.environ["ALSA_CONFIG_PATH"] = alsa_config_path(write_file_devices(out, mic_raw, speaker_raw))
     print(f"microphone: {len(pcm) / 2 / rate:.2f} s recording saying {SPEECH_TEXT!r} ({rate} Hz)")
-    ok, sent_ms = asyncio.run(_demo())
+    ok, sent_ms = asyncio.run(_demo(out / "state"))
     reply = out / "reply.wav"
     played = speaker_raw.read_bytes() if speaker_raw.exists() else b""
     with wave.open(str(reply), "wb") as wav:
@@ -87,7 +87,7 @@ def run_demo(out: Path) -> int:
     return 0 if ok and played else 1
 
 
-async def _demo() -> tuple[bool, int]:
+async def _demo(state: Path) -> tuple[bool, int]:
     from appliance.config import parse_config
     from appliance.credentials import ApiKey
     from appliance.daemon import Daemon
@@ -115,7 +115,10 @@ async def _demo() -> tuple[bool, int]:
             )
 
     async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
-        config = parse_config(demo_config(sim.url), "<demo>")
+        data = demo_config(sim.url)
+        # A state directory of its own: a mute kept by the appliance would silence the demo.
+        data["gpio"] = {"enabled": False, "state_dir": str(state)}
+        config = parse_config(data, "<demo>")
         daemon = Daemon(config, ApiKey(DEMO_KEY, "demo"), observers=[observe])
         runner = asyncio.create_task(daemon.run(stop))
         try:
