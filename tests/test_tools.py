@@ -322,6 +322,7 @@ def test_the_volume_tool_survives_a_restart_without_gpio(
             answer = await daemon.toolbox.call("set_volume", '{"percent": 37}')
             assert json.loads(answer) == {"volume_percent": 37}
             assert sink_volume(pulse_env) == 37
+            daemon.levels.close()
             pulse_env.pactl("set-sink-volume", "spk", "80%")  # someone else moved it
             log = StateLog()
             daemon = Daemon(persisted_config(sim.url, state), ApiKey(DEMO_KEY, "test"), observers=[log])
