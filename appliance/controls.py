@@ -1,11 +1,13 @@
-"""What the buttons do, run on the event loop thread.
+"""Mute and volume as the user set them, and what the buttons do; run on the event loop.
 
-Owns the talk button's two modes (``hold``: talk while held; ``toggle``: press to start and
-to send), the long press that reconnects, the privacy-mute toggle and the volume steps, and
-keeps mute and volume across restarts (``appliance.persist``). It knows no GPIO: the
-gpiozero adapter (``appliance.gpio``) only calls these methods through
-``loop.call_soon_threadsafe``. Imports: ``appliance.config``, ``appliance.mixer``,
-``appliance.persist``, ``appliance.errors``.
+``Levels`` owns the privacy mute and the speaker volume wherever they are set from (the
+buttons, the built-in tools ``mute`` and ``set_volume``): it keeps them across restarts
+(``appliance.persist``) and re-applies them at start, whether or not GPIO is configured or
+present. ``Controls`` owns the buttons' behaviour: the talk button's two modes (``hold``: talk
+while held; ``toggle``: press to start and to send), the long press that reconnects, the
+mute toggle and the volume steps. Neither knows GPIO: the gpiozero adapter
+(``appliance.gpio``) only calls ``Controls`` through ``loop.call_soon_threadsafe``.
+Imports: ``appliance.config``, ``appliance.mixer``, ``appliance.persist``, ``appliance.errors``.
 """
 
 from __future__ import annotations
@@ -22,12 +24,108 @@ from appliance.persist import ControlState
 log = logging.getLogger(__name__)
 
 
+class Levels:
+    """The persisted mute and volume; ``apply_muted`` is the daemon's mute itself (the front
+    end and the session), ``mixer`` opens the configured mixer control (opened at first use
+    and kept; ``close`` drops it, so the next use follows a reloaded config)."""
+
+    def __init__(
+        self,
+        state: ControlState,
+        *,
+        apply_muted: Callable[[bool], None],
+        mixer: Callable[[], Mixer],
+    ) -> None:
+        self._state = state
+        self._apply_muted = apply_muted
+        self._open_mixer = mixer
+        self._mixer: Mixer | None = None
+
+    @property
+    def muted(self) -> bool:
+        return self._state.muted
+
+    @property
+    def volume(self) -> int | None:
+        """The volume last set here, in percent (None: never set, the mixer's own)."""
+        return self._state.volume
+
+    def start(self) -> None:
+        """Re-apply the persisted mute and volume (call once the audio path exists)."""
+        if self._state.muted:
+            log.info("privacy mute is on (kept from before the restart)")
+            self._apply_muted(True)
+        if self._state.volume is not None:
+            try:
+                self._set_volume(self._state.volume)
+            except AudioDeviceError as exc:
+                log.warning("volume %d%% not restored: %s", self._state.volume, exc)
+
+    def set_muted(self, muted: bool) -> None:
+        """The privacy mute, kept across restarts."""
+        if muted != self._state.muted:
+            self._state.muted = muted
+            self._state.save()
+        log.info("privacy mute %s", "on" if muted else "off")
+        self._apply_muted(muted)
+
+    def set_volume(self, percent: int) -> int:
+        """Set the speaker volume (clamped to 0-100) and keep it; returns what was set.
+        Raises ``AudioDeviceError`` naming the mixer control."""
+        volume = self._set_volume(percent)
+        self._state.save()
+        return volume
+
+    def step_volume(self, delta: int) -> int | None:
+        """Move the volume by ``delta`` points from the mixer's current one; None (and a
+        warning) when the mixer cannot be used."""
+        try:
+            current = self._mixer_now().volume()
+        except AudioDeviceError as exc:
+            self.close()
+            log.warning("%s", exc)
+            return None
+        try:
+            return self.set_volume(current + delta)
+        except AudioDeviceError as exc:
+            log.warning("%s", exc)
+            return None
+
+    def mixer_ready(self) -> bool:
+        """Open the mixer now (the volume buttons check it at start); False, and a warning
+        naming the control, when it cannot be."""
+        try:
+            self._mixer_now()
+        except AudioDeviceError as exc:
+            log.warning("volume buttons cannot work yet: %s", exc)
+            return False
+        return True
+
+    def _set_volume(self, percent: int) -> int:
+        try:
+            volume = self._mixer_now().set_volume(percent)
+        except AudioDeviceError:
+            self.close()  # opened afresh next time: the card may come back (a USB speaker)
+            raise
+        self._state.volume = volume
+        log.info("volume %d%%", volume)
+        return volume
+
+    def _mixer_now(self) -> Mixer:
+        if self._mixer is None:
+            self._mixer = self._open_mixer()
+        return self._mixer
+
+    def close(self) -> None:
+        if self._mixer is not None:
+            self._mixer.close()
+            self._mixer = None
+
+
 class Target(Protocol):
-    """The daemon's user inputs (``Daemon.set_talking`` and friends); loop thread only."""
+    """The daemon's talk inputs (``Daemon.set_talking``, ``Daemon.reconnect``); loop thread."""
 
     def set_talking(self, held: bool) -> None: ...
-
-    def set_muted(self, muted: bool) -> None: ...
 
     def reconnect(self) -> None: ...
 
@@ -41,38 +139,21 @@ class Controls:
         self,
         target: Target,
         settings: GpioSettings,
-        state: ControlState,
+        levels: Levels,
         *,
-        mixer: Callable[[], Mixer] | None = None,
         cue: Cue | None = None,
     ) -> None:
         self._target = target
         self._settings = settings
-        self.state = state
-        self._open_mixer = mixer
-        self._mixer: Mixer | None = None
+        self.levels = levels
         self._cue = cue
         self.talking = False
         self._long_press = False
 
     def start(self) -> None:
-        """Re-apply the persisted mute and volume."""
-        if self.state.muted:
-            log.info("privacy mute is on (kept from before the restart)")
-            self._target.set_muted(True)
-        if self._open_mixer is not None:
-            try:
-                self._mixer = self._open_mixer()
-            except AudioDeviceError as exc:
-                log.warning("volume buttons disabled: %s", exc)
-                return
-            if self.state.volume is not None:
-                self._set_volume(self.state.volume)
-
-    def close(self) -> None:
-        if self._mixer is not None:
-            self._mixer.close()
-            self._mixer = None
+        """Check at start what the wired buttons need (the mixer, for volume buttons)."""
+        if self._settings.volume_up_pin or self._settings.volume_down_pin:
+            self.levels.mixer_ready()
 
     # --- talk ---------------------------------------------------------------------------
 
@@ -101,42 +182,16 @@ class Controls:
             self.talking = on
             self._target.set_talking(on)
 
-    # --- mute -----------------------------------------------------------------------------
+    # --- mute and volume -------------------------------------------------------------------
 
     def mute_pressed(self) -> None:
-        muted = not self.state.muted
-        self.state.muted = muted
-        self.state.save()
-        log.info("privacy mute %s", "on" if muted else "off")
-        self._target.set_muted(muted)
+        muted = not self.levels.muted
+        self.levels.set_muted(muted)
         if self._cue is not None:
             self._cue("mute" if muted else "unmute")
 
-    # --- volume ---------------------------------------------------------------------------
-
     def volume_up(self) -> None:
-        self._step(+self._settings.volume_step)
+        self.levels.step_volume(+self._settings.volume_step)
 
     def volume_down(self) -> None:
-        self._step(-self._settings.volume_step)
-
-    def _step(self, delta: int) -> None:
-        if self._mixer is None:
-            return
-        try:
-            current = self._mixer.volume()
-        except AudioDeviceError as exc:
-            log.warning("%s", exc)
-            return
-        if self._set_volume(current + delta):
-            self.state.save()
-
-    def _set_volume(self, percent: int) -> bool:
-        assert self._mixer is not None
-        try:
-            self.state.volume = self._mixer.set_volume(percent)
-        except AudioDeviceError as exc:
-            log.warning("%s", exc)
-            return False
-        log.info("volume %d%%", self.state.volume)
-        return True
+        self.levels.step_volume(-self._settings.volume_step)

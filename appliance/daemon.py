@@ -46,7 +46,9 @@ from appliance.audio.playback import (
 )
 from appliance.audio.vad import WebRtcVad
 from appliance.config import Config, GpioSettings, listen_settings
+from appliance.controls import Levels
 from appliance.core.backoff import Backoff
+from appliance.core.cues import Cues, EndOfStream, Enqueue, Hold, Route
 from appliance.core.listen import Control, ControlState, GateMode
 from appliance.core.session import (
     Action,
@@ -63,12 +65,15 @@ from appliance.core.session import (
 )
 from appliance.core.state import State
 from appliance.credentials import ApiKey
-from appliance.earcons import EarconPlayer, Timer, load_earcons
+from appliance.deadline import DeadlineTimer
+from appliance.earcons import load_earcons
 from appliance.errors import AudioDeviceError, AuthenticationError, ConfigError, TransportError
 from appliance.gpio import Gpio, open_gpio
 from appliance.logs import set_level
 from appliance.mixer import Mixer
 from appliance.notify import Notifier, watchdog_interval
+from appliance.persist import ControlState as SavedControls
+from appliance.persist import state_dir
 from appliance.reload import plan_reload
 from appliance.tools import Toolbox
 from appliance.transport import open_transport
@@ -157,16 +162,19 @@ class Daemon:
             wake = self._make_wake(rebuilding=False)
             if wake is not None:
                 wake.close()
+        # Mute and volume as the user set them (buttons or voice), kept across restarts.
+        self.levels = Levels(
+            SavedControls(state_dir(config.gpio.state_dir)),
+            apply_muted=self._apply_muted,
+            mixer=self._open_mixer,
+        )
         self.toolbox = Toolbox(config.tools, _ToolHost(self), secret=key.reveal())
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._device_errors: dict[str, str] = {"capture": "", "playback": ""}
-        # Cue sounds through the reply player, hidden from the session (appliance.earcons).
-        self.earcons = EarconPlayer(
-            load_earcons(config.earcons),
-            player=None,
-            hold=self._hold_gate,
-            call_later=self._call_later,
-        )
+        # Cue sounds through the reply player, hidden from the session (appliance.core.cues);
+        # its deadlines (the gate's release, the "error" cue) on one loop timer.
+        self.earcons = Cues(load_earcons(config.earcons))
+        self._cue_timer: DeadlineTimer | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -177,12 +185,17 @@ class Daemon:
         # interval (5 ms by default): an audio thread woken while the loop decodes a delta
         # would wait that long. 1 ms bounds it; threads seldom contend, so it costs nothing.
         sys.setswitchinterval(GIL_SWITCH_S)
+        cue_timer = self._cue_timer = DeadlineTimer(loop, self._cue_tick)
         self._start_audio(loop)
         try:
             # GPIO LEDs and buttons (appliance.gpio); None when disabled or absent.
-            self.gpio = open_gpio(self.config.gpio, self, loop, cue=self.cue)
+            self.gpio = open_gpio(self.config.gpio, self, loop, levels=self.levels, cue=self.cue)
             if self.gpio is not None:
                 self._observers = [*self._observers, self.gpio.on_action]
+            # Connecting from here on, so a mute kept from before shows as such, not offline;
+            # then the mute and volume as the user left them, with or without GPIO.
+            self.session.connecting()
+            self.levels.start()
             async with asyncio.TaskGroup() as tg:
                 self._conn_task = tg.create_task(self._connection_loop(), name="connection")
                 watchdog = tg.create_task(
@@ -197,7 +210,8 @@ class Daemon:
         finally:
             if self.gpio is not None:
                 self.gpio.close()
-            self.earcons.close()
+            self.levels.close()
+            cue_timer.cancel()
             self._stop_audio()
             log.info("stopped")
 
@@ -223,7 +237,6 @@ class Daemon:
             on_event=_on_loop(loop, self._on_player),
             reference=self._reference,
         )
-        self.earcons.player = self.player
         self.player.start()
 
     def _make_frontend(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -484,10 +497,18 @@ class Daemon:
     def cue(self, name: str) -> bool:
         """Play earcon ``name`` (``appliance.earcons``: listening, mute, unmute, error,
         too_short, wake); False when it is silent or skipped because the agent speaks."""
-        return self.earcons.play(name)
+        if self.player is None:
+            return False
+        queued = self.earcons.request(name, self._now())
+        self._apply_cues()
+        return queued
 
     def set_muted(self, muted: bool) -> None:
-        """The privacy switch: nothing captured is sent while muted."""
+        """The privacy switch, kept across restarts (``Daemon.levels``)."""
+        self.levels.set_muted(muted)
+
+    def _apply_muted(self, muted: bool) -> None:
+        """The mute itself: nothing captured is sent while muted."""
         self._post(self.controls.mute(muted))
         self.session.set_muted(muted)
         self._dispatch()
@@ -599,11 +620,14 @@ class Daemon:
             self._observers = [o for o in self._observers if o != self.gpio.on_action]
             self.gpio.close()
             self.gpio = None
+        self.levels.close()  # the mixer opens again with the reloaded mixer_* keys
         try:
-            self.gpio = open_gpio(self.config.gpio, self, self._loop, cue=self.cue)
+            self.gpio = open_gpio(
+                self.config.gpio, self, self._loop, levels=self.levels, cue=self.cue
+            )
         except ConfigError as exc:
             log.error("reload: %s; keeping the previous [gpio]", exc, extra={"ERROR_CODE": "config"})
-            self.gpio = open_gpio(previous, self, self._loop, cue=self.cue)
+            self.gpio = open_gpio(previous, self, self._loop, levels=self.levels, cue=self.cue)
         if self.gpio is not None:
             self._observers = [*self._observers, self.gpio.on_action]
 
@@ -637,7 +661,7 @@ class Daemon:
         self._dispatch()
 
     def _on_player(self, ev: Any) -> None:
-        ev = self.earcons.player_event(ev)  # an earcon's own events stop here
+        ev = self._cue_event(ev)  # an earcon's own events stop here
         if ev is None:
             return
         if isinstance(ev, PlaybackStarted):
@@ -664,9 +688,42 @@ class Daemon:
         set for."""
         self._post(self.controls.hold(hold))
 
-    def _call_later(self, seconds: float, fn: Callable[[], None]) -> Timer:
-        assert self._loop is not None
-        return self._loop.call_later(seconds, fn)
+    def _open_mixer(self) -> Mixer:
+        g = self.config.gpio
+        return Mixer(g.mixer_control, g.mixer_card, g.mixer_device)
+
+    def _cue_event(self, ev: Any) -> Any:
+        """The player event for the session, or None when it was an earcon's own."""
+        if isinstance(ev, PlaybackStarted):
+            route = self.earcons.started(ev.item_id)
+        elif isinstance(ev, PlaybackStopped):
+            route = self.earcons.stopped(ev.item_id, self._now())
+            if route is Route.PASS_WITHOUT_ITEM:
+                ev = PlaybackStopped(None, 0)
+        elif isinstance(ev, PlaybackIdle):
+            route = self.earcons.idle(self._now())
+        else:
+            return ev
+        self._apply_cues()
+        return None if route is Route.SWALLOW else ev
+
+    def _apply_cues(self) -> None:
+        """Route the cue core's actions, in order, and wait for its next deadline."""
+        for action in self.earcons.take():
+            if isinstance(action, Hold):
+                self._hold_gate(action.on)
+            elif self.player is None:
+                continue
+            elif isinstance(action, Enqueue):
+                self.player.enqueue(action.item_id, action.pcm)
+            elif isinstance(action, EndOfStream):
+                self.player.end_of_stream()
+        if self._cue_timer is not None:
+            self._cue_timer.schedule(self.earcons.next_deadline())
+
+    def _cue_tick(self, now: float) -> None:
+        self.earcons.tick(now)
+        self._apply_cues()
 
     def _set_playing(self, playing: bool) -> None:
         """Tell the front end the speaker plays (its echo guard)."""
@@ -722,7 +779,8 @@ class Daemon:
                 self.cue("too_short")
             elif isinstance(action, StateChanged):
                 self.notifier.status(self._status_prefix or action.state.words)
-                self.earcons.state_changed(action.state)
+                self.earcons.state_changed(action.state, self._now())
+                self._apply_cues()
                 self._follow_up(action.state)
             elif isinstance(action, Transcript) and self.config.logging.transcripts:
                 log.info(
@@ -761,31 +819,16 @@ class Daemon:
 
 
 class _ToolHost:
-    """What the built-in tools act on (``appliance.tools.ToolHost``), on the loop thread.
-
-    Mute and volume set by voice persist like the buttons' (``[gpio]`` controls' state).
-    """
+    """What the built-in tools act on (``appliance.tools.ToolHost``), on the loop thread:
+    the same persisted mute and volume as the buttons (``Daemon.levels``)."""
 
     def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
+        self._levels = daemon.levels
 
     def set_muted(self, muted: bool) -> None:
-        self._daemon.set_muted(muted)
-        gpio = self._daemon.gpio
-        if gpio is not None:
-            gpio.controls.state.muted = muted
-            gpio.controls.state.save()
+        self._levels.set_muted(muted)
 
     def set_volume(self, percent: int) -> int:
-        g = self._daemon.config.gpio
-        mixer = Mixer(g.mixer_control, g.mixer_card, g.mixer_device)
-        try:
-            volume = mixer.set_volume(percent)
-        finally:
-            mixer.close()
-        gpio = self._daemon.gpio
-        if gpio is not None:
-            gpio.controls.state.volume = volume
-            gpio.controls.state.save()
+        volume = self._levels.set_volume(percent)
         log.info("volume %d%% (asked by the model)", volume)
         return volume

@@ -78,7 +78,7 @@ def run_demo(out: Path) -> int:
     # alsa-lib reads its configuration once per process, at the first PCM opened.
     os.environ["ALSA_CONFIG_PATH"] = alsa_config_path(write_file_devices(out, mic_raw, speaker_raw))
     print(f"microphone: {len(pcm) / 2 / rate:.2f} s recording saying {SPEECH_TEXT!r} ({rate} Hz)")
-    ok, sent_ms = asyncio.run(_demo(server.RealtimeSimulator))
+    ok, sent_ms = asyncio.run(_demo(server.RealtimeSimulator, out / "state"))
     reply = out / "reply.wav"
     played = speaker_raw.read_bytes() if speaker_raw.exists() else b""
     with wave.open(str(reply), "wb") as wav:
@@ -91,7 +91,7 @@ def run_demo(out: Path) -> int:
     return 0 if ok and played else 1
 
 
-async def _demo(simulator: Any) -> tuple[bool, int]:
+async def _demo(simulator: Any, state: Path) -> tuple[bool, int]:
     """``simulator`` is ``realtime_sim.server.RealtimeSimulator``, passed in because the
     product does not import the simulator package at module level."""
     from appliance.config import parse_config
@@ -120,7 +120,10 @@ async def _demo(simulator: Any) -> tuple[bool, int]:
             )
 
     async with simulator(api_key=DEMO_KEY) as sim:
-        config = parse_config(demo_config(sim.url), "<demo>")
+        data = demo_config(sim.url)
+        # A state directory of its own: a mute kept by the appliance would silence the demo.
+        data["gpio"] = {"enabled": False, "state_dir": str(state)}
+        config = parse_config(data, "<demo>")
         daemon = Daemon(config, ApiKey(DEMO_KEY, "demo"), observers=[observe])
         runner = asyncio.create_task(daemon.run(stop))
         try:

@@ -1,7 +1,8 @@
 """GPIO LEDs and buttons through gpiozero: the only module that imports gpiozero.
 
 Owns the gpiozero devices: the status LED (``Leds``: a ``State`` shown as a pattern) and the
-buttons (``Buttons``: edges handed to ``appliance.controls.Controls`` on the event loop),
+buttons (``Buttons``: edges handed to ``appliance.controls.Controls`` on the event loop; mute
+and volume, and their persistence, belong to the daemon's ``appliance.controls.Levels``),
 and the decision "no GPIO here" (one warning, or an error with ``[gpio] required = true``).
 Pins go to gpiozero as configured ("GPIO17", "BOARD11", 17) and the pin factory is
 gpiozero's own choice ($GPIOZERO_PIN_FACTORY), never picked here.
@@ -9,7 +10,7 @@ gpiozero's own choice ($GPIOZERO_PIN_FACTORY), never picked here.
 Threads: gpiozero runs blink/pulse in its own background threads, so ``Leds.show`` returns
 at once; button callbacks arrive on gpiozero's threads and only ``call_soon_threadsafe``.
 Imports: ``gpiozero``, ``appliance.config``, ``appliance.controls``, ``appliance.core``,
-``appliance.errors``, ``appliance.mixer``, ``appliance.persist``.
+``appliance.errors``.
 """
 
 from __future__ import annotations
@@ -25,12 +26,10 @@ from gpiozero import LED, PWMLED, RGBLED, Button, Device
 from gpiozero.exc import BadPinFactory, GPIOZeroError, GPIOZeroWarning, PinFactoryFallback
 
 from appliance.config import GpioSettings
-from appliance.controls import Controls, Cue, Target
+from appliance.controls import Controls, Cue, Levels, Target
 from appliance.core.session import Action, StateChanged
 from appliance.core.state import State
 from appliance.errors import ConfigError
-from appliance.mixer import Mixer
-from appliance.persist import ControlState, state_dir
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +179,6 @@ class Gpio:
             self.buttons.close()
         if self.leds is not None:
             self.leds.close()
-        self.controls.close()
 
 
 def _poster(loop: asyncio.AbstractEventLoop) -> Post:
@@ -198,9 +196,10 @@ def open_gpio(
     target: Target,
     loop: asyncio.AbstractEventLoop,
     *,
+    levels: Levels,
     cue: Cue | None = None,
 ) -> Gpio | None:
-    """Build the LEDs and buttons and re-apply the persisted mute and volume.
+    """Build the LEDs and buttons (mute and volume buttons act on ``levels``).
 
     Returns None when ``enabled`` is false, or when this machine has no GPIO (one warning),
     unless ``required``: then a ``ConfigError`` naming ``gpio.required``. A wrong pin is a
@@ -211,16 +210,7 @@ def open_gpio(
     s = settings
     leds: Leds | None = None
     buttons: Buttons | None = None
-    wants_mixer = bool(s.volume_up_pin or s.volume_down_pin)
-    controls = Controls(
-        target,
-        s,
-        ControlState(state_dir(s.state_dir)),
-        mixer=partial(Mixer, s.mixer_control, s.mixer_card, s.mixer_device)
-        if wants_mixer
-        else None,
-        cue=cue,
-    )
+    controls = Controls(target, s, levels, cue=cue)
     with warnings.catch_warnings(record=True) as caught:
         # gpiozero warns for each pin factory it falls back from; under `-W error` (and in
         # pytest) that warning would abort the search before it ends in BadPinFactory.

@@ -1,5 +1,8 @@
 """Small settings that survive restarts and reconnects: the privacy mute and the volume.
 
+They are the daemon's (``appliance.controls.Levels``), whether set by a button or by voice
+and whether or not GPIO is configured; only their directory's key lives under ``[gpio]``.
+
 Owns where they live (``[gpio] state_dir``, else ``$STATE_DIRECTORY`` from systemd's
 ``StateDirectory=``, else ``$XDG_STATE_HOME/appliance`` or ``~/.local/state/appliance``) and
 how they are written (a JSON file replaced atomically, so a power cut leaves the old or the

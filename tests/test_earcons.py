@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 import tomllib
 import wave
 from collections.abc import Callable
@@ -26,7 +25,12 @@ from daemon_env import StateLog, running
 from gpiozero.pins.mock import MockFactory
 
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted, SpeechStopped
-from appliance.audio.playback import PlaybackIdle, PlaybackStarted, PlaybackThread
+from appliance.audio.playback import (
+    PlaybackIdle,
+    PlaybackStarted,
+    PlaybackStopped,
+    PlaybackThread,
+)
 from appliance.audio.vad import WebRtcVad
 from appliance.config import (
     EARCON_NAMES,
@@ -35,12 +39,23 @@ from appliance.config import (
     listen_settings,
     parse_config,
 )
+from appliance.core.cues import (
+    ECHO_TAIL_S,
+    ERROR_CUE_DELAY_S,
+    FALLBACK_S,
+    Cues,
+    EndOfStream,
+    Enqueue,
+    Hold,
+    Route,
+)
 from appliance.core.listen import Control
 from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
+from appliance.deadline import DeadlineTimer
 from appliance.demo import DEMO_KEY, demo_config, speech_recording
-from appliance.earcons import RATE, EarconPlayer, load_earcons, read_wav, shipped
+from appliance.earcons import RATE, load_earcons, read_wav, shipped
 from appliance.errors import ConfigError
 from realtime_sim.server import RealtimeSimulator
 
@@ -244,20 +259,150 @@ def test_push_to_talk_streams_only_after_the_cue() -> None:
     assert sum(isinstance(o, AudioChunk) for o in out) == 2
 
 
+# --- the rules, pure: time is an input ---------------------------------------------------------
+
+CUE_S = 0.2  # the test sounds' length
+SOUNDS = {name: bytes(int(CUE_S * RATE) * 2) for name in ("mute", "unmute", "error")}
+
+
+def rules(sounds: dict[str, bytes] | None = None) -> Cues:
+    return Cues(SOUNDS if sounds is None else sounds)
+
+
+def test_a_cue_is_queued_with_its_own_end_of_stream_and_holds_the_gate() -> None:
+    cues = rules()
+    assert cues.request("mute", 10.0)
+    assert cues.take() == [Hold(True), Enqueue("earcon:mute:1", SOUNDS["mute"]), EndOfStream()]
+    assert cues.held
+    # The player never reports (a device in outage): the fallback lets the gate go.
+    due = cues.next_deadline()
+    assert due == pytest.approx(10.0 + CUE_S + FALLBACK_S)
+    cues.tick(due - 0.01)
+    assert cues.take() == [] and cues.held
+    cues.tick(due)
+    assert cues.take() == [Hold(False)] and not cues.held
+    assert cues.next_deadline() is None
+    assert list(cues.played) == ["mute"]
+
+
+def test_silent_and_unknown_cues_do_nothing() -> None:
+    cues = rules({"mute": SOUNDS["mute"]})
+    assert not cues.request("unmute", 0.0)  # "" in the config: left out of the sounds
+    assert not cues.request("chime", 0.0)
+    assert cues.take() == [] and cues.next_deadline() is None and list(cues.played) == []
+
+
+def test_the_gate_is_let_go_an_echo_tail_after_the_cue_played_out() -> None:
+    cues = rules()
+    cues.request("mute", 0.0)
+    cues.take()
+    assert cues.started("earcon:mute:1") is Route.SWALLOW
+    assert cues.idle(0.21) is Route.SWALLOW  # the cue set the end-of-stream mark: its idle
+    assert cues.take() == []  # still held: the room's echo and the capture buffers
+    assert cues.next_deadline() == pytest.approx(0.21 + ECHO_TAIL_S)
+    cues.tick(0.21 + ECHO_TAIL_S)
+    assert cues.take() == [Hold(False)]
+    assert cues.next_deadline() is None
+
+
+def test_a_second_cue_keeps_the_gate_held_until_it_played_out() -> None:
+    cues = rules()
+    cues.request("mute", 0.0)
+    cues.request("unmute", 0.1)
+    assert cues.take() == [
+        Hold(True),
+        Enqueue("earcon:mute:1", SOUNDS["mute"]),
+        EndOfStream(),
+        Enqueue("earcon:unmute:2", SOUNDS["unmute"]),
+        EndOfStream(),
+    ]
+    assert cues.next_deadline() == pytest.approx(0.1 + CUE_S + FALLBACK_S)
+    cues.idle(0.45)
+    cues.tick(0.45 + ECHO_TAIL_S)
+    assert cues.take() == [Hold(False)]
+
+
+def test_a_cue_never_plays_over_the_agent() -> None:
+    cues = rules()
+    cues.reply_audio()
+    assert not cues.request("mute", 0.0)
+    assert cues.take() == [] and not cues.held
+    # The reply's events are the session's; its idle ends the reply.
+    assert cues.started("item_1") is Route.PASS
+    cues.reply_ended()
+    assert cues.idle(2.0) is Route.PASS
+    assert cues.request("mute", 2.1)
+
+
+def test_the_idle_belongs_to_whoever_set_the_end_of_stream_last() -> None:
+    cues = rules()
+    cues.request("mute", 0.0)
+    cues.reply_audio()  # the agent starts right behind the cue
+    cues.reply_ended()
+    assert cues.idle(1.0) is Route.PASS  # the reply's mark came last: its idle
+    cues.reply_audio()
+    assert not cues.request("unmute", 1.1)  # the next reply still plays
+    cues.reply_stopped()  # barge-in
+    assert cues.request("unmute", 1.2)
+    assert cues.idle(1.5) is Route.SWALLOW
+
+
+def test_a_stop_that_catches_a_cue_answers_the_session_without_the_cue() -> None:
+    cues = rules()
+    cues.request("mute", 0.0)
+    cues.take()
+    cues.reply_stopped()  # the player drops what is queued, the cue too
+    assert cues.stopped("earcon:mute:1", 0.05) is Route.PASS_WITHOUT_ITEM
+    assert cues.next_deadline() == pytest.approx(0.05 + ECHO_TAIL_S)
+    assert cues.stopped("item_7", 0.3) is Route.PASS
+    cues.tick(0.3)
+    assert cues.take() == [Hold(False)]
+
+
+def test_the_error_cue_plays_once_after_a_while_offline_and_rearms_when_working() -> None:
+    cues = rules()
+    cues.state_changed(State.OFFLINE, 100.0)
+    cues.state_changed(State.CONNECTING, 100.5)  # still not working: the wait goes on
+    assert cues.next_deadline() == pytest.approx(100.0 + ERROR_CUE_DELAY_S)
+    cues.tick(102.9)
+    assert cues.take() == []
+    cues.tick(103.0)
+    assert [type(a) for a in cues.take()] == [Hold, Enqueue, EndOfStream]
+    assert list(cues.played) == ["error"]
+    cues.idle(103.3)
+    cues.tick(103.3 + ECHO_TAIL_S)
+    cues.state_changed(State.ERROR, 104.0)
+    assert cues.next_deadline() is None  # once per outage
+    cues.state_changed(State.READY, 110.0)
+    cues.state_changed(State.OFFLINE, 200.0)
+    assert cues.next_deadline() == pytest.approx(203.0)
+
+
+def test_a_quick_reconnect_stays_silent() -> None:
+    cues = rules()
+    cues.state_changed(State.OFFLINE, 0.0)
+    cues.state_changed(State.READY, 1.0)
+    assert cues.next_deadline() is None
+    cues.tick(10.0)
+    assert cues.take() == [] and list(cues.played) == []
+
+
+def test_the_error_cue_waits_for_the_agent_like_any_cue() -> None:
+    cues = rules()
+    cues.reply_audio()
+    cues.state_changed(State.ERROR, 0.0)
+    cues.tick(ERROR_CUE_DELAY_S)
+    assert cues.take() == [] and list(cues.played) == []
+    assert cues.next_deadline() is None
+
+
 # --- the player: cues through the reply path, hidden from the session ------------------------
 
 
-class LoopTimers:
-    """``call_later`` on a running loop, for an ``EarconPlayer`` outside the daemon."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-
-    def __call__(self, seconds: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
-        return self.loop.call_later(seconds, fn)
-
-
 def test_earcons_play_on_the_reply_player_and_never_reach_the_session(alsa_env: AlsaEnv) -> None:
+    """The rules driven as the daemon drives them, on the real player and a loop timer: the
+    player's own event order (a cue's idle, the reply's) routed by them. No sleeps: each
+    step waits for the events it needs."""
     sounds = load_earcons(EarconSettings())
     t = np.arange(int(0.3 * RATE)) / RATE
     reply = (6000 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
@@ -267,6 +412,44 @@ def test_earcons_play_on_the_reply_player_and_never_reach_the_session(alsa_env: 
         seen: list[object] = []  # every player event
         passed: list[object] = []  # what would reach the session
         holds: list[bool] = []
+        changed = asyncio.Event()
+        cues = Cues(sounds)
+
+        def apply() -> None:
+            for action in cues.take():
+                if isinstance(action, Hold):
+                    holds.append(action.on)
+                elif isinstance(action, Enqueue):
+                    player.enqueue(action.item_id, action.pcm)
+                else:
+                    player.end_of_stream()
+            timer.schedule(cues.next_deadline())
+            changed.set()
+
+        def tick(now: float) -> None:
+            cues.tick(now)
+            apply()
+
+        def handle(ev: object) -> None:
+            seen.append(ev)
+            now = loop.time()
+            route = Route.PASS
+            if isinstance(ev, PlaybackStarted):
+                route = cues.started(ev.item_id)
+            elif isinstance(ev, PlaybackStopped):
+                route = cues.stopped(ev.item_id, now)
+            elif isinstance(ev, PlaybackIdle):
+                route = cues.idle(now)
+            if route is not Route.SWALLOW:
+                passed.append(ev)
+            apply()
+
+        async def until(cond: Callable[[], bool]) -> None:
+            while not cond():
+                changed.clear()
+                await asyncio.wait_for(changed.wait(), 5)
+
+        timer = DeadlineTimer(loop, tick)
         player = PlaybackThread(
             device="spk",
             rate=24000,
@@ -274,34 +457,23 @@ def test_earcons_play_on_the_reply_player_and_never_reach_the_session(alsa_env: 
             period_frames=240,
             on_event=lambda ev: loop.call_soon_threadsafe(handle, ev),
         )
-        cues = EarconPlayer(sounds, player=player, hold=holds.append, call_later=LoopTimers(loop))
-
-        def handle(ev: object) -> None:
-            seen.append(ev)
-            out = cues.player_event(ev)
-            if out is not None:
-                passed.append(out)
-
         player.start()
         try:
-            assert cues.play("mute")
-            deadline = time.monotonic() + 5
-            while holds[-1] or not any(isinstance(e, PlaybackIdle) for e in seen):
-                assert time.monotonic() < deadline, (seen, holds)
-                await asyncio.sleep(0.02)
+            assert cues.request("mute", loop.time())
+            apply()
+            await until(lambda: not holds[-1] and any(isinstance(e, PlaybackIdle) for e in seen))
             # The agent speaks: a cue now is skipped, not queued behind or over it.
             cues.reply_audio()
             player.enqueue("item_1", reply)
-            assert not cues.play("unmute")
+            assert not cues.request("unmute", loop.time())
             cues.reply_ended()
             player.end_of_stream()
-            while PlaybackIdle() not in passed:  # the reply's idle is passed on
-                assert time.monotonic() < deadline + 5, seen
-                await asyncio.sleep(0.02)
-            assert cues.play("unmute")
-            await asyncio.sleep(0.5)
+            await until(lambda: PlaybackIdle() in passed)  # the reply's idle is passed on
+            assert cues.request("unmute", loop.time())
+            apply()
+            await until(lambda: not holds[-1])
         finally:
-            cues.close()
+            timer.cancel()
             await asyncio.to_thread(player.close, 2.0)
         return seen, holds, passed
 
@@ -309,7 +481,7 @@ def test_earcons_play_on_the_reply_player_and_never_reach_the_session(alsa_env: 
     assert any(isinstance(e, PlaybackStarted) for e in seen)  # the player did play them
     # The session would see the reply's events and none of the earcons'.
     assert passed == [PlaybackStarted("item_1"), PlaybackIdle()]
-    assert holds[0] is True and False in holds  # the gate was held, then let go
+    assert holds == [True, False, True, False]  # held for each cue, then let go
     played = alsa_env.read_spk()
     for pcm in (sounds["mute"], reply, sounds["unmute"]):
         assert best_match(played, np.frombuffer(pcm, dtype=np.int16)) > 0.99
@@ -374,7 +546,7 @@ def test_daemon_earcons_reach_the_speaker_but_not_the_simulator_or_the_session(
     # The microphone heard the cues: the VAD ran on them (in silence it does not run at all).
     # Some VAD frames, not a count: how many of a cue's frames land in the window varies.
     assert heard >= 3
-    assert daemon.earcons.played == ["mute", "unmute", "too_short", "wake", "error"]
+    assert list(daemon.earcons.played) == ["mute", "unmute", "too_short", "wake", "error"]
     # The session saw the mute and nothing of the sounds: no turn, no playback.
     after_ready = states[states.index(State.READY) :]
     assert after_ready == [State.READY, State.MUTED, State.READY], states

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from appliance.config import GpioSettings, parse_config
+from appliance.controls import Levels
 from appliance.core.session import StateChanged
 from appliance.core.state import State
 from appliance.errors import AudioDeviceError, ConfigError
@@ -36,7 +38,7 @@ pytest_plugins = ["alsa_env", "gpio_env"]
 
 
 class Daemonish:
-    """The three user inputs ``Daemon`` offers, recording what reached the loop thread."""
+    """The daemon's talk inputs and its mute itself, recording what reached the loop thread."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, object]] = []
@@ -52,7 +54,7 @@ class Daemonish:
     def set_talking(self, held: bool) -> None:
         self._record("talking", held)
 
-    def set_muted(self, muted: bool) -> None:
+    def apply_muted(self, muted: bool) -> None:
         self._record("muted", muted)
 
     def reconnect(self) -> None:
@@ -64,12 +66,24 @@ def settings(tmp_path: Path, **kw: object) -> GpioSettings:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
+def levels_for(s: GpioSettings, target: Daemonish) -> Levels:
+    """Mute and volume as the daemon builds them, from the same ``[gpio]`` keys."""
+    return Levels(
+        ControlState(state_dir(s.state_dir)),
+        apply_muted=target.apply_muted,
+        mixer=partial(Mixer, s.mixer_control, s.mixer_card, s.mixer_device),
+    )
+
+
 def with_gpio(s: GpioSettings, body: Callable[[Gpio, Daemonish], object]) -> Daemonish:
-    """Open the GPIO inside a running loop, run ``body`` (sync or async), close it."""
+    """Start as the daemon does (persisted mute and volume, then the GPIO) inside a running
+    loop, run ``body`` (sync or async), close it all."""
     target = Daemonish()
 
     async def main() -> None:
-        gpio = open_gpio(s, target, asyncio.get_running_loop())
+        levels = levels_for(s, target)
+        levels.start()
+        gpio = open_gpio(s, target, asyncio.get_running_loop(), levels=levels)
         assert gpio is not None
         try:
             result = body(gpio, target)
@@ -77,6 +91,7 @@ def with_gpio(s: GpioSettings, body: Callable[[Gpio, Daemonish], object]) -> Dae
                 await result
         finally:
             gpio.close()
+            levels.close()
 
     asyncio.run(main())
     return target
@@ -263,15 +278,16 @@ def test_unreadable_state_file_gives_defaults(tmp_path: Path) -> None:
 
 def test_bad_and_shared_pins_name_the_key(tmp_path: Path, mock_pins: MockFactory) -> None:
     loop = asyncio.new_event_loop()
+    levels = levels_for(settings(tmp_path), Daemonish())
     try:
         with pytest.raises(ConfigError) as err:
-            open_gpio(settings(tmp_path, talk_pin="GPIO99"), Daemonish(), loop)
+            open_gpio(settings(tmp_path, talk_pin="GPIO99"), Daemonish(), loop, levels=levels)
         assert err.value.key == "gpio.talk_pin"
         with pytest.raises(ConfigError) as err:
-            open_gpio(settings(tmp_path, mute_pin="GPIO17"), Daemonish(), loop)
+            open_gpio(settings(tmp_path, mute_pin="GPIO17"), Daemonish(), loop, levels=levels)
         assert err.value.key == "gpio.mute_pin"
         # nothing stays claimed after a failed start
-        gpio = open_gpio(settings(tmp_path), Daemonish(), loop)
+        gpio = open_gpio(settings(tmp_path), Daemonish(), loop, levels=levels)
         assert gpio is not None
         gpio.close()
     finally:
@@ -299,7 +315,9 @@ def test_without_gpio_warns_once_and_runs_without(
     loop = asyncio.new_event_loop()
     try:
         with caplog.at_level(logging.WARNING):
-            gpio = open_gpio(settings(tmp_path, led="rgb"), Daemonish(), loop)
+            gpio = open_gpio(
+                settings(tmp_path, led="rgb"), Daemonish(), loop, levels=levels_for(settings(tmp_path), Daemonish())
+            )
     finally:
         loop.close()
     assert gpio is None
@@ -312,7 +330,7 @@ def test_without_gpio_required_is_an_error(tmp_path: Path, no_gpio: None) -> Non
     loop = asyncio.new_event_loop()
     try:
         with pytest.raises(ConfigError) as err:
-            open_gpio(settings(tmp_path, required=True), Daemonish(), loop)
+            open_gpio(settings(tmp_path, required=True), Daemonish(), loop, levels=levels_for(settings(tmp_path), Daemonish()))
     finally:
         loop.close()
     assert err.value.key == "gpio.required"
@@ -322,7 +340,8 @@ def test_without_gpio_required_is_an_error(tmp_path: Path, no_gpio: None) -> Non
 def test_disabled_touches_no_pins(tmp_path: Path, no_gpio: None) -> None:
     loop = asyncio.new_event_loop()
     try:
-        assert open_gpio(settings(tmp_path, enabled=False), Daemonish(), loop) is None
+        levels = levels_for(settings(tmp_path), Daemonish())
+        assert open_gpio(settings(tmp_path, enabled=False), Daemonish(), loop, levels=levels) is None
     finally:
         loop.close()
     assert Device.pin_factory is None

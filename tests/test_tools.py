@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
+from daemon_env import StateLog, running
 
-from appliance.config import parse_config
+from appliance.config import Config, parse_config
 from appliance.core.schema import SchemaError, check_schema, validate
+from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
+from appliance.demo import DEMO_KEY, demo_config
 from appliance.errors import AudioDeviceError, ConfigError
 from appliance.tools import Toolbox
+from realtime_sim.script import SimScript, ToolCall
+from realtime_sim.server import RealtimeSimulator
 
 if TYPE_CHECKING:
-    from alsa_env import PulseEnv
+    from alsa_env import AlsaEnv, PulseEnv
 
-pytest_plugins = ["alsa_env"]  # pulse_env: a real ALSA mixer (PulseAudio's ctl plugin)
+# alsa_env: file-plugin devices for a daemon; pulse_env: a real ALSA mixer (PulseAudio's ctl plugin)
+pytest_plugins = ["alsa_env"]
 
 KEY = "c2VjcmV0OmtleS1mb3ItdG9vbHM="
 PY = sys.executable
@@ -210,6 +220,13 @@ def _parse_iso(text: str) -> float:
     return datetime.datetime.fromisoformat(text).timestamp()
 
 
+def sink_volume(pulse: PulseEnv) -> int:
+    """The ``spk`` sink's volume in percent, as PulseAudio itself reports it."""
+    found = re.search(r"/\s*(\d+)%", pulse.pactl("get-sink-volume", "spk"))
+    assert found is not None
+    return int(found.group(1))
+
+
 def test_set_volume_through_the_daemon_on_a_real_mixer(pulse_env: PulseEnv) -> None:
     """The daemon's tool host: ``Master`` on the ``pmixer`` control device is the ``spk``
     sink's volume, as PulseAudio reports it."""
@@ -217,7 +234,104 @@ def test_set_volume_through_the_daemon_on_a_real_mixer(pulse_env: PulseEnv) -> N
     daemon = Daemon(config, ApiKey(KEY, "test"))
     try:
         assert call(daemon.toolbox, "set_volume", {"percent": 37}) == {"volume_percent": 37}
-        found = re.search(r"/\s*(\d+)%", pulse_env.pactl("get-sink-volume", "spk"))
-        assert found is not None and int(found.group(1)) == 37
+        assert sink_volume(pulse_env) == 37
+        daemon.levels.close()
     finally:
         pulse_env.pactl("set-sink-volume", "spk", "100%")  # as the other tests expect it
+
+
+# --- mute and volume persist without GPIO -------------------------------------------------------
+
+
+def persisted_config(url: str, state: Path, **extra: Any) -> Config:
+    data: dict[str, Any] = {
+        **demo_config(url),
+        "gpio": {"enabled": False, "state_dir": str(state), "mixer_device": "pmixer"},
+        "tools": [{"name": "mute"}, {"name": "set_volume"}],
+        **extra,
+    }
+    return parse_config(data)
+
+
+def statuses(sock: socket.socket) -> list[str]:
+    """The STATUS= values the daemon sent to the notify socket so far."""
+    got: list[str] = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            msg = sock.recv(4096).decode()
+            got += [line[len("STATUS=") :] for line in msg.splitlines() if line.startswith("STATUS=")]
+    return got
+
+
+def test_the_mute_tool_survives_a_restart_without_gpio(
+    alsa_env: AlsaEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[gpio] disabled: the model mutes the device (a scripted function call), the daemon
+    stops, and the next daemon comes up muted, never ready, before anyone says a word."""
+    alsa_env.write_mic(np.zeros(16000 * 30, np.int16))  # a quiet room
+    state = tmp_path / "state"
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    script = SimScript(tool_calls=(ToolCall("mute", '{"muted": true}'),))
+
+    async def until(cond: Callable[[], bool], timeout: float = 20) -> None:
+        async with asyncio.timeout(timeout):
+            while not cond():
+                await asyncio.sleep(0.05)
+
+    async def main() -> tuple[list[State], list[State], Daemon]:
+        async with RealtimeSimulator(api_key=DEMO_KEY, script=script, profile="fast") as sim:
+            cfg = persisted_config(sim.url, state, session_policy={"greeting": "Hello"})
+            first = StateLog()
+            daemon = Daemon(cfg, ApiKey(DEMO_KEY, "test"), observers=[first])
+            async with running(daemon):
+                await until(lambda: daemon.session.state is State.MUTED)
+        async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
+            second = StateLog()
+            daemon = Daemon(persisted_config(sim.url, state), ApiKey(DEMO_KEY, "test"), observers=[second])
+            async with running(daemon):
+                await until(lambda: daemon.session.state is State.MUTED)
+                assert daemon.controls.muted  # the front end was told: nothing captured goes up
+        return first.states, second.states, daemon
+
+    try:
+        first, second, daemon = asyncio.run(main())
+        told = statuses(sock)
+    finally:
+        sock.close()
+    assert State.THINKING in first and first[-1] is State.MUTED  # the greeting's reply muted it
+    assert json.loads((state / "controls.json").read_text()) == {"muted": True, "volume": None}
+    assert second == [State.CONNECTING, State.MUTED]  # muted from the start, never ready
+    assert daemon.session.muted
+    assert told[-1] == "Muted" and told.count("Muted") == 2
+
+
+def test_the_volume_tool_survives_a_restart_without_gpio(
+    pulse_env: PulseEnv, tmp_path: Path
+) -> None:
+    """The volume set by voice is set again at the next start, whatever the mixer says then."""
+    pulse_env.alsa.write_mic(np.zeros(16000 * 30, np.int16))
+    state = tmp_path / "state"
+
+    async def main() -> None:
+        async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
+            daemon = Daemon(persisted_config(sim.url, state), ApiKey(DEMO_KEY, "test"))
+            answer = await daemon.toolbox.call("set_volume", '{"percent": 37}')
+            assert json.loads(answer) == {"volume_percent": 37}
+            assert sink_volume(pulse_env) == 37
+            daemon.levels.close()
+            pulse_env.pactl("set-sink-volume", "spk", "80%")  # someone else moved it
+            log = StateLog()
+            daemon = Daemon(persisted_config(sim.url, state), ApiKey(DEMO_KEY, "test"), observers=[log])
+            async with running(daemon):
+                await asyncio.wait_for(log.ready.wait(), 20)
+                assert sink_volume(pulse_env) == 37
+
+    try:
+        asyncio.run(main())
+    finally:
+        pulse_env.pactl("set-sink-volume", "spk", "100%")  # as the other tests expect it
+    assert json.loads((state / "controls.json").read_text()) == {"muted": False, "volume": 37}
