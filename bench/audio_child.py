@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+import appliance.app.audio as audio_path_module
 import appliance.audio.alsa as alsa_module
-import appliance.daemon as daemon_module
 from appliance.audio.alsa import Pcm, PcmParams
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput
 from appliance.config import load_config
@@ -148,7 +148,7 @@ async def run(config_path: str) -> None:
 
 def main() -> None:
     config_path, out = sys.argv[1], Path(sys.argv[2])
-    daemon_module.FrontEnd = TimedFrontEnd  # type: ignore[misc]
+    audio_path_module.FrontEnd = TimedFrontEnd  # type: ignore[misc]
     alsa_module.open_pcm = timed_open_pcm
     setup_logging("warning")
     asyncio.run(run(config_path))
