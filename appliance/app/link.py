@@ -63,7 +63,7 @@ class Link:
         self._stop_clock = stop_clock
         self._open_timeout = open_timeout
         self.outq: asyncio.Queue[str] = asyncio.Queue(OUTGOING_FRAMES)
-        self._end: Callable[[Ended | TransportError], None] | None = None
+        self._end: Callable[[Ended | TransportError], bool] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._tools: set[asyncio.Task[None]] = set()
 
@@ -85,12 +85,9 @@ class Link:
                 )
 
     def request(self, reason: str, *, planned: bool) -> bool:
-        """End the connection being served (the first request's reason stands); False when
-        none is."""
-        if self._end is None:
-            return False
-        self._end(Ended(reason, planned))
-        return True
+        """End the connection being served; False when none is, or it already ends (the
+        first reason stands)."""
+        return self._end is not None and self._end(Ended(reason, planned))
 
     def call_tool(self, call: CallTool) -> None:
         """Run a tool in the connection's task group (cancelled with the connection)."""
@@ -108,9 +105,11 @@ class Link:
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[Ended | TransportError] = loop.create_future()
 
-        def end(result: Ended | TransportError) -> None:
-            if not outcome.done():
-                outcome.set_result(result)
+        def end(result: Ended | TransportError) -> bool:
+            if outcome.done():
+                return False
+            outcome.set_result(result)
+            return True
 
         self._end = end
         try:
@@ -139,7 +138,7 @@ class Link:
 
     @staticmethod
     async def _failing(
-        work: Awaitable[None], end: Callable[[Ended | TransportError], None]
+        work: Awaitable[None], end: Callable[[Ended | TransportError], bool]
     ) -> None:
         """A reader's or writer's ``TransportError`` ends the connection as a failure."""
         try:
