@@ -52,7 +52,6 @@ import soxr
 from appliance.audio.alsa import STATE_RUNNING, AlsaError, AudioThread, Pcm, PcmParams
 from appliance.audio.ring import SampleRing
 from appliance.core.player import (
-    UNDERRUN_LOG_S,
     Admit,
     EndOfStream,
     Intake,
@@ -75,7 +74,6 @@ if TYPE_CHECKING:
     from appliance.audio.aec import ReferenceTap
 
 __all__ = [
-    "UNDERRUN_LOG_S",
     "PlaybackDeviceError",
     "PlaybackDeviceRestored",
     "PlaybackIdle",
