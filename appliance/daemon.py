@@ -329,7 +329,7 @@ async def _stop_within(tasks: list[asyncio.Task[Any]], deadline: float) -> None:
         task.cancel()
     _, pending = await asyncio.wait(tasks, timeout=deadline)
     for task in pending:
-        log.error("%s did not stop within %.0f s of shutdown", task.get_name(), deadline)
+        log.error("%s did not stop within %g s of shutdown", task.get_name(), deadline)
         task.cancel()
 
 

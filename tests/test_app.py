@@ -25,7 +25,7 @@ from appliance.config import parse_config
 from appliance.core.backoff import Backoff
 from appliance.core.session import Action, CallTool, Send, Session
 from appliance.credentials import ApiKey
-from appliance.daemon import STOP_TASKS_S, Daemon
+from appliance.daemon import STOP_TASKS_S, Daemon, _stop_within
 from appliance.errors import AuthenticationError, ConfigError, TransportError
 from appliance.tools import Toolbox
 from realtime_sim.script import SimScript, ToolCall
@@ -318,6 +318,39 @@ def test_a_connection_that_ends_is_a_failure_and_its_queue_is_dropped(
 
 
 # --- the daemon's shutdown ---------------------------------------------------------------------
+
+
+def test_a_task_that_outlives_the_shutdown_deadline_is_named_and_cancelled_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cancels: list[str] = []
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancels.append("first")
+        try:
+            await asyncio.sleep(30)  # ignores the first cancel, as a hung close would
+        except asyncio.CancelledError:
+            cancels.append("second")
+            raise
+
+    async def scenario() -> float:
+        task = asyncio.create_task(stubborn(), name="connection")
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        await _stop_within([task], 0.2)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - started
+
+    with caplog.at_level(logging.ERROR, logger="appliance.daemon"):
+        took = asyncio.run(scenario())
+    assert cancels == ["first", "second"]
+    assert 0.2 <= took < 1.0
+    assert "connection did not stop within 0.2 s of shutdown" in caplog.text
+
 
 
 @pytest.fixture
