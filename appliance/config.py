@@ -972,3 +972,27 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{p}: invalid TOML: {exc}") from None
     return parse_config(data, str(p))
+
+
+# Kept down here with its one user, so this mapping stays one block at the module's end.
+from appliance.core.settings import BargeIn, SessionOptions  # noqa: E402
+
+
+def session_settings(config: Config) -> SessionOptions:
+    """What the session core needs of ``config`` (the core does not import this module)."""
+    local = config.gate.local_turns
+    td = config.session.turn_detection or {}
+    policy = config.session_policy
+    return SessionOptions(
+        session=config.session.to_api(turn_detection_null=local),
+        tools=tuple(tool.to_api() for tool in config.tools),
+        local_turns=local,
+        barge_in=BargeIn(config.gate.barge_in),
+        interrupt_response=bool(td.get("interrupt_response", True)),
+        create_response=bool(td.get("create_response", True)),
+        greeting=policy.greeting,
+        fresh_after_idle_s=policy.fresh_after_idle_s,
+        max_turns=policy.max_turns,
+        response_timeout_s=config.realtime.response_timeout_s,
+        renew_after_s=config.realtime.renew_after_s,
+    )

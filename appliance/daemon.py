@@ -45,8 +45,9 @@ from appliance.audio.playback import (
     PlaybackThread,
 )
 from appliance.audio.vad import WebRtcVad
-from appliance.config import Config, GpioSettings
+from appliance.config import Config, GpioSettings, session_settings
 from appliance.core.backoff import Backoff
+from appliance.core.protocol import AppendAudio, ClientEvent, Incoming
 from appliance.core.session import (
     Action,
     CallTool,
@@ -133,8 +134,8 @@ class Daemon:
         self._key = key
         self.notifier = notifier or Notifier()
         self._observers = observers or []
-        self.session = Session(config)
-        self._outq: asyncio.Queue[str] = asyncio.Queue(OUTGOING_FRAMES)
+        self.session = Session(session_settings(config))
+        self._outq: asyncio.Queue[ClientEvent] = asyncio.Queue(OUTGOING_FRAMES)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.capture: CaptureThread | None = None
         self.player: PlaybackThread | None = None
@@ -432,9 +433,9 @@ class Daemon:
         """
         frames = appends = 0
         while not self._outq.empty():
-            text = self._outq.get_nowait()
+            event = self._outq.get_nowait()
             frames += 1
-            appends += text.startswith('{"type":"input_audio_buffer.append"')
+            appends += isinstance(event, AppendAudio)
         if frames:
             log.warning(
                 "dropped %d frames (%d of audio) queued for the previous connection",
@@ -444,22 +445,22 @@ class Daemon:
 
     async def _reader(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
-        frames = conn.frames()
+        events = conn.events()
         try:
-            first = await asyncio.wait_for(anext(frames), self.config.realtime.open_timeout_s)
+            first = await asyncio.wait_for(anext(events), self.config.realtime.open_timeout_s)
         except TimeoutError:
             raise TransportError("no session.created from the server") from None
-        self._on_frame(first, loop.time())
-        async for frame in frames:
-            self._on_frame(frame, loop.time())
+        self._on_event(first, loop.time())
+        async for event in events:
+            self._on_event(event, loop.time())
         raise TransportError("server closed the connection")
 
     async def _writer(self, conn: Connection) -> None:
         while True:
             await conn.send(await self._outq.get())
 
-    def _on_frame(self, frame: str | bytes, now: float) -> None:
-        self.session.server_frame(frame, now)
+    def _on_event(self, event: Incoming, now: float) -> None:
+        self.session.server_event(event, now)
         self._dispatch()
 
     # --- user inputs (buttons, tools, reload); call on the loop thread ----------------------
@@ -522,7 +523,7 @@ class Daemon:
             self.config = new
             if sounds is not None:
                 self.earcons.sounds = sounds
-            self.session.reconfigure(new, plan.session_update)
+            self.session.reconfigure(session_settings(new), plan.session_update)
             self._dispatch()
             if plan.log_level:
                 set_level(plan.log_level)
@@ -698,7 +699,7 @@ class Daemon:
     def _dispatch(self) -> None:
         for action in self.session.take():
             if isinstance(action, Send):
-                self._queue(action.text)
+                self._queue(action.event)
             elif isinstance(action, Play):
                 self.earcons.reply_audio()
                 if self.player is not None:
@@ -743,9 +744,9 @@ class Daemon:
         ):
             self.frontend.open_follow_up()
 
-    def _queue(self, text: str) -> None:
+    def _queue(self, event: ClientEvent) -> None:
         try:
-            self._outq.put_nowait(text)
+            self._outq.put_nowait(event)
         except asyncio.QueueFull:
             self.session.dropped_chunks += 1
             if self.session.dropped_chunks % 100 == 1:

@@ -15,7 +15,7 @@ simulator's engine (:class:`SimSession`), as on the WebSocket, with WebRTC's dif
   ``output_audio_buffer.cleared`` (``buffer_events=False`` leaves those events out).
 
 Imports aiohttp (server), aiortc, av, numpy, the simulator's engine and endpoint,
-``appliance.core.protocol`` and ``appliance.transport.rtcaudio`` (the frame format, shared
+``appliance.transport.codec`` and ``appliance.transport.rtcaudio`` (the frame format, shared
 with the webrtc transport).
 """
 
@@ -35,10 +35,9 @@ from aiohttp import web
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from appliance.core import protocol
 from appliance.simulator.endpoint import Endpoint
 from appliance.simulator.engine import SimSession
-from appliance.transport import rtcaudio
+from appliance.transport import codec, rtcaudio
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ class _Call:
             if not isinstance(text, str):
                 continue
             self.sim.events.append(text)
-            kind = protocol.event_type(text)
+            kind = codec.event_type(text)
             if kind == "output_audio_buffer.clear":
                 self.sim.clears += 1
                 self.reply.queue.clear()
