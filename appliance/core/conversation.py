@@ -9,8 +9,11 @@ Imports the standard library only.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class Conversation:
@@ -21,10 +24,6 @@ class Conversation:
 
     def __len__(self) -> int:
         return len(self._turns)
-
-    @property
-    def items(self) -> int:
-        return sum(len(turn) for turn in self._turns)
 
     def clear(self) -> None:
         self._turns.clear()
@@ -44,15 +43,34 @@ class Conversation:
                 turn.remove(item_id)
         self._turns = [turn for turn in self._turns if turn]
 
-    def excess(self, max_turns: int) -> int:
-        """Turns beyond ``max_turns`` (0: no limit)."""
-        return max(0, len(self._turns) - max_turns) if max_turns else 0
+    def prune(self, max_turns: int, session_id: str) -> list[str]:
+        """The items of the turns beyond the newest ``max_turns`` (0: no limit), forgotten
+        here and to be deleted."""
+        extra = max(0, len(self._turns) - max_turns) if max_turns else 0
+        if not extra:
+            return []
+        ids = self._take_oldest(extra)
+        log.info(
+            "keeping the last %d turns: %d items deleted",
+            max_turns,
+            len(ids),
+            extra={"SESSION_ID": session_id},
+        )
+        return ids
 
-    def items_in_oldest(self, count: int) -> int:
-        return sum(len(turn) for turn in self._turns[:count])
+    def fresh(self, idle_s: float, session_id: str) -> list[str]:
+        """Every item, forgotten here and to be deleted: a fresh conversation after
+        ``idle_s`` without a turn."""
+        ids = self._take_oldest(len(self._turns))
+        log.info(
+            "fresh conversation after %.0f min without a turn: %d items deleted",
+            idle_s / 60,
+            len(ids),
+            extra={"SESSION_ID": session_id},
+        )
+        return ids
 
-    def take_oldest(self, count: int) -> list[str]:
-        """Forget the oldest ``count`` turns; their item ids, for deletion."""
+    def _take_oldest(self, count: int) -> list[str]:
         ids = [item_id for turn in self._turns[:count] for item_id in turn]
         del self._turns[:count]
         return ids

@@ -377,13 +377,7 @@ class Session:
             return
         idle = self._options.fresh_after_idle_s
         if idle and self._conversation and now - self._last_activity >= idle:
-            log.info(
-                "fresh conversation after %.0f min without a turn: %d items deleted",
-                (now - self._last_activity) / 60,
-                self._conversation.items,
-                extra={"SESSION_ID": self.session_id},
-            )
-            self._delete_turns(len(self._conversation))
+            self._delete(self._conversation.fresh(now - self._last_activity, self.session_id))
 
     def response_deadline(self) -> float | None:
         """When the connection counts as dead if no server event arrives (None: not waiting)."""
@@ -432,21 +426,12 @@ class Session:
             or self._reply.expected_since is not None
         )
 
-    def _delete_turns(self, count: int) -> None:
-        for item_id in self._conversation.take_oldest(count):
+    def _delete(self, item_ids: list[str]) -> None:
+        for item_id in item_ids:
             self._send(DeleteItem(item_id, event_id=self._next_id()))
 
     def _prune(self) -> None:
-        keep = self._options.max_turns
-        extra = self._conversation.excess(keep)
-        if extra:
-            log.info(
-                "keeping the last %d turns: %d items deleted",
-                keep,
-                self._conversation.items_in_oldest(extra),
-                extra={"SESSION_ID": self.session_id},
-            )
-            self._delete_turns(extra)
+        self._delete(self._conversation.prune(self._options.max_turns, self.session_id))
 
     # --- server events ---------------------------------------------------------------------
 
