@@ -35,6 +35,11 @@ class Reply:
 
     def __init__(self) -> None:
         self.phase = Phase.IDLE
+        # Derived from ``phase`` in ``_set``: plain attributes, read on every audio delta.
+        self.exists = False
+        """``response.created`` came and ``response.done`` has not (ACTIVE or CANCELLED)."""
+        self.active = False
+        self.cancelled = False
         self.id = ""
         self.audio_items: list[str] = []
         self.calls = 0  # function calls issued in this response
@@ -42,22 +47,15 @@ class Reply:
         self.pending_create = False
 
     def _set(self, phase: Phase) -> None:
-        if phase is not self.phase:
+        """The one place the phase changes."""
+        if phase is self.phase:
+            return
+        self.phase = phase
+        self.active = phase is Phase.ACTIVE
+        self.cancelled = phase is Phase.CANCELLED
+        self.exists = self.active or self.cancelled
+        if log.isEnabledFor(logging.DEBUG):
             log.debug("response %s: %s", self.id or "-", phase.value)
-            self.phase = phase
-
-    @property
-    def exists(self) -> bool:
-        """``response.created`` came and ``response.done`` has not."""
-        return self.phase in (Phase.ACTIVE, Phase.CANCELLED)
-
-    @property
-    def active(self) -> bool:
-        return self.phase is Phase.ACTIVE
-
-    @property
-    def cancelled(self) -> bool:
-        return self.phase is Phase.CANCELLED
 
     def request(self, now: float) -> bool:
         """A response is wanted: True when ``response.create`` goes out now, False when it

@@ -441,7 +441,7 @@ class Session:
         if isinstance(event, Malformed):
             self._malformed(event.reason, event.event_type)
             return
-        if event.audio:
+        if len(event.audio) & 1:  # a transport's PCM16 must hold whole samples
             try:
                 check_pcm(event.audio, event.type)
             except ProtocolError as exc:
