@@ -133,3 +133,29 @@ def test_the_response_lifecycle_is_one_explicit_phase() -> None:
     assert reply.phase is Phase.IDLE and reply.pending_create and reply.expected_since is None
     reply.reset()
     assert reply.phase is Phase.IDLE and not reply.pending_create
+
+
+def test_the_core_has_no_wire_format_and_no_upward_imports() -> None:
+    import ast
+    import sys
+    from pathlib import Path
+
+    core = Path(__file__).resolve().parents[1] / "appliance" / "core"
+    for path in sorted(core.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert name not in ("json", "base64"), f"{path.name} imports {name}"
+                assert (
+                    name == "__future__"
+                    or name.startswith(("appliance.core", "appliance.errors"))
+                    or (top in sys.stdlib_module_names and top != "appliance")
+                ), f"{path.name} imports {name}"
+        assert len(path.read_text().splitlines()) <= 510, f"{path.name} is over ~500 lines"

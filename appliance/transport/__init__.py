@@ -44,6 +44,5 @@ async def open_transport(config: Config, key: ApiKey) -> Connection:
         return await open_connection(config.realtime, key)
     from appliance.transport.wire import G711Connection
 
-    ws = await open_connection(config.realtime, key, sample_width=1)
-
+    ws = await open_connection(config.realtime, key, sample_width=1)  # G.711: a byte a sample
     return G711Connection(ws, config.audio.wire_format)

@@ -1,8 +1,9 @@
 """The realtime events' JSON wire format: typed client events to text, text to server events.
 
-Shared by the adapters that speak JSON events (the WebSocket, the WebRTC data channel; the
-Voice SDK only for the realtime events it synthesises none of). The only place, with the
-simulator, where the realtime protocol's JSON and base64 are written and read.
+Shared by the adapters that carry the realtime events as JSON (the WebSocket and the WebRTC
+data channel; the Voice SDK adapter makes typed events directly). Apart from the simulator
+(the server side), the only place where the realtime protocol's JSON and base64 are written
+and read.
 ``encode`` builds ``input_audio_buffer.append`` by hand, the hot path; ``decode`` never
 raises: a frame it cannot use becomes ``Malformed``, for the session to log and count.
 Imports the standard library and ``appliance.core.protocol``.
