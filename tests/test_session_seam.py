@@ -67,8 +67,9 @@ def test_an_error_names_the_client_event_it_is_about(caplog: pytest.LogCaptureFi
     s.speech_stopped(500, 2.0)
     create = sends(s)[-1]
     with caplog.at_level(logging.ERROR):
-        s.server_event(ServerEvent("error", {"event_id": create.event_id, "error": {
-            "type": "invalid_request_error", "code": "x", "message": "no"}}), 2.1)
+        s.server_event(ServerEvent("error", {"event_id": "event_7", "error": {
+            "type": "invalid_request_error", "code": "x", "message": "no",
+            "event_id": create.event_id}}), 2.1)
     assert "(about our response.create)" in caplog.text
 
 

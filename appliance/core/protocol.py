@@ -131,8 +131,8 @@ def check_pcm(pcm: bytes, kind: str = AUDIO_DELTA) -> bytes:
 
 
 # --- client events ---------------------------------------------------------------------------
-# ``event_id`` is assigned by the session ("evt_<n>"); the server's ``error`` event names it
-# when the error is about that event. Empty: not sent.
+# ``event_id`` is assigned by the session ("evt_<n>"); the server's ``error`` event names it in
+# ``error.event_id`` when the error is about that event. Empty: not sent.
 
 
 @dataclass(frozen=True, slots=True)

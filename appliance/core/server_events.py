@@ -87,7 +87,8 @@ def on_error(s: Session, ev: ServerEvent, now: float) -> None:
         where = f" (param {param}: {config_key_for(param, s._options.local_turns)})"
     elif param:
         where = f" (param {param})"
-    sent = s.sent_event(ev.get_str("event_id"))
+    about = err.get("event_id")  # the client event the error is about (not the error's own)
+    sent = s.sent_event(about) if isinstance(about, str) else None
     log.error(
         "server error %s/%s: %s%s%s",
         err.get("type") or "error",
