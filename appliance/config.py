@@ -18,6 +18,7 @@ from typing import Any
 
 from appliance.core.listen import GateMode, ListenSettings
 from appliance.core.schema import SchemaError, check_schema
+from appliance.core.settings import BargeIn, SessionOptions
 from appliance.errors import ConfigError
 
 DEFAULT_URL = "wss://api.inworld.ai/api/v1/realtime/session"
@@ -991,4 +992,24 @@ def listen_settings(gate: GateSettings) -> ListenSettings:
         wake_listen_s=gate.wake_listen_s,
         follow_up_s=gate.follow_up_s,
         send_wake_word=gate.send_wake_word,
+    )
+
+
+def session_settings(config: Config) -> SessionOptions:
+    """What the session core needs of ``config`` (the core does not import this module)."""
+    local = config.gate.local_turns
+    td = config.session.turn_detection or {}
+    policy = config.session_policy
+    return SessionOptions(
+        session=config.session.to_api(turn_detection_null=local),
+        tools=tuple(tool.to_api() for tool in config.tools),
+        local_turns=local,
+        barge_in=BargeIn(config.gate.barge_in),
+        interrupt_response=bool(td.get("interrupt_response", True)),
+        create_response=bool(td.get("create_response", True)),
+        greeting=policy.greeting,
+        fresh_after_idle_s=policy.fresh_after_idle_s,
+        max_turns=policy.max_turns,
+        response_timeout_s=config.realtime.response_timeout_s,
+        renew_after_s=config.realtime.renew_after_s,
     )

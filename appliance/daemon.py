@@ -32,10 +32,11 @@ from appliance.app.supervisor import AUTH_RETRY_S, HEALTHY_AFTER_S, Down, RetryP
 from appliance.audio.capture import CaptureThread
 from appliance.audio.frontend import FrontEnd, GateOutput
 from appliance.audio.playback import PlaybackThread
-from appliance.config import Config, GpioSettings
+from appliance.config import Config, GpioSettings, session_settings
 from appliance.controls import Levels
 from appliance.core.cues import Cues
 from appliance.core.listen import ControlState, GateMode
+from appliance.core.protocol import ClientEvent, Incoming
 from appliance.core.session import Action, CallTool, Session
 from appliance.core.state import State
 from appliance.credentials import ApiKey
@@ -73,7 +74,7 @@ class Daemon:
         self.config = config
         self._key = key
         self.notifier = notifier or Notifier()
-        self.session = Session(config)
+        self.session = Session(session_settings(config))
         self._loop: asyncio.AbstractEventLoop | None = None
         self.gpio: Gpio | None = None
         self._conn_task: asyncio.Task[None] | None = None
@@ -95,7 +96,7 @@ class Daemon:
             self.session,
             self.toolbox,
             dispatch=self._dispatch,
-            on_frame=self._on_frame,
+            on_event=self._on_event,
             stop_clock=self._stop_clock,
             open_timeout=lambda: self.config.realtime.open_timeout_s,
         )
@@ -153,7 +154,7 @@ class Daemon:
         return self._router.observers
 
     @property
-    def _outq(self) -> asyncio.Queue[str]:
+    def _outq(self) -> asyncio.Queue[ClientEvent]:
         return self._link.outq
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -275,8 +276,8 @@ class Daemon:
     def _stop_clock(self) -> None:
         self._router.stop_clock()
 
-    def _on_frame(self, frame: str | bytes, now: float) -> None:
-        self.session.server_frame(frame, now)
+    def _on_event(self, event: Incoming, now: float) -> None:
+        self.session.server_event(event, now)
         self._dispatch()
 
     def _call_tool(self, call: CallTool) -> None:

@@ -21,13 +21,15 @@ import pytest
 
 from appliance.app.link import Ended, Link
 from appliance.app.supervisor import Down, Failure, RetryPolicy, Supervisor, classify
-from appliance.config import parse_config
+from appliance.config import parse_config, session_settings
 from appliance.core.backoff import Backoff
+from appliance.core.protocol import AppendAudio, ClientEvent, Incoming
 from appliance.core.session import Action, CallTool, Send, Session
 from appliance.credentials import ApiKey
 from appliance.daemon import STOP_TASKS_S, Daemon, _stop_within
 from appliance.errors import AuthenticationError, ConfigError, TransportError
 from appliance.tools import Toolbox
+from appliance.transport import codec
 from realtime_sim.script import SimScript, ToolCall
 from realtime_sim.server import RealtimeSimulator
 
@@ -188,18 +190,18 @@ class MemoryConn:
 
     def __init__(self) -> None:
         self.incoming: asyncio.Queue[str | None] = asyncio.Queue()
-        self.sent: list[str] = []
+        self.sent: list[ClientEvent] = []
         self.stuck = False
         """The server stopped reading: a send never completes."""
 
-    async def send(self, text: str) -> None:
+    async def send(self, event: ClientEvent) -> None:
         if self.stuck:
             await asyncio.Event().wait()
-        self.sent.append(text)
+        self.sent.append(event)
 
-    async def frames(self) -> AsyncIterator[str]:
+    async def events(self) -> AsyncIterator[Incoming]:
         while (frame := await self.incoming.get()) is not None:
-            yield frame
+            yield codec.decode(frame)
 
     async def close(self) -> None:
         pass
@@ -211,26 +213,26 @@ class Harness:
             {"realtime": {"url": "ws://127.0.0.1:9/"}, "tools": tools, "gpio": {"enabled": False}},
             "<test_app>",
         )
-        self.session = Session(config)
-        self.frames: list[str | bytes] = []
+        self.session = Session(session_settings(config))
+        self.events: list[Incoming] = []
         self.link = Link(
             self.session,
             Toolbox(config.tools, _NoHost(), secret="secret"),
             dispatch=self.dispatch,
-            on_frame=self.on_frame,
+            on_event=self.on_event,
             stop_clock=lambda: None,
             open_timeout=lambda: 5.0,
         )
 
-    def on_frame(self, frame: str | bytes, now: float) -> None:
-        self.frames.append(frame)
-        self.session.server_frame(frame, now)
+    def on_event(self, event: Incoming, now: float) -> None:
+        self.events.append(event)
+        self.session.server_event(event, now)
         self.dispatch()
 
     def dispatch(self) -> None:
         for action in self.session.take():
             if isinstance(action, Send):
-                self.link.send(action.text)
+                self.link.send(action.event)
 
 
 class _NoHost:
@@ -274,7 +276,7 @@ def test_a_requested_reconnect_returns_and_ends_the_tool_runs_of_the_connection(
         assert not h.link.request("too early", planned=True)  # nothing served yet
         serving = asyncio.create_task(h.link.serve(conn))
         await conn.incoming.put(SESSION_CREATED)
-        await _until(lambda: h.frames, 5, "the first frame")
+        await _until(lambda: h.events, 5, "the first event")
         h.link.call_tool(CallTool("call_1", "hang", "{}"))
         await _until(pidfile.exists, 10, "the tool program")
         assert h.link.request("session renewal", planned=True)
@@ -303,7 +305,7 @@ def test_a_connection_that_ends_is_a_failure_and_its_queue_is_dropped(
         await _until(lambda: conn.sent, 5, "the session.update")
         conn.stuck = True
         for _ in range(3):
-            h.link.send('{"type":"input_audio_buffer.append","audio":""}')
+            h.link.send(AppendAudio(b"\0\0" * 160))
         await asyncio.sleep(0)  # the writer takes one and hangs in send
         await conn.incoming.put(None)  # then the server closes
         with pytest.raises(TransportError, match="server closed the connection"):
@@ -312,7 +314,7 @@ def test_a_connection_that_ends_is_a_failure_and_its_queue_is_dropped(
 
     with caplog.at_level(logging.WARNING, logger="appliance.app.link"):
         conn = asyncio.run(scenario())
-    assert [e.split('"')[3] for e in conn.sent] == ["session.update"]
+    assert [codec.to_dict(e)["type"] for e in conn.sent] == ["session.update"]
     assert h.link.outq.empty()
     assert "dropped 2 frames (2 of audio) queued for the previous connection" in caplog.text
 

@@ -8,7 +8,7 @@ or the writer met, raised from ``serve`` for the supervisor to class), or a reco
 for (``request``: renewal, a button, a reload, a session rule), which ``serve`` returns as
 an ``Ended`` value, not an exception.
 
-Imports: the standard library, ``appliance.core.session``, ``appliance.errors``,
+Imports: the standard library, ``appliance.core.protocol``, ``appliance.core.session``, ``appliance.errors``,
 ``appliance.tools``, ``appliance.transport.base``.
 """
 
@@ -19,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from appliance.core.protocol import AppendAudio, ClientEvent, Incoming
 from appliance.core.session import CallTool, Session
 from appliance.errors import TransportError
 from appliance.tools import Toolbox
@@ -42,8 +43,8 @@ class Ended:
 class Link:
     """Serves one connection at a time (``serve``); between connections it holds nothing.
 
-    ``dispatch`` routes the session's actions; ``on_frame(frame, now)`` takes each server
-    frame; ``stop_clock`` stops the session's timer when a connection ends.
+    ``dispatch`` routes the session's actions; ``on_event(event, now)`` takes each server
+    event; ``stop_clock`` stops the session's timer when a connection ends.
     """
 
     def __init__(
@@ -52,17 +53,17 @@ class Link:
         toolbox: Toolbox,
         *,
         dispatch: Callable[[], None],
-        on_frame: Callable[[str | bytes, float], None],
+        on_event: Callable[[Incoming, float], None],
         stop_clock: Callable[[], None],
         open_timeout: Callable[[], float],
     ) -> None:
         self._session = session
         self._toolbox = toolbox
         self._dispatch = dispatch
-        self._on_frame = on_frame
+        self._on_event = on_event
         self._stop_clock = stop_clock
         self._open_timeout = open_timeout
-        self.outq: asyncio.Queue[str] = asyncio.Queue(OUTGOING_FRAMES)
+        self.outq: asyncio.Queue[ClientEvent] = asyncio.Queue(OUTGOING_FRAMES)
         self._end: Callable[[Ended | TransportError], bool] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._tools: set[asyncio.Task[None]] = set()
@@ -71,11 +72,11 @@ class Link:
     def serving(self) -> bool:
         return self._end is not None
 
-    def send(self, text: str) -> None:
+    def send(self, event: ClientEvent) -> None:
         """Queue a client event for the writer; when the queue is full the socket is stuck
         and the frame is dropped (counted, logged every 100)."""
         try:
-            self.outq.put_nowait(text)
+            self.outq.put_nowait(event)
         except asyncio.QueueFull:
             self._session.dropped_chunks += 1
             if self._session.dropped_chunks % 100 == 1:
@@ -148,14 +149,14 @@ class Link:
 
     async def _reader(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
-        frames = conn.frames()
+        events = conn.events()
         try:
-            first = await asyncio.wait_for(anext(frames), self._open_timeout())
+            first = await asyncio.wait_for(anext(events), self._open_timeout())
         except TimeoutError:
             raise TransportError("no session.created from the server") from None
-        self._on_frame(first, loop.time())
-        async for frame in frames:
-            self._on_frame(frame, loop.time())
+        self._on_event(first, loop.time())
+        async for event in events:
+            self._on_event(event, loop.time())
         raise TransportError("server closed the connection")
 
     async def _writer(self, conn: Connection) -> None:
@@ -176,9 +177,9 @@ class Link:
         """
         frames = appends = 0
         while not self.outq.empty():
-            text = self.outq.get_nowait()
+            event = self.outq.get_nowait()
             frames += 1
-            appends += text.startswith('{"type":"input_audio_buffer.append"')
+            appends += isinstance(event, AppendAudio)
         if frames:
             log.warning(
                 "dropped %d frames (%d of audio) queued for the previous connection",

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from appliance.app.audio import AudioPath, close_parts
 from appliance.app.router import Router
 from appliance.audio.frontend import SpeechStopped
-from appliance.config import Config, GpioSettings
+from appliance.config import Config, GpioSettings, session_settings
 from appliance.core.session import Session
 from appliance.core.state import State
 from appliance.earcons import load_earcons
@@ -83,7 +83,7 @@ class ReloadApplier:
             self._set_config(new)
             if sounds is not None:
                 self._router.earcons.sounds = sounds
-            self._session.reconfigure(new, plan.session_update)
+            self._session.reconfigure(session_settings(new), plan.session_update)
             self._router.dispatch()
             if plan.log_level:
                 set_level(plan.log_level)

@@ -36,6 +36,7 @@ from appliance.audio.playback import (
 from appliance.config import Config
 from appliance.core.cues import Cues, EndOfStream, Enqueue, Hold, Route
 from appliance.core.listen import Control, GateMode
+from appliance.core.protocol import ClientEvent
 from appliance.core.session import (
     Action,
     CallTool,
@@ -73,7 +74,7 @@ class Router:
         earcons: Cues,
         notifier: Notifier,
         *,
-        send: Callable[[str], None],
+        send: Callable[[ClientEvent], None],
         call_tool: Callable[[CallTool], None],
         reconnect: Callable[[str, bool], None],
         observers: list[Callable[[Action], None]],
@@ -121,7 +122,7 @@ class Router:
     def dispatch(self) -> None:
         for action in self.session.take():
             if isinstance(action, Send):
-                self._send(action.text)
+                self._send(action.event)
             elif isinstance(action, Play):
                 self.earcons.reply_audio()
                 if self._audio.player is not None:
