@@ -25,6 +25,7 @@ import argparse
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
@@ -244,7 +245,13 @@ def detectors(factor: float) -> dict[str, Callable[[], Detector]]:
             replace(fixed, silence_ms=300), None, 1, levels=True
         ),
         "micro+level+prosody": lambda: micro_endpoint(
-            EndpointSettings(), prosody.complete, factor, levels=True
+            EndpointSettings(incomplete_ms=1000), prosody.complete, factor, levels=True
+        ),
+        "micro+level+prosody-10": lambda: micro_endpoint(
+            EndpointSettings(incomplete_ms=1000),
+            partial(prosody.complete, bias=-10.0),
+            factor,
+            levels=True,
         ),
         "silero 300": lambda: micro_endpoint(replace(fixed, silence_ms=300), None, 1, silero),
         "silero+prosody": lambda: micro_endpoint(

@@ -109,12 +109,22 @@ def test_silence_threshold_above_speech_threshold_cuts_a_lingering_probability()
     assert [d for _, d in got] == [Decision.START, Decision.STOP]
 
 
-def test_max_turn_stops_endless_speech() -> None:
+def test_max_turn_stops_endless_speech_and_waits_for_the_vad_to_let_go() -> None:
     ep = Endpointer(EndpointSettings(max_turn_ms=2000))
-    got = feed(ep, [0.9] * 300)
-    # Opened at frame 9 with 100 ms of lag: 2000 ms of turn ends at frame 199; the speech
-    # going on opens the next turn.
-    assert got[:3] == [(9, Decision.START), (199, Decision.STOP), (209, Decision.START)]
+    got = feed(ep, [0.9] * 300 + [0.0] + [0.9] * 10)
+    # Opened at frame 9 with 100 ms of lag, so 2000 ms of turn end at frame 199; the speech
+    # going on (television) opens no turn until the VAD has let go once.
+    assert got == [(9, Decision.START), (199, Decision.STOP), (310, Decision.START)]
+
+
+def test_a_lingering_probability_after_the_end_opens_no_new_turn() -> None:
+    s = EndpointSettings(use_hint=False, silence_ms=100, min_voiced_ms=100)
+    ep = Endpointer(s)
+    levels = [-50.0] * 100 + [-30.0] * 50 + [-50.0] * 60
+    probs = [0.0] * 100 + [0.9] * 50 + [0.9] * 50 + [0.0] * 10
+    got = [(i, d) for i, (p, v) in enumerate(zip(probs, levels, strict=True))
+           if (d := ep.process(FRAME, p, v)) is not None]
+    assert got == [(109, Decision.START), (159, Decision.STOP)]
 
 
 def test_reset_forgets_the_turn() -> None:

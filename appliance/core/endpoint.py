@@ -71,7 +71,8 @@ class EndpointSettings:
     silence_ms: int = 800
     """Silence that ends a turn when ``use_hint`` is off."""
     floor_margin_db: float = 6.0
-    """With levels given: a frame less than this above the room's floor is silence."""
+    """With levels given: inside a turn, a frame less than this above the room's floor is
+    silence."""
     floor_ms: int = 1000
     """With levels given: the floor is the average level (dB) of the last ~this long of
     frames outside turns that the VAD calls non-speech."""
@@ -106,6 +107,7 @@ class Endpointer:
         """At START: how long before the decision the first voiced frame of the window began."""
         self._hint_asked = False
         self._complete: bool | None = None
+        self._armed = True
         self.floor_db: float | None = None
         """The room's level, from the frames' levels outside turns (None until one came)."""
 
@@ -115,10 +117,16 @@ class Endpointer:
         """One frame of ``frame_ms`` with the VAD's speech ``probability`` and, optionally,
         its level (dB, any fixed reference: dBFS of the frame's RMS)."""
         s = self.settings
-        if level_db is not None and self._track_floor(frame_ms, level_db, probability):
-            probability = 0.0
+        quiet = level_db is not None and self._track_floor(frame_ms, level_db, probability)
         if self.phase is Phase.IDLE:
-            return self._onset(frame_ms, probability >= s.speech_threshold)
+            # Levels do not gate the onset: at 10 dB SNR a first syllable's frames are often
+            # within the margin of the floor, and the VAD alone keeps noise out. After a turn
+            # the VAD must let go first (its probability lingers past the end levels saw).
+            voiced = probability >= s.speech_threshold
+            self._armed = self._armed or not voiced
+            return self._onset(frame_ms, voiced) if self._armed else None
+        if quiet:
+            probability = 0.0
         self.turn_ms += frame_ms
         if self.phase is Phase.SPEECH:
             if probability >= s.silence_threshold:
@@ -212,4 +220,5 @@ class Endpointer:
     def _end(self) -> Decision:
         decision = Decision.STOP if self.voiced_ms >= self.settings.min_voiced_ms else Decision.DISCARD
         self.reset()
+        self._armed = False
         return decision
