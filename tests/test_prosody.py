@@ -29,11 +29,11 @@ def test_pitch_track_follows_a_steady_tone() -> None:
 
 
 def test_falling_pitch_reads_complete_and_rising_incomplete() -> None:
-    falling = prosody.final_slope(glide(200, 130))
+    falling = prosody.final_slope(glide(220, 120))
     rising = prosody.final_slope(glide(140, 190))
     assert falling is not None and falling < -5
     assert rising is not None and rising > 5
-    assert prosody.complete(glide(200, 130)) > 0.7
+    assert prosody.complete(glide(220, 120)) > 0.7
     assert prosody.complete(glide(140, 190)) < 0.3
 
 

@@ -58,7 +58,7 @@ def final_slope(pcm: npt.NDArray[np.int16], tail_ms: int = 400) -> float | None:
     return float(np.polyfit(idx * (_HOP / RATE), semis, 1)[0])
 
 
-def complete(pcm: npt.NDArray[np.int16], scale: float = 8.0, bias: float = -6.0) -> float:
+def complete(pcm: npt.NDArray[np.int16], scale: float = 8.0, bias: float = -8.0) -> float:
     """P(the phrase is complete): the logistic of a falling slope. ``bias`` (semitones/s) is
     the slope taken as even odds; ``scale`` how sharply it turns. 0.5 when no pitch is found."""
     slope = final_slope(pcm)

@@ -47,26 +47,26 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True)
 class EndpointSettings:
-    speech_threshold: float = 0.5
+    speech_threshold: float = 0.3
     """A frame is voiced at or above this probability (onset, and speech resuming a pause)."""
     silence_threshold: float = 0.35
     """Inside a turn a frame is silent below this probability. Below ``speech_threshold`` it
     is hysteresis; above, it cuts a VAD whose probability lingers after speech (pymicro-vad)."""
-    onset_ms: int = 96
+    onset_ms: int = 40
     """Voiced audio that opens a turn, within ``onset_window_ms``."""
-    onset_window_ms: int = 192
+    onset_window_ms: int = 100
     """The window ``onset_ms`` is counted over."""
     min_voiced_ms: int = 300
     """A turn with less voiced audio than this is discarded, not committed."""
     use_hint: bool = True
     """Ask for an end-of-turn hint at each pause (a semantic model is present)."""
-    hint_after_ms: int = 64
+    hint_after_ms: int = 120
     """Silence after which the hint is asked for."""
     hint_threshold: float = 0.5
     """A hint at or above this says the phrase is complete."""
-    complete_ms: int = 160
+    complete_ms: int = 250
     """Silence that ends a turn whose hint says complete."""
-    incomplete_ms: int = 1200
+    incomplete_ms: int = 1000
     """Silence that ends a turn whose hint says incomplete or has not answered."""
     silence_ms: int = 800
     """Silence that ends a turn when ``use_hint`` is off."""
