@@ -229,7 +229,7 @@ def detectors(factor: float) -> dict[str, Callable[[], Detector]]:
     sharp = EndpointSettings(speech_threshold=0.3, silence_threshold=0.9)
 
     def smart_turn() -> Detector:
-        from appliance.audio.smart_turn import SmartTurn
+        from bench.smart_turn import SmartTurn
 
         return micro_endpoint(sharp, SmartTurn().complete, factor)
 

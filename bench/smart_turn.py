@@ -1,13 +1,14 @@
-"""Smart Turn v3 adapter: a turn's last 8 s of 16 kHz audio in, P(phrase complete) out.
+"""Smart Turn v3, for the turn bench: a turn's last 8 s of 16 kHz audio in, P(complete) out.
 
 Smart Turn (pipecat-ai, BSD-2) is a Whisper-tiny encoder with a classifier head, trained on
 whether a speaker has finished (grammar, intonation, pace). Its 8.7 MB int8 CPU ONNX file
-ships inside the ``pipecat-ai`` wheel; the daemon does not import pipecat (its dependencies
-are far too heavy for a Pi Zero): ``model_path()`` finds the file through the installed
-distribution's file list, and only onnxruntime runs it. It is run once per pause, never per
-frame. The Whisper log-mel features follow pipecat's ``_whisper_features.py`` (numpy only).
+ships inside the ``pipecat-ai`` wheel. Nothing here imports pipecat (its dependencies are far
+too heavy for a Pi Zero): ``model_path()`` finds the file through the installed distribution's
+file list, and only onnxruntime runs it, once per pause. The Whisper log-mel features follow
+pipecat's ``_whisper_features.py`` (numpy only). Not in the daemon: on the bench's synthetic
+speech it calls most requests incomplete and costs ~85 ms per call on x86 (see bench.turns).
 
-Imports numpy and onnxruntime (lazily: only when a model is loaded).
+    .venv/bin/pip install onnxruntime && .venv/bin/pip install --no-deps pipecat-ai
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from appliance.errors import ConfigError
 
 RATE = 16000
 WINDOW_SAMPLES = 8 * RATE
@@ -32,13 +31,11 @@ def model_path() -> Path:
     try:
         dist = importlib.metadata.distribution("pipecat-ai")
     except importlib.metadata.PackageNotFoundError:
-        raise ConfigError(
-            "gate.end_of_turn", "the Smart Turn model needs the pipecat-ai wheel installed"
-        ) from None
+        raise SystemExit("Smart Turn needs the pipecat-ai wheel: pip install --no-deps pipecat-ai") from None
     for f in dist.files or ():
         if f.name == MODEL_FILE:
             return Path(str(dist.locate_file(f)))
-    raise ConfigError("gate.end_of_turn", f"pipecat-ai {dist.version} has no {MODEL_FILE}")
+    raise SystemExit(f"pipecat-ai {dist.version} has no {MODEL_FILE}")
 
 
 def _mel_filters() -> npt.NDArray[np.float64]:
