@@ -7,15 +7,22 @@ Owns when a turn opens, when it ends and whether it was a request at all:
   stationary noise (fans, hum, pink/brown/white) a low probability, so this rule alone keeps
   room noise out; the window only stops single clicks. ``onset_lag_ms`` tells the caller how
   far back the speech began, so its pre-roll can be checked to hold the first syllable.
-- **Adaptive end of turn.** Inside a turn a frame is silent below ``silence_threshold``
-  (hysteresis). After ``hint_after_ms`` of silence the core asks once per pause for an
-  end-of-turn hint (``HINT``: run the semantic model on the turn's audio and pass its
+- **Adaptive end of turn.** Inside a turn a frame is silent below ``silence_threshold``, or,
+  when the caller passes frame levels, when it is within ``floor_margin_db`` of the room's
+  floor (a neural VAD's probability lingers for a few hundred ms after the last word; the
+  level does not). After ``hint_after_ms`` of silence the core asks once per pause for an
+  end-of-turn hint (``HINT``: run the end-of-turn model on the turn's audio and pass its
   "complete" probability to :meth:`Endpointer.hint`). A complete phrase ends after
   ``complete_ms`` of silence; an incomplete one (or one whose hint has not come back) only
   after ``incomplete_ms``, which is what keeps "set a timer for ... twelve minutes" one turn.
   Without a hint model (``use_hint=False``) every pause ends after ``silence_ms``.
 - **Minimum voiced speech.** A turn that ends with less than ``min_voiced_ms`` of voiced
   frames is ``DISCARD``-ed (the caller clears what it sent and asks for no answer).
+- After a turn ends no new one opens until the VAD's probability has dropped below
+  ``speech_threshold`` once, and a turn is stopped after ``max_turn_ms`` whatever the audio.
+
+The defaults are tuned for pymicro-vad (10 ms frames) with levels and the prosodic hint
+(``appliance.audio.prosody``); ``python -m bench.turns`` measures them.
 
 Time is an input: each frame carries its duration in ms, nothing reads a clock. Imports only
 the standard library.
