@@ -63,7 +63,7 @@ class EndpointSettings:
     """Voiced audio that opens a turn, within ``onset_window_ms``."""
     onset_window_ms: int = 100
     """The window ``onset_ms`` is counted over."""
-    min_voiced_ms: int = 300
+    min_voiced_ms: int = 200
     """A turn with less voiced audio than this is discarded, not committed."""
     use_hint: bool = True
     """Ask for an end-of-turn hint at each pause (a semantic model is present)."""
