@@ -4,6 +4,7 @@
 #
 #   $PREFIX/venv                       virtualenv with the package   (PREFIX=/opt/appliance)
 #   $UNITDIR/appliance.service         the unit                      (UNITDIR=/etc/systemd/system)
+#   $TMPFILESDIR/appliance.conf        makes /dev/snd at boot         (TMPFILESDIR=/etc/tmpfiles.d)
 #   $SYSCONFDIR/appliance.toml         config, from config/appliance.toml; never overwritten
 #   $SYSCONFDIR/credentials/inworld-api-key   the API key, root-only (0600 in a 0700 dir)
 #   /var/lib/appliance                 state: created by systemd (StateDirectory=) for the
@@ -31,6 +32,7 @@ DESTDIR=${DESTDIR:-}
 PREFIX=${PREFIX:-/opt/appliance}
 SYSCONFDIR=${SYSCONFDIR:-/etc/appliance}
 UNITDIR=${UNITDIR:-/etc/systemd/system}
+TMPFILESDIR=${TMPFILESDIR:-/etc/tmpfiles.d}
 PYTHON=${PYTHON:-python3}
 unit=appliance.service
 live_system() { [ -z "$DESTDIR" ]; }
@@ -93,6 +95,12 @@ install_unit() {
   chmod 0644 "$DESTDIR$UNITDIR/$unit.tmp"
   mv -f "$DESTDIR$UNITDIR/$unit.tmp" "$DESTDIR$UNITDIR/$unit"
   say "unit $UNITDIR/$unit"
+  # /dev/snd from boot on, for the unit's BindPaths= (see appliance-tmpfiles.conf).
+  install -d -m 0755 "$DESTDIR$TMPFILESDIR"
+  install -m 0644 "$src/systemd/appliance-tmpfiles.conf" "$DESTDIR$TMPFILESDIR/appliance.conf"
+  if live_system && command -v systemd-tmpfiles >/dev/null; then
+    systemd-tmpfiles --create "$TMPFILESDIR/appliance.conf"
+  fi
 }
 
 install_config() {
@@ -187,7 +195,7 @@ do_uninstall() {
   if systemd_running; then
     systemctl disable --now "$unit" 2>/dev/null || true
   fi
-  rm -f "$DESTDIR$UNITDIR/$unit"
+  rm -f "$DESTDIR$UNITDIR/$unit" "$DESTDIR$TMPFILESDIR/appliance.conf"
   systemd_running && systemctl daemon-reload
   rm -rf "$DESTDIR$PREFIX"
   # DynamicUser= keeps the state under /var/lib/private with a symlink in /var/lib.
