@@ -46,4 +46,7 @@ uninstall:
 # The install and the service under a real systemd (PID 1 of a Debian bookworm container),
 # as root; see tests/system/systest.py. Needs debootstrap and systemd-container.
 system-test:
+	@command -v debootstrap >/dev/null && command -v systemd-nspawn >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends debootstrap systemd-container; }
 	python3 tests/system/systest.py

@@ -50,6 +50,7 @@ install_debs() {
   # Build dependencies of pyalsaaudio and systemd-python, as in scripts/setup.sh.
   local debs=(python3-venv python3-dev gcc pkg-config libasound2-dev libsystemd-dev)
   debs+=(libspeexdsp1)  # [audio.processing] double_talk, loaded through ctypes
+  debs+=(procps)        # /bin/kill, the unit's ExecReload= (a minimal Debian lacks it)
   local missing=() p
   command -v dpkg-query >/dev/null || return 0
   for p in "${debs[@]}"; do

@@ -908,3 +908,10 @@ def test_a_realtime_reload_while_offline_reconnects_at_once(tmp_path: Path) -> N
                 raise
 
     asyncio.run(main())
+
+
+def test_the_unit_does_not_wait_for_network_online() -> None:
+    """network-online.target holds a Pi's boot up to a minute with the Wi-Fi down; the
+    daemon connects (and reconnects) by itself, so it starts without waiting."""
+    lines = UNIT.read_text().splitlines()
+    assert not any(line.startswith(("Wants=", "After=", "Requires=")) and "network-online" in line for line in lines)

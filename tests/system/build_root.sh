@@ -14,7 +14,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${APPLIANCE_SYSTEST_CACHE:-/var/cache/appliance-systest}
 mirror=${APPLIANCE_SYSTEST_MIRROR:-http://deb.debian.org/debian}
 pkgs=systemd,systemd-sysv,dbus,sudo,make,ca-certificates,python3,python3-venv,python3-dev
-pkgs+=,gcc,libc6-dev,pkg-config,libasound2-dev,libsystemd-dev,libspeexdsp1
+pkgs+=,gcc,libc6-dev,pkg-config,libasound2-dev,libsystemd-dev,libspeexdsp1,procps
 key=$({ echo "$pkgs"; cat "$0" "$repo/pyproject.toml"; } | sha256sum | cut -c1-16)
 root=$cache/$key
 if [ -e "$root/.complete" ]; then

@@ -221,7 +221,8 @@ def prepare() -> Path:
     if mounted.returncode != 0:
         raise Failed(f"overlay mount failed: {mounted.stderr}")
     # The checkout, owned by pi as a clone would be (uid/gid from the root's passwd).
-    pw = next(l.split(":") for l in (merged / "etc/passwd").read_text().splitlines() if l.startswith("pi:"))
+    passwd = (merged / "etc/passwd").read_text().splitlines()
+    pw = next(line.split(":") for line in passwd if line.startswith("pi:"))
     uid, gid = int(pw[2]), int(pw[3])
     checkout = merged / "home/pi/appliance"
     tar = subprocess.Popen(
@@ -242,11 +243,11 @@ def prepare() -> Path:
     return merged
 
 
-def private_tmp_file(root: Path, name: str) -> Path | None:
-    for tmp in root.glob("tmp/systemd-private-*-appliance.service-*/tmp"):
-        if (tmp / name).exists():
-            return tmp / name
-    return None
+def private_tmp_size(box: Container, name: str) -> int:
+    """Size of a file in the service's PrivateTmp= (under the container's own /tmp, a
+    tmpfs of systemd-nspawn's, so read from inside); -1 when there is none."""
+    out = box.run(f"stat -c %s /tmp/systemd-private-*-appliance.service-*/tmp/{name}").stdout
+    return int(out.split()[0]) if out.strip() else -1
 
 
 def main() -> int:
@@ -310,8 +311,8 @@ def main() -> int:
         wait_for("a whole voice turn (journal STATE=listening, thinking, speaking, ready)", turn_done, 60)
         entries = box.journal(cursor)
         check(any(e.get("TURN_ID") for e in entries), "journal entries carry TURN_ID=")
-        spk = private_tmp_file(root, "spk.raw")
-        check(spk is not None and spk.stat().st_size > 24000 * 2, "the reply reached the speaker (over 1 s)")
+        played = private_tmp_size(box, "spk.raw")
+        check(played > 24000 * 2, f"the reply reached the speaker ({played / 48000:.1f} s)")
         text = "\n".join(messages(box.journal()))
         check("ALSA lib" not in text and KEY not in text, "no raw alsa-lib lines and no key in the journal")
 
