@@ -208,6 +208,9 @@ def prepare() -> Path:
         raise Failed(f"build_root.sh failed\n{built.stderr}")
     base = Path(built.stdout.strip().splitlines()[-1])
     say(f"root {base}")
+    for stale in base.parent.iterdir():  # roots for older package lists, about 1 GB each
+        if stale != base and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     if WORK.exists():
         sh("umount", str(WORK / "merged"))
         shutil.rmtree(WORK)
