@@ -159,11 +159,12 @@ def _run(config_path: Path) -> int:
 
 
 def _check(config_path: Path) -> int:
-    from appliance.audio.devices import check_device
+    from appliance.audio.devices import check_device, quiet_alsa_lib
     from appliance.config import load_config
     from appliance.credentials import load_api_key
 
     config = load_config(config_path)
+    quiet_alsa_lib()  # the problem lines below say what alsa-lib's raw lines would
     problems: list[str] = []
     try:
         key = load_api_key()
