@@ -5,6 +5,7 @@
 #   $PREFIX/venv                       virtualenv with the package   (PREFIX=/opt/appliance)
 #   $UNITDIR/appliance.service         the unit                      (UNITDIR=/etc/systemd/system)
 #   $TMPFILESDIR/appliance.conf        makes /dev/snd at boot         (TMPFILESDIR=/etc/tmpfiles.d)
+#   $BINDIR/appliance                  the command, a symlink          (BINDIR=/usr/local/bin)
 #   $SYSCONFDIR/appliance.toml         config, from config/appliance.toml; never overwritten
 #   $SYSCONFDIR/credentials/inworld-api-key   the API key, root-only (0600 in a 0700 dir)
 #   /var/lib/appliance                 state: created by systemd (StateDirectory=) for the
@@ -33,6 +34,7 @@ PREFIX=${PREFIX:-/opt/appliance}
 SYSCONFDIR=${SYSCONFDIR:-/etc/appliance}
 UNITDIR=${UNITDIR:-/etc/systemd/system}
 TMPFILESDIR=${TMPFILESDIR:-/etc/tmpfiles.d}
+BINDIR=${BINDIR:-/usr/local/bin}
 PYTHON=${PYTHON:-python3}
 unit=appliance.service
 live_system() { [ -z "$DESTDIR" ]; }
@@ -86,6 +88,12 @@ install_venv() {
   rm -rf "$copy"
   trap - EXIT
   say "installed the package into $venv"
+}
+
+install_command() {
+  # `appliance devices`, `appliance check` for the owner, on the PATH.
+  install -d -m 0755 "$DESTDIR$BINDIR"
+  ln -sfn "$PREFIX/venv/bin/appliance" "$DESTDIR$BINDIR/appliance"
 }
 
 install_unit() {
@@ -161,6 +169,7 @@ ensure_groups() {
 do_install() {
   need_root
   install_venv
+  install_command
   install_config
   install_credential
   install_unit
@@ -197,6 +206,7 @@ do_uninstall() {
     systemctl disable --now "$unit" 2>/dev/null || true
   fi
   rm -f "$DESTDIR$UNITDIR/$unit" "$DESTDIR$TMPFILESDIR/appliance.conf"
+  if [ -L "$DESTDIR$BINDIR/appliance" ]; then rm -f "$DESTDIR$BINDIR/appliance"; fi
   systemd_running && systemctl daemon-reload
   rm -rf "$DESTDIR$PREFIX"
   # DynamicUser= keeps the state under /var/lib/private with a symlink in /var/lib.

@@ -240,6 +240,8 @@ def test_install_into_destdir_places_files_with_modes_and_keeps_the_config(
     assert KEY not in first.stdout + first.stderr
     tmpfiles = dest / "etc/tmpfiles.d/appliance.conf"
     assert "d /dev/snd 0755 root root -" in tmpfiles.read_text().splitlines()
+    command = dest / "usr/local/bin/appliance"
+    assert os.readlink(command) == "/opt/appliance/venv/bin/appliance"
 
     conf.write_text("# edited by the owner\n")
     again = run_install(dest, "install", input="another-key\n")  # a stored key stays
@@ -252,7 +254,7 @@ def test_install_into_destdir_places_files_with_modes_and_keeps_the_config(
     (dest / "var/lib/private/appliance").mkdir(parents=True)
     gone = run_install(dest, "uninstall")
     assert gone.returncode == 0, gone.stdout + gone.stderr
-    assert not unit.exists() and not tmpfiles.exists()
+    assert not unit.exists() and not tmpfiles.exists() and not command.is_symlink()
     assert not (dest / "opt/appliance").exists()
     assert not (dest / "var/lib/private/appliance").exists()
     assert conf.exists() and cred.exists()

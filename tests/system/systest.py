@@ -8,6 +8,7 @@ a normal user "pi" owns a copy of this checkout and installs it the way the READ
 would). Then, against the loopback simulator (``appliance simulate``, the container shares
 the host's network) and ALSA ``file`` devices defined in /etc/asound.conf:
 
+- ``appliance devices`` works for pi from the PATH, with nothing on stderr;
 - the installed venv imports gpiozero's lgpio pin factory and lgpio itself (x86 has no
   Pi header: opening a pin is not checked), and the checkout is still all pi's;
 - no key: the start fails with exit status 78, one "no API key" line, no restart;
@@ -283,6 +284,13 @@ def main() -> int:
             "from gpiozero.pins.lgpio import LGPIOFactory; print(lgpio.__name__, LGPIOFactory.__name__)'"
         )
         check(gpio.stdout.strip() == "lgpio LGPIOFactory", "the venv imports lgpio and gpiozero's LGPIOFactory", gpio.stdout + gpio.stderr)
+
+        listed = box.run("appliance devices", user="pi")
+        check(
+            listed.returncode == 0 and "mic (capture)" in listed.stdout and listed.stderr == "",
+            "'appliance devices' on pi's PATH lists the PCMs, nothing on stderr",
+            listed.stdout + listed.stderr,
+        )
 
         port = free_port()
         conf = root / "etc/appliance/appliance.toml"
