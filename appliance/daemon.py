@@ -78,6 +78,7 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.gpio: Gpio | None = None
         self._conn_task: asyncio.Task[None] | None = None
+        self._supervisor: Supervisor[Connection] | None = None
         # The audio path; its events go to the router (through methods: it is built later).
         self._audio = AudioPath(
             self._get_config,
@@ -176,7 +177,8 @@ class Daemon:
             self.session.connecting()
             self.levels.start()
             async with asyncio.TaskGroup() as tg:
-                self._conn_task = tg.create_task(self._supervisor().run(), name="connection")
+                self._supervisor = self._make_supervisor()
+                self._conn_task = tg.create_task(self._supervisor.run(), name="connection")
                 watchdog = tg.create_task(
                     run_watchdog(self.notifier, self._audio_problem, watchdog_interval()),
                     name="watchdog",
@@ -193,7 +195,7 @@ class Daemon:
             self._audio.stop()
             log.info("stopped")
 
-    def _supervisor(self) -> Supervisor[Connection]:
+    def _make_supervisor(self) -> Supervisor[Connection]:
         # The policy is read from this module when the daemon starts (tests shorten it).
         policy = RetryPolicy(auth_retry_s=AUTH_RETRY_S, healthy_after_s=HEALTHY_AFTER_S)
         return Supervisor(
@@ -315,8 +317,10 @@ class Daemon:
 
     def reconnect(self, reason: str = "reconnect requested", *, immediate: bool = True) -> None:
         """Drop the connection now; the supervisor opens a fresh one (``immediate``: at
-        once, else after the backoff delay, as for a failure). Nothing while none is up."""
-        self._link.request(reason, planned=immediate)
+        once, else after the backoff delay, as for a failure). Offline, the backoff wait
+        ends at once (a ``[realtime]`` reload takes effect without waiting it out)."""
+        if not self._link.request(reason, planned=immediate) and self._supervisor is not None:
+            self._supervisor.wake()
 
     async def reload(self, new: Config) -> None:
         """Apply a re-read, validated config (SIGHUP); see ``appliance.reload`` for the rules."""

@@ -57,16 +57,21 @@ class FakeConn:
 class Script:
     """A connection factory and a serve that play a list of outcomes, one per attempt:
     an exception to raise at connect, ("serve", outcome, seconds up) with outcome an
-    ``Ended`` to return or an exception to raise while serving."""
+    ``Ended`` to return or an exception to raise while serving.
 
-    def __init__(self, steps: list[Any]) -> None:
+    Each delay is recorded and skipped (``Supervisor.wake``), unless ``skip`` is False;
+    when the script is played the supervisor is stopped."""
+
+    def __init__(self, steps: list[Any], *, skip: bool = True) -> None:
         self.steps = list(steps)
+        self.skip = skip
         self.now = 0.0
         self.conns: list[FakeConn] = []
         self.downs: list[Down] = []
         self.slept: list[float] = []
         self.connecting = 0
         self._serving: Any = None
+        self.sup: Supervisor[FakeConn] | None = None
 
     async def connect(self) -> FakeConn:
         step = self.steps.pop(0)
@@ -85,26 +90,33 @@ class Script:
         assert isinstance(outcome, Ended)
         return outcome
 
-    async def sleep(self, delay: float) -> None:
-        self.slept.append(delay)
+    def down(self, down: Down) -> None:
+        self.downs.append(down)
+        self.slept.append(down.delay)
         if not self.steps:
             raise asyncio.CancelledError  # the script is played: stop the supervisor
+        if self.skip:
+            assert self.sup is not None
+            self.sup.wake()
 
-    def supervisor(self, policy: RetryPolicy | None = None) -> Supervisor[FakeConn]:
+    def supervisor(
+        self, policy: RetryPolicy | None = None, backoff: Backoff | None = None
+    ) -> Supervisor[FakeConn]:
         def connecting() -> None:
             self.connecting += 1
 
-        return Supervisor(
+        self.sup = Supervisor(
             self.connect,
             self.serve,
             connecting=connecting,
-            down=self.downs.append,
+            down=self.down,
             waited=lambda: None,
             policy=policy or RetryPolicy(auth_retry_s=60.0, healthy_after_s=30.0),
-            backoff=Backoff(first=1.0, cap=30.0, rand=lambda: 1.0),  # the ceiling, no jitter
+            # The ceiling of each delay, no jitter.
+            backoff=backoff or Backoff(first=1.0, cap=30.0, rand=lambda: 1.0),
             clock=lambda: self.now,
-            sleep=self.sleep,
         )
+        return self.sup
 
     def play(self, policy: RetryPolicy | None = None) -> None:
         with pytest.raises(asyncio.CancelledError):
@@ -165,6 +177,26 @@ def test_a_planned_reconnect_is_no_failure_and_a_healthy_session_resets_the_back
     assert ("INFO", "reconnecting: session renewal") in [
         (r.levelname, r.getMessage()) for r in caplog.records
     ]
+
+
+def test_a_reconnect_asked_for_while_offline_cuts_the_backoff_wait_short() -> None:
+    s = Script([TransportError("down"), TransportError("down")], skip=False)
+
+    async def scenario() -> float:
+        sup = s.supervisor(backoff=Backoff(first=30.0, cap=60.0, rand=lambda: 1.0))
+        running = asyncio.create_task(sup.run())
+        await _until(lambda: s.slept, 5, "the first failure")
+        started = time.monotonic()
+        sup.wake()  # a [realtime] reload, offline
+        await _until(lambda: len(s.slept) == 2, 5, "the second attempt")
+        took = time.monotonic() - started
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        return took
+
+    took = asyncio.run(scenario())
+    assert s.slept == [30.0, 60.0] and s.connecting == 2
+    assert took < 1.0
 
 
 def test_a_fatal_failure_ends_the_supervisor_after_closing_the_connection() -> None:

@@ -150,8 +150,9 @@ class Link:
     async def _reader(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
         events = conn.events()
-        try:
-            first = await asyncio.wait_for(anext(events), self._open_timeout())
+        try:  # not wait_for (see appliance.app.supervisor): a stop during set-up ends this
+            async with asyncio.timeout(self._open_timeout()):
+                first = await anext(events)
         except TimeoutError:
             raise TransportError("no session.created from the server") from None
         self._on_event(first, loop.time())

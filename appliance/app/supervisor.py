@@ -6,11 +6,12 @@ delay of the backoff (``appliance.core.backoff``), and anything else is fatal: i
 supervisor, and with it the daemon, instead of being retried. A reconnect that was asked
 for (``appliance.app.link.Ended``) is not a failure: a planned one (renewal, button,
 reload) reconnects at once and leaves the backoff alone. A connection that stayed up
-``healthy_after_s`` resets the backoff.
+``healthy_after_s`` resets the backoff. A reconnect asked for while no connection is
+served (``wake``: a ``[realtime]`` reload while offline) cuts the backoff wait short.
 
 The supervisor decides; what a connection is and what serving it means are given to it
-(``connect``, ``serve``), and so are the clock and the sleep, so tests drive it with a
-fake connection factory. Imports: the standard library, ``appliance.core.backoff``,
+(``connect``, ``serve``), and so is the clock, so tests drive it with a fake connection
+factory. Imports: the standard library, ``appliance.core.backoff``,
 ``appliance.errors``, ``appliance.app.link``.
 """
 
@@ -82,7 +83,11 @@ C = TypeVar("C", bound=Closable)
 class Supervisor(Generic[C]):
     """``run`` connects with ``connect()``, serves with ``serve(conn)`` and reconnects,
     until cancelled or a fatal failure. ``connecting()`` is called before each attempt,
-    ``down(Down)`` after each, before the delay, and ``waited()`` after the delay."""
+    ``down(Down)`` after each, before the delay, and ``waited()`` after the delay.
+
+    Waits and timeouts use ``asyncio.timeout``, not ``wait_for``: 3.11's ``wait_for``
+    swallows a cancel that comes as its awaitable finishes, and a stop would be lost.
+    """
 
     def __init__(
         self,
@@ -95,7 +100,6 @@ class Supervisor(Generic[C]):
         policy: RetryPolicy | None = None,
         backoff: Backoff | None = None,
         clock: Callable[[], float] | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._connect = connect
         self._serve = serve
@@ -105,7 +109,7 @@ class Supervisor(Generic[C]):
         self.policy = policy or RetryPolicy()
         self._backoff = backoff or Backoff()
         self._clock = clock
-        self._sleep = sleep
+        self._wake = asyncio.Event()
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
@@ -115,8 +119,20 @@ class Supervisor(Generic[C]):
             self._connecting()
             down = await self.attempt()
             self._down(down)
-            await self._sleep(down.delay)
+            await self._pause(down.delay)
             self._waited()
+
+    def wake(self) -> None:
+        """A reconnect was asked for while no connection is served: the backoff wait in
+        progress (or the next one, when connecting fails) ends at once."""
+        self._wake.set()
+
+    async def _pause(self, delay: float) -> None:
+        if delay > 0 and not self._wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+        self._wake.clear()
 
     async def attempt(self) -> Down:
         """One connection: open, serve until it ends, close; what happened and the delay."""
@@ -124,6 +140,7 @@ class Supervisor(Generic[C]):
             conn = await self._connect()
         except Exception as exc:
             return self._failure(exc, "connect failed: %s")
+        self._wake.clear()  # asked for while connecting: this connection is the new one
         started = self._now()
         failure: Exception | None = None
         ended = Ended("", False)
@@ -133,7 +150,8 @@ class Supervisor(Generic[C]):
             failure = exc
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT_S)
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await conn.close()
         if self._now() - started >= self.policy.healthy_after_s:
             self._backoff.reset()
         if failure is not None:
