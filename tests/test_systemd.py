@@ -853,7 +853,7 @@ def test_a_stop_right_after_ready_is_never_lost(tmp_path: Path) -> None:
     3.11's asyncio.wait_for swallows a cancel that arrives as its awaitable completes (here:
     session.created), so the reader task ran on and systemd had to SIGKILL the service
     (1 stop in 60). Every stop must end the process promptly."""
-    from appliance.simulator.server import RealtimeSimulator
+    from realtime_sim.server import RealtimeSimulator
 
     rng = random.Random(11)
 
@@ -878,7 +878,7 @@ def test_a_stop_right_after_ready_is_never_lost(tmp_path: Path) -> None:
 def test_a_realtime_reload_while_offline_reconnects_at_once(tmp_path: Path) -> None:
     """Offline, the daemon waits out a backoff delay (up to 30 s) between attempts; a
     reload that changes [realtime] (the URL fixed) connects now, not after that wait."""
-    from appliance.simulator.server import RealtimeSimulator
+    from realtime_sim.server import RealtimeSimulator
 
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
