@@ -858,7 +858,7 @@ def test_a_stop_right_after_ready_is_never_lost(tmp_path: Path) -> None:
     rng = random.Random(11)
 
     async def main() -> None:
-        async with RealtimeSimulator(api_key=KEY) as sim:
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim:
             for cycle in range(8):
                 run_dir = tmp_path / str(cycle)
                 run_dir.mkdir()
@@ -886,7 +886,7 @@ def test_a_realtime_reload_while_offline_reconnects_at_once(tmp_path: Path) -> N
 
     async def main() -> None:
         dead = f"ws://127.0.0.1:{port}/api/v1/realtime/session"
-        async with RealtimeSimulator(api_key=KEY) as sim, run_daemon(tmp_path, dead) as d:
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim, run_daemon(tmp_path, dead) as d:
             n = d.notify
             try:
                 await n.expect(lambda m: m == "READY=1", 20, "READY=1")
