@@ -176,7 +176,7 @@ def _run(config_path: Path) -> int:
 
 def _check(config_path: Path) -> int:
     from appliance.audio.devices import check_device
-    from appliance.config import load_config
+    from appliance.config import GateMode, load_config
     from appliance.credentials import load_api_key
 
     config = load_config(config_path)
@@ -204,7 +204,7 @@ def _check(config_path: Path) -> int:
             problems.append(f"{key_path}: {problem}")
         else:
             print(f"ok: {direction} device {name!r} opens at {rate} Hz, {channels} channel(s)")
-    if config.gate.mode == "wake":
+    if config.gate.mode is GateMode.WAKE:
         from appliance.audio.wake import WakeWordDetector
 
         try:
