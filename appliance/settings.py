@@ -259,7 +259,7 @@ class GateSettings:
     @property
     def local_turns(self) -> bool:
         """True when the device, not the server, decides where a turn ends."""
-        return self.mode is not GateMode.ALWAYS
+        return self.mode in (GateMode.VAD, GateMode.PUSH_TO_TALK, GateMode.WAKE)
 
 
 @dataclass(frozen=True)
