@@ -108,8 +108,6 @@ STT_MODELS = (
 )
 
 
-
-
 def _realtime(t: Table) -> RealtimeSettings:
     url = t.text("url", DEFAULT_URL)
     if not url.startswith(("ws://", "wss://")):

@@ -158,7 +158,7 @@ class Daemon:
         self._reconnect_immediate = False
         self._reloading = False
         self._last_state = State.STARTING  # for the wake mode's follow-up window
-        if config.gate.mode is GateMode.WAKE:  # a bad gate.wake_word is a config error before any audio
+        if GateMode(config.gate.mode) is GateMode.WAKE:  # a bad gate.wake_word is a config error before any audio
             wake = self._make_wake(rebuilding=False)
             if wake is not None:
                 wake.close()
@@ -731,7 +731,7 @@ class Daemon:
 
     @property
     def _gate_mode(self) -> GateMode:
-        return self.config.gate.mode
+        return GateMode(self.config.gate.mode)
 
     def _post(self, msg: Control | None) -> None:
         """A control message to the front end (None: nothing changed), then wake the
