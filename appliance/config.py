@@ -15,7 +15,7 @@ keeps working for every name it had:
     builtin_tools  the built-in tools' names, descriptions and argument schemas
 
 Imports only the standard library, those modules, ``appliance.errors`` and
-``appliance.core`` (``listen``, ``modes``, ``schema``, ``state``).
+``appliance.core`` (``listen``, ``schema``, ``settings``, ``state``).
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from appliance.api_shapes import session_object, tool_object
 from appliance.builtin_tools import BUILTIN_DESCRIPTIONS, BUILTIN_PARAMETERS, BUILTIN_TOOLS
 from appliance.config_table import Table, describe
 from appliance.core.listen import GateMode, ListenSettings
-from appliance.core.modes import BargeIn
 from appliance.core.schema import SchemaError, check_schema
+from appliance.core.settings import BargeIn, SessionOptions
 from appliance.core.state import State
 from appliance.errors import ConfigError
 from appliance.led_patterns import COLORS, LedKind, LedMode, LedPattern, parse_color
@@ -55,42 +56,15 @@ from appliance.settings import (
     WireFormat,
 )
 
+# Every name other modules import from here; most are re-exported from their own module.
 __all__ = [
-    "BARGE_IN_SOURCES",
-    "BUILTIN_DESCRIPTIONS",
-    "BUILTIN_PARAMETERS",
-    "BUILTIN_TOOLS",
-    "DEFAULT_API_URL",
-    "DEFAULT_URL",
-    "EARCON_NAMES",
-    "GATE_MODES",
-    "LOG_LEVELS",
-    "STT_MODELS",
-    "TRANSPORTS",
-    "WIRE_FORMATS",
-    "AudioSettings",
-    "BargeIn",
-    "Config",
-    "EarconSettings",
-    "GateMode",
-    "GateSettings",
-    "GpioSettings",
-    "LedKind",
-    "LedMode",
-    "LedPattern",
-    "LogLevel",
-    "LoggingSettings",
-    "ProcessingSettings",
-    "RealtimeSettings",
-    "SessionPolicySettings",
-    "SessionSettings",
-    "TalkMode",
-    "ToolSettings",
-    "Transport",
-    "WireFormat",
-    "listen_settings",
-    "load_config",
-    "parse_config",
+    "BARGE_IN_SOURCES", "BUILTIN_DESCRIPTIONS", "BUILTIN_PARAMETERS", "BUILTIN_TOOLS",
+    "DEFAULT_API_URL", "DEFAULT_URL", "EARCON_NAMES", "GATE_MODES", "LOG_LEVELS", "STT_MODELS",
+    "TRANSPORTS", "WIRE_FORMATS", "AudioSettings", "BargeIn", "Config", "EarconSettings",
+    "GateMode", "GateSettings", "GpioSettings", "LedKind", "LedMode", "LedPattern", "LogLevel",
+    "LoggingSettings", "ProcessingSettings", "RealtimeSettings", "SessionPolicySettings",
+    "SessionSettings", "TalkMode", "ToolSettings", "Transport", "WireFormat", "listen_settings",
+    "load_config", "parse_config", "session_settings",
 ]
 
 # The allowed spellings, in the order error messages list them.
@@ -493,4 +467,24 @@ def listen_settings(gate: GateSettings) -> ListenSettings:
         wake_listen_s=gate.wake_listen_s,
         follow_up_s=gate.follow_up_s,
         send_wake_word=gate.send_wake_word,
+    )
+
+
+def session_settings(config: Config) -> SessionOptions:
+    """What the session core needs of ``config`` (the core does not import this module)."""
+    local = config.gate.local_turns
+    td = config.session.turn_detection or {}
+    policy = config.session_policy
+    return SessionOptions(
+        session=session_object(config.session, turn_detection_null=local),
+        tools=tuple(tool_object(tool) for tool in config.tools),
+        local_turns=local,
+        barge_in=config.gate.barge_in,
+        interrupt_response=bool(td.get("interrupt_response", True)),
+        create_response=bool(td.get("create_response", True)),
+        greeting=policy.greeting,
+        fresh_after_idle_s=policy.fresh_after_idle_s,
+        max_turns=policy.max_turns,
+        response_timeout_s=config.realtime.response_timeout_s,
+        renew_after_s=config.realtime.renew_after_s,
     )

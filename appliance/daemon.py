@@ -45,11 +45,12 @@ from appliance.audio.playback import (
     PlaybackThread,
 )
 from appliance.audio.vad import WebRtcVad
-from appliance.config import Config, GpioSettings, listen_settings
+from appliance.config import Config, GpioSettings, listen_settings, session_settings
 from appliance.controls import Levels
 from appliance.core.backoff import Backoff
 from appliance.core.cues import Cues, EndOfStream, Enqueue, Hold, Route
 from appliance.core.listen import Control, ControlState, GateMode
+from appliance.core.protocol import AppendAudio, ClientEvent, Incoming
 from appliance.core.session import (
     Action,
     CallTool,
@@ -139,8 +140,8 @@ class Daemon:
         self._key = key
         self.notifier = notifier or Notifier()
         self._observers = observers or []
-        self.session = Session(config)
-        self._outq: asyncio.Queue[str] = asyncio.Queue(OUTGOING_FRAMES)
+        self.session = Session(session_settings(config))
+        self._outq: asyncio.Queue[ClientEvent] = asyncio.Queue(OUTGOING_FRAMES)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.capture: CaptureThread | None = None
         self.player: PlaybackThread | None = None
@@ -449,9 +450,9 @@ class Daemon:
         """
         frames = appends = 0
         while not self._outq.empty():
-            text = self._outq.get_nowait()
+            event = self._outq.get_nowait()
             frames += 1
-            appends += text.startswith('{"type":"input_audio_buffer.append"')
+            appends += isinstance(event, AppendAudio)
         if frames:
             log.warning(
                 "dropped %d frames (%d of audio) queued for the previous connection",
@@ -461,22 +462,22 @@ class Daemon:
 
     async def _reader(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
-        frames = conn.frames()
+        events = conn.events()
         try:
-            first = await asyncio.wait_for(anext(frames), self.config.realtime.open_timeout_s)
+            first = await asyncio.wait_for(anext(events), self.config.realtime.open_timeout_s)
         except TimeoutError:
             raise TransportError("no session.created from the server") from None
-        self._on_frame(first, loop.time())
-        async for frame in frames:
-            self._on_frame(frame, loop.time())
+        self._on_event(first, loop.time())
+        async for event in events:
+            self._on_event(event, loop.time())
         raise TransportError("server closed the connection")
 
     async def _writer(self, conn: Connection) -> None:
         while True:
             await conn.send(await self._outq.get())
 
-    def _on_frame(self, frame: str | bytes, now: float) -> None:
-        self.session.server_frame(frame, now)
+    def _on_event(self, event: Incoming, now: float) -> None:
+        self.session.server_event(event, now)
         self._dispatch()
 
     # --- user inputs (buttons, tools, reload); call on the loop thread ----------------------
@@ -544,7 +545,7 @@ class Daemon:
             self.config = new
             if sounds is not None:
                 self.earcons.sounds = sounds
-            self.session.reconfigure(new, plan.session_update)
+            self.session.reconfigure(session_settings(new), plan.session_update)
             self._dispatch()
             if plan.log_level:
                 set_level(plan.log_level)
@@ -762,7 +763,7 @@ class Daemon:
     def _dispatch(self) -> None:
         for action in self.session.take():
             if isinstance(action, Send):
-                self._queue(action.text)
+                self._queue(action.event)
             elif isinstance(action, Play):
                 self.earcons.reply_audio()
                 if self.player is not None:
@@ -807,9 +808,9 @@ class Daemon:
         ):
             self._post(Control.FOLLOW_UP)
 
-    def _queue(self, text: str) -> None:
+    def _queue(self, event: ClientEvent) -> None:
         try:
-            self._outq.put_nowait(text)
+            self._outq.put_nowait(event)
         except asyncio.QueueFull:
             self.session.dropped_chunks += 1
             if self.session.dropped_chunks % 100 == 1:

@@ -19,7 +19,7 @@ from typing import Any
 
 from appliance import api_shapes
 from appliance.core.listen import GateMode
-from appliance.core.modes import BargeIn
+from appliance.core.settings import BargeIn
 from appliance.core.state import State
 from appliance.led_patterns import LedKind, LedPattern, default_pattern
 

@@ -4,8 +4,8 @@
   ``get_time``, a program that starts fast (``/bin/cat``, echoing its JSON stdin) and a Python
   program (``python3 -c``, what a typical script tool costs to start). Median and 90th
   percentile wall time over repeated calls.
-- The session core (``Session``): decoding and handling one 100 ms audio delta (the busiest
-  server event), one ``tick`` (run at the session's next deadline) and one whole function-call
+- The session core (``Session``): decoding (the WebSocket's JSON codec) and handling one
+  100 ms audio delta (the busiest server event), one ``tick`` (run at the session's next deadline) and one whole function-call
   response (created, arguments.done, done, the result, the outputs and response.create).
   Median CPU time per call.
 
@@ -23,9 +23,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from appliance.config import parse_config
+from appliance.config import parse_config, session_settings
 from appliance.core.session import Session
 from appliance.tools import Toolbox
+from appliance.transport import codec
 
 TOOL_CALLS = 40
 CORE_CALLS = 20000
@@ -87,17 +88,17 @@ def _cpu_us(fn: Callable[[], None], calls: int = CORE_CALLS) -> float:
 
 
 def _ready_session() -> Session:
-    s = Session(parse_config({"tools": [{"name": "get_time"}]}))
+    s = Session(session_settings(parse_config({"tools": [{"name": "get_time"}]})))
     s.connected()
-    s.server_frame(json.dumps({"type": "session.created", "session": {"id": "s"}}), 0.0)
-    s.server_frame(json.dumps({"type": "session.updated", "session": {}}), 0.0)
+    s.server_event(codec.decode(json.dumps({"type": "session.created", "session": {"id": "s"}})), 0.0)
+    s.server_event(codec.decode(json.dumps({"type": "session.updated", "session": {}})), 0.0)
     s.take()
     return s
 
 
 def bench_core() -> None:
     s = _ready_session()
-    s.server_frame(json.dumps({"type": "response.created", "response": {"id": "r"}}), 1.0)
+    s.server_event(codec.decode(json.dumps({"type": "response.created", "response": {"id": "r"}})), 1.0)
     delta = json.dumps(
         {
             "type": "response.output_audio.delta",
@@ -110,7 +111,7 @@ def bench_core() -> None:
     )
 
     def one_delta() -> None:
-        s.server_frame(delta, 1.0)
+        s.server_event(codec.decode(delta), 1.0)
         s.take()
 
     t = _ready_session()
@@ -137,10 +138,10 @@ def bench_core() -> None:
 
     def one_call() -> None:
         for frame in frames:
-            u.server_frame(frame, 2.0)
+            u.server_event(codec.decode(frame), 2.0)
         u.tool_result("c", '{"local_time": "x"}', 2.1)
-        u.server_frame(frames[0], 2.2)
-        u.server_frame(frames[2], 2.3)
+        u.server_event(codec.decode(frames[0]), 2.2)
+        u.server_event(codec.decode(frames[2]), 2.3)
         u.take()
 
     print("session core, CPU per call (median of 5 runs):")

@@ -22,7 +22,6 @@ Run: ``.venv/bin/python -m bench.transport``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import sys
@@ -62,13 +61,16 @@ class _Counting:
         self.session_key = inner.session_key
         self.sent = 0
 
-    async def send(self, text: str) -> None:
+    async def send(self, event: Any) -> None:
+        from appliance.transport import codec
+
+        text = codec.encode(event)  # what the connection would send, encoded once
         size = len(text.encode())
         self.sent += size + (6 if size < 126 else 8 if size < 65536 else 14)
-        await self._inner.send(text)
+        await self._inner.send_text(text)
 
-    def frames(self) -> Any:
-        return self._inner.frames()
+    def events(self) -> Any:
+        return self._inner.events()
 
     async def close(self) -> None:
         await self._inner.close()
@@ -80,7 +82,13 @@ class _Counting:
 
 async def _client(kind: str, url: str) -> dict[str, Any]:
     from appliance.config import parse_config
-    from appliance.core import protocol
+    from appliance.core.protocol import (
+        AppendAudio,
+        Commit,
+        CreateResponse,
+        ServerEvent,
+        SessionUpdate,
+    )
     from appliance.credentials import ApiKey
     from appliance.transport import open_transport
     from appliance.transport.websocket import open_connection
@@ -89,7 +97,8 @@ async def _client(kind: str, url: str) -> dict[str, Any]:
     key = ApiKey(KEY, "bench")
     if kind.startswith("websocket"):
         config = parse_config({"realtime": {"url": url}})
-        counter = _Counting(await open_connection(config.realtime, key))
+        width = 1 if kind.endswith("pcmu") else 2  # G.711 deltas: one byte per sample
+        counter = _Counting(await open_connection(config.realtime, key, sample_width=width))
         conn: Any = G711Connection(counter, "pcmu") if kind.endswith("pcmu") else counter
     else:
         config = parse_config({"realtime": {"transport": kind, "api_url": url}})
@@ -108,45 +117,45 @@ async def _client(kind: str, url: str) -> dict[str, Any]:
         return total
 
     loop = asyncio.get_running_loop()
-    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    events: asyncio.Queue[ServerEvent] = asyncio.Queue()
     reply = {"samples": 0}
 
     async def read() -> None:
-        async for frame in conn.frames():
-            event = json.loads(frame)
-            if event["type"] == "response.output_audio.delta":
-                reply["samples"] += len(base64.b64decode(event["delta"])) // 2
+        async for event in conn.events():
+            assert isinstance(event, ServerEvent), event
+            if event.type == "response.output_audio.delta":
+                reply["samples"] += len(event.audio) // 2
             else:
                 events.put_nowait(event)
 
     async def until(kind: str) -> None:
         async with asyncio.timeout(60):
-            while (await events.get())["type"] != kind:
+            while (await events.get()).type != kind:
                 pass
 
     reader = asyncio.create_task(read())
     try:
         await until("session.created")
-        await conn.send(protocol.session_update(config.session.to_api(turn_detection_null=True)))
+        await conn.send(SessionUpdate(config.session.to_api(turn_detection_null=True)))
         await until("session.updated")
         speech = _speech()
         step = 24 * CHUNK_MS
         b0, c0, start = await sent_bytes(), time.process_time(), loop.time()
         for i, at in enumerate(range(0, len(speech), step)):
             await asyncio.sleep(max(0.0, start + i * CHUNK_MS / 1000 - loop.time()))
-            await conn.send(protocol.append_audio(speech[at : at + step].tobytes()))
+            await conn.send(AppendAudio(speech[at : at + step].tobytes()))
         await asyncio.sleep(max(0.0, start + SPEECH_S - loop.time()))
         c1 = time.process_time()
         # The gate closes. The Voice SDK's turn ends on the service's VAD, when the silence
         # tail that its commit sends arrives: that commit waits for the reply phase.
         if kind != "voice-sdk":
-            await conn.send(protocol.commit())
+            await conn.send(Commit())
         b1 = await sent_bytes()
         await asyncio.sleep(IDLE_S)
         b2, c2 = await sent_bytes(), time.process_time()
         if kind == "voice-sdk":
-            await conn.send(protocol.commit())
-        await conn.send(protocol.response_create())
+            await conn.send(Commit())
+        await conn.send(CreateResponse())
         await until("response.done")
         c3 = time.process_time()
         reply_s = reply["samples"] / 24000

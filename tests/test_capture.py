@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from appliance.audio.alsa import Pcm, PcmParams
+from appliance.audio.alsa import AudioThread, Pcm, PcmParams
 from appliance.audio.capture import BUFFER_S, CaptureThread
 from appliance.errors import AudioDeviceError
 
@@ -357,3 +357,72 @@ def test_channel_must_exist() -> None:
             sink=lambda _: None,
             on_error=lambda _: None,
         )
+
+
+# --- the device-lifetime loop both audio threads share (AudioThread) --------------------------
+
+
+class ScriptedThread(AudioThread):
+    """An AudioThread on the ``mic`` file PCM whose serving goes as scripted: per opening,
+    fail to open, fail with a bug, fail after a healthy while, or serve until close()."""
+
+    kind = "scripted"
+
+    def __init__(self, script: list[str]) -> None:
+        super().__init__("mic")
+        self.script = script
+        self.opens: list[float] = []
+        self.reports: list[str | None] = []
+        self.closed = 0
+        self.failed = 0
+
+    def _open_device(self) -> tuple[Pcm, PcmParams]:
+        self.opens.append(time.monotonic())
+        if self.script[len(self.opens) - 1] == "no open":
+            raise AudioDeviceError(self._device, "cannot open (scripted)")
+        return self._open("capture", rate=16000, channels=1, period_frames=160, periods=4)
+
+    def _serve(self, pcm: Pcm, params: PcmParams) -> None:
+        self._restored()
+        what = self.script[len(self.opens) - 1]
+        if what == "bug":
+            raise RuntimeError("a scripted bug")
+        if what == "healthy, then fails":
+            self._served_s = 2.0
+            raise AudioDeviceError(self._device, "stalled (scripted)")
+        self._stopping.wait()
+        self._check_closing()
+
+    def _outage(self, err: AudioDeviceError | None) -> None:
+        self.reports.append(None if err is None else str(err))
+
+    def _failed(self, params: PcmParams) -> None:
+        self.failed += 1
+
+    def _closed(self) -> None:
+        self.closed += 1
+
+
+def test_device_lifetime_reports_each_outage_once_and_backs_off(alsa_env: AlsaEnv) -> None:
+    thread = ScriptedThread(["no open", "no open", "bug", "healthy, then fails", "serve"])
+    thread.start()
+    try:
+        deadline = time.monotonic() + 6
+        while len(thread.opens) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(thread.opens) == 5, thread.reports
+    finally:
+        thread.close()
+    assert thread.reports == [
+        "ALSA device 'mic': cannot open (scripted)",  # the second failure is not reported
+        None,
+        "ALSA device 'mic': internal error: a scripted bug",
+        None,
+        "ALSA device 'mic': stalled (scripted)",
+        None,
+    ]
+    gaps = np.diff(thread.opens)
+    # 0.5 s, 1 s, 2 s; then, after a healthy second of audio, 0.5 s again.
+    assert 0.45 < gaps[0] < 0.9 and 0.95 < gaps[1] < 1.5 and 1.95 < gaps[2] < 2.6, gaps
+    assert 0.45 < gaps[3] < 0.9, gaps
+    assert (thread.failed, thread.closed) == (2, 3)  # close() closed the last device too

@@ -25,6 +25,7 @@ from gpiozero.pins.mock import MockFactory
 
 from appliance import daemon as daemon_module
 from appliance.config import parse_config
+from appliance.core.protocol import AppendAudio
 from appliance.core.session import Action, Play, Send, StateChanged, StopPlayback
 from appliance.core.state import State
 from appliance.credentials import ApiKey
@@ -250,7 +251,7 @@ def test_server_stops_reading(alsa_env: AlsaEnv, caplog: pytest.LogCaptureFixtur
         frames_during.append(run.daemon.capture.frames - before)
         await run.wait("reconnect", lambda: run.sim.connections == 2, timeout=10)
         # The daemon sent the turn's audio; the server never read any of it.
-        appends = sum(isinstance(a, Send) and '"input_audio_buffer.append"' in a.text
+        appends = sum(isinstance(a, Send) and isinstance(a.event, AppendAudio)
                       for _, a in run.actions[: run.first_reconnect_index()])
         assert appends >= 30
         assert not [e for e in run.sim.sessions[0].received

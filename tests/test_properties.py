@@ -37,8 +37,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.config import Config, parse_config
+from appliance.config import Config, parse_config, session_settings
 from appliance.core import protocol
+from appliance.core.protocol import Malformed, ServerEvent
 from appliance.core.session import (
     CallTool,
     EndOfReply,
@@ -53,7 +54,7 @@ from appliance.core.session import (
     TurnTimings,
 )
 from appliance.core.state import State
-from appliance.errors import ProtocolError
+from appliance.transport import codec
 
 EXAMPLES = 300
 
@@ -163,10 +164,9 @@ def frames(draw: st.DrawFn) -> str | bytes:
 @settings(max_examples=EXAMPLES * 3)
 @given(frames())
 def test_decoder_gives_an_event_or_a_protocol_error(frame: str | bytes) -> None:
-    try:
-        event = protocol.decode(frame)
-    except ProtocolError as exc:
-        assert str(exc)  # a message that says what was wrong
+    event = codec.decode(frame)
+    if isinstance(event, Malformed):
+        assert event.reason  # a message that says what was wrong
         return
     assert isinstance(event.type, str) and event.type
     assert event.type not in protocol.BETA_ALIASES
@@ -178,10 +178,7 @@ def test_decoder_gives_an_event_or_a_protocol_error(frame: str | bytes) -> None:
 @settings(max_examples=EXAMPLES)
 @given(json_values)
 def test_decoder_any_json_value(value: Any) -> None:
-    try:
-        protocol.decode(json.dumps(value))
-    except ProtocolError:
-        pass
+    assert isinstance(codec.decode(json.dumps(value)), ServerEvent | Malformed)
 
 
 # --- the session -----------------------------------------------------------------------------
@@ -300,7 +297,7 @@ def apply(session: Session, model: Model, step: Step) -> None:
     if kind == "frame":
         if not model.connected:
             return  # frames arrive only on a live connection
-        session.server_frame(arg, now)
+        session.server_event(codec.decode(arg), now)
     elif kind == "speech_started":
         session.speech_started(now)
     elif kind == "user_audio":
@@ -368,7 +365,7 @@ def check(session: Session, model: Model, config: Config) -> None:
         elif isinstance(action, CallTool):
             model.calls.append(action.call_id)
         elif isinstance(action, Send):
-            sent = json.loads(action.text)
+            sent = json.loads(codec.encode(action.event))
             kind = sent["type"]
             if kind == "input_audio_buffer.append":  # I6
                 assert model.configured, "audio sent before session.updated"
@@ -393,9 +390,8 @@ def track_server(model: Model, step: Step) -> None:
     """What the model learns from a frame it let through (before the session sees it)."""
     if step[0] != "frame" or not model.connected:
         return
-    try:
-        event = protocol.decode(step[1])
-    except ProtocolError:
+    event = codec.decode(step[1])
+    if isinstance(event, Malformed):
         return
     if event.type == "session.updated":
         model.configured = True
@@ -416,7 +412,7 @@ def test_session_survives_any_event_sequence(
     config_index: int, handshake: bool, sequence: list[Step]
 ) -> None:
     config = CONFIGS[config_index]
-    session = Session(config)
+    session = Session(session_settings(config))
     model = Model()
     for step in HANDSHAKE if handshake else HANDSHAKE[:1]:
         track_server(model, step)
@@ -436,7 +432,7 @@ def test_reordered_and_duplicated_turns(config_index: int, replies: list[list[St
     """A configured session, a turn, then replies' frames reordered and duplicated, with
     the user barging in and the player reporting at random points."""
     config = CONFIGS[config_index]
-    session = Session(config)
+    session = Session(session_settings(config))
     model = Model()
     turn = [("speech_started", None), ("user_audio", b"\x01\x00" * 2400),
             ("speech_stopped", (500, False))]

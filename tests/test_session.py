@@ -5,9 +5,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from session_steps import feed, ready_session, sent, sent_types
+from session_steps import feed, feed_frame, new_session, ready_session, sent, sent_types
 
-from appliance.config import parse_config
 from appliance.core.session import (
     HOLD_BYTES,
     EndOfReply,
@@ -38,7 +37,7 @@ def start_reply(s: Session, now: float = 1.0) -> None:
 
 
 def test_connect_sends_session_update_and_becomes_ready() -> None:
-    s = Session(parse_config({"session": {"instructions": "Be brief."}}))
+    s = new_session({"session": {"instructions": "Be brief."}})
     s.connecting()
     s.connected()
     feed(s, {"type": "session.created", "session": {"id": "sess_1"}})
@@ -70,7 +69,7 @@ FIRST, SECOND = b"\x01\x00" * 960, b"\x02\x00" * 960
 def test_a_turn_begun_before_the_session_is_ready_waits_for_it_whole() -> None:
     # Connected, session.update sent, session.updated not yet back: the turn's audio is
     # held and goes out, in order, the moment the session is ready; none of it is lost.
-    s = Session(parse_config({}))
+    s = new_session({})
     s.connected()
     feed(s, {"type": "session.created", "session": {"id": "sess_1"}})
     s.take()
@@ -84,7 +83,7 @@ def test_a_turn_begun_before_the_session_is_ready_waits_for_it_whole() -> None:
     assert sent_types(s.take()) == ["input_audio_buffer.commit", "response.create"]
     # Begun with no connection at all, through a failed attempt: it goes to the session
     # that comes up.
-    s = Session(parse_config({}))
+    s = new_session({})
     s.speech_started(0.0)
     s.user_audio(FIRST)
     s.connected()
@@ -110,7 +109,7 @@ def test_a_turn_that_cannot_go_whole_is_not_sent() -> None:
     s.speech_stopped(400, now=1.0)
     assert sent_types(s.take()) == []
     # More than HOLD_BYTES without a session: dropped whole.
-    s = Session(parse_config({}))
+    s = new_session({})
     s.speech_started(0.0)
     for _ in range(HOLD_BYTES // len(FIRST) + 1):
         s.user_audio(FIRST)
@@ -122,7 +121,7 @@ def test_a_turn_that_cannot_go_whole_is_not_sent() -> None:
 
 
 def test_always_mode_keeps_server_turn_detection() -> None:
-    s = Session(parse_config({"gate": {"mode": "always"}, "session": {"audio": {"input": {"turn_detection": {"type": "server_vad"}}}}}))
+    s = new_session({"gate": {"mode": "always"}, "session": {"audio": {"input": {"turn_detection": {"type": "server_vad"}}}}})
     s.connected()
     feed(s, {"type": "session.created", "session": {"id": "x"}})
     assert sent(s.take())[0]["session"]["audio"]["input"]["turn_detection"] == {"type": "server_vad"}
@@ -237,8 +236,8 @@ def test_server_barge_in_with_server_turns_leaves_cancel_to_server() -> None:
 
 def test_errors_and_malformed_frames_are_survived() -> None:
     s = make()
-    s.server_frame("not json", 0.0)
-    s.server_frame(b"\x00", 0.0)
+    feed_frame(s, "not json")
+    feed_frame(s, b"\x00")
     feed(s, {"type": "error", "error": {"type": "invalid_request_error", "code": "response_cancel_not_active", "message": "x"}})
     feed(s, {"type": "totally.unknown"})
     assert s.protocol_errors == 2
@@ -246,7 +245,7 @@ def test_errors_and_malformed_frames_are_survived() -> None:
 
 
 def test_rejected_session_update_does_not_leave_it_connecting() -> None:
-    s = Session(parse_config({}))
+    s = new_session({})
     s.connected()
     feed(s, {"type": "session.created", "session": {"id": "x"}})
     feed(s, {"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value", "message": "bad", "param": "session.audio.input.transcription.model"}})

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from session_steps import feed, ready_session, sent, sent_types
+from session_steps import feed, new_session, ready_session, sent, sent_types
 
-from appliance.config import parse_config
 from appliance.core.session import (
     IGNORED,
     CallTool,
@@ -263,7 +262,7 @@ def test_idle_timeout_triggered_leaves_listening() -> None:
 
 
 def test_invalid_value_names_the_param_and_the_config_key(caplog: pytest.LogCaptureFixture) -> None:
-    s = Session(parse_config({}))
+    s = new_session({})
     s.connected()
     feed(s, {"type": "session.created", "session": {"id": "x"}})
     with caplog.at_level(logging.ERROR):
@@ -316,7 +315,7 @@ SEED_SERVER_EVENTS = {
 
 
 def test_every_server_event_in_the_seeds_is_handled_or_knowingly_ignored(caplog: pytest.LogCaptureFixture) -> None:
-    from appliance.core.session import _HANDLERS
+    from appliance.core.server_events import HANDLERS as _HANDLERS
 
     assert SEED_SERVER_EVENTS - set(_HANDLERS) - set(IGNORED) == set()
     assert not set(_HANDLERS) & set(IGNORED)

@@ -15,7 +15,7 @@ from daemon_env import KEY, daemon_config
 from transport_e2e import best_correlation, run_daemon_turn, speech_span_ms, until
 
 from appliance.config import parse_config
-from appliance.core import protocol
+from appliance.core.protocol import AppendAudio, Commit, CreateResponse, SessionUpdate
 from appliance.credentials import ApiKey
 from appliance.demo import speech_recording
 from appliance.transport import g711, open_transport
@@ -68,19 +68,19 @@ def test_pcma_over_the_realtime_websocket() -> None:
             config = realtime_config(sim.url, "pcma")
             conn = await open_transport(config, ApiKey(KEY, "test"))
             assert isinstance(conn, G711Connection)
-            frames = conn.frames()
+            frames = conn.events()
             try:
                 await until(frames, "session.created")
-                await conn.send(protocol.session_update(config.session.to_api(turn_detection_null=True)))
+                await conn.send(SessionUpdate(config.session.to_api(turn_detection_null=True)))
                 await until(frames, "session.updated")
                 audio = sim.sessions[0].session["audio"]
                 assert audio["input"]["format"] == {"type": "audio/pcma"}
                 assert audio["output"]["format"] == {"type": "audio/pcma"}
                 x = tone(600)
                 for chunk in np.split(x, 15):  # 40 ms chunks, as the gate sends them
-                    await conn.send(protocol.append_audio(chunk.tobytes()))
-                await conn.send(protocol.commit())
-                await conn.send(protocol.response_create())
+                    await conn.send(AppendAudio(chunk.tobytes()))
+                await conn.send(Commit())
+                await conn.send(CreateResponse())
                 events = await until(frames, "response.done")
             finally:
                 await conn.close()
@@ -92,8 +92,7 @@ def test_pcma_over_the_realtime_websocket() -> None:
             heard = np.frombuffer(g711.decode(wire, "pcma"), dtype="<i2")
             assert best_correlation(heard, soxr.resample(x, 24000, 8000)[800:4000]) > 0.99
             reply = b"".join(
-                base64.b64decode(e["delta"]) for e in events
-                if e["type"] == "response.output_audio.delta"
+                e.audio for e in events if e.type == "response.output_audio.delta"
             )
             pcm = np.frombuffer(reply, dtype="<i2")  # the session gets PCM16 at 24 kHz back
             assert abs(len(pcm) - len(x)) <= 30

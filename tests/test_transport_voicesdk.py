@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 
 from appliance.config import Config, parse_config
 from appliance.core import protocol
+from appliance.core.protocol import AppendAudio, Commit, CreateResponse, SessionUpdate
 from appliance.credentials import ApiKey
 from appliance.demo import speech_recording
 from appliance.errors import AuthenticationError, TransportError
@@ -39,17 +40,17 @@ def test_voice_sdk_turn_through_the_adapter() -> None:
             config = sdk_config(sim.api_url)
             conn = await open_transport(config, ApiKey(KEY, "test"))
             assert isinstance(conn, VoiceSdkConnection)
-            frames = conn.frames()
+            frames = conn.events()
             try:
                 first = await until(frames, "session.created")
-                assert first[0]["session"]["id"] == conn.session_key
-                await conn.send(protocol.session_update(config.session.to_api(turn_detection_null=True)))
+                assert first[0].data["session"]["id"] == conn.session_key
+                await conn.send(SessionUpdate(config.session.to_api(turn_detection_null=True)))
                 await until(frames, "session.updated")
                 x = tone(600)
                 for chunk in np.split(x, 15):
-                    await conn.send(protocol.append_audio(chunk.tobytes()))
-                await conn.send(protocol.commit())
-                await conn.send(protocol.response_create())  # not carried; must not break anything
+                    await conn.send(AppendAudio(chunk.tobytes()))
+                await conn.send(Commit())
+                await conn.send(CreateResponse())  # not carried; must not break anything
                 events = await until(frames, "response.done")
             finally:
                 await conn.close()
@@ -61,12 +62,12 @@ def test_voice_sdk_turn_through_the_adapter() -> None:
             assert np.abs(heard[-7000:]).max() < 50
             assert sim.errors_sent == []
             # Downstream: the agent's frames became one synthetic response at 24 kHz.
-            types = [e["type"] for e in events]
+            types = [e.type for e in events]
             assert types[0] == "response.created"
             assert types[-2:] == ["response.output_audio.done", "response.done"]
             reply = np.concatenate([
-                np.frombuffer(__import__("base64").b64decode(e["delta"]), dtype="<i2")
-                for e in events if e["type"] == "response.output_audio.delta"
+                np.frombuffer(e.audio, dtype="<i2")
+                for e in events if e.type == "response.output_audio.delta"
             ])
             assert best_correlation(reply, x[2400:12000]) > 0.98
 
@@ -96,15 +97,15 @@ def test_session_ended_and_errors_reach_the_session_as_realtime_events() -> None
     async def scenario() -> None:
         async with VoiceSdkSimulator(api_key=KEY, reply_pace=0) as sim:
             conn = await open_transport(sdk_config(sim.api_url), ApiKey(KEY, "test"))
-            frames = conn.frames()
+            frames = conn.events()
             try:
                 await until(frames, "session.created")
                 ws = next(iter(sim._sockets))
                 await ws.send_str(json.dumps({"type": "error", "code": "rate_limited", "message": "slow down"}))
                 await ws.send_str("not json")
                 error = (await until(frames, "error"))[-1]
-                assert error["error"] == {"type": "voice_sdk_error", "code": "rate_limited", "message": "slow down"}
-                assert protocol.decode(json.dumps(error)).type == "error"
+                assert error.data["error"] == {"type": "voice_sdk_error", "code": "rate_limited", "message": "slow down"}
+                assert protocol.check(error.data | {"type": error.type}) == "error"  # what the session checks
                 await sim.end_sessions("agent_disconnected")
                 with pytest.raises(TransportError, match="session ended: agent_disconnected"):
                     await until_end(frames)
@@ -168,7 +169,7 @@ def test_a_dropped_socket_is_a_transport_error() -> None:
     async def scenario() -> None:
         async with VoiceSdkSimulator(api_key=KEY) as sim:
             conn = await open_transport(sdk_config(sim.api_url), ApiKey(KEY, "test"))
-            frames = conn.frames()
+            frames = conn.events()
             try:
                 await until(frames, "session.created")
                 await next(iter(sim._sockets)).close(code=1011, message=b"internal error")

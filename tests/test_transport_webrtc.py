@@ -4,7 +4,6 @@ real ICE/DTLS/SRTP/SCTP on 127.0.0.1), and the real daemon end to end."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from daemon_env import KEY, daemon_config
 from transport_e2e import best_correlation, run_daemon_turn, speech_span_ms, until, until_end
 
 from appliance.config import Config, parse_config
-from appliance.core import protocol
+from appliance.core.protocol import CancelResponse, Commit, CreateResponse, SessionUpdate, UserText
 from appliance.credentials import ApiKey
 from appliance.demo import speech_recording
 from appliance.errors import AuthenticationError, TransportError
@@ -35,29 +34,29 @@ def test_barge_in_clears_the_output_audio_buffer() -> None:
             config = webrtc_config(sim.api_url)
             conn = await open_transport(config, ApiKey(KEY, "test"))
             assert isinstance(conn, WebRtcConnection)
-            frames = conn.frames()
+            frames = conn.events()
             try:
-                assert (await until(frames, "session.created"))[0]["type"] == "session.created"
-                await conn.send(protocol.session_update(config.session.to_api(turn_detection_null=True)))
+                assert (await until(frames, "session.created"))[0].type == "session.created"
+                await conn.send(SessionUpdate(config.session.to_api(turn_detection_null=True)))
                 await until(frames, "session.updated")
-                await conn.send(protocol.user_text("hello"))
-                await conn.send(protocol.response_create())  # a 1 s chirp, in real time
+                await conn.send(UserText("hello"))
+                await conn.send(CreateResponse())  # a 1 s chirp, in real time
                 seen = await until(frames, "response.output_audio.delta")
-                assert "output_audio_buffer.started" in [e["type"] for e in seen]
+                assert "output_audio_buffer.started" in [e.type for e in seen]
                 await asyncio.sleep(0.2)
-                await conn.send(protocol.response_cancel())
+                await conn.send(CancelResponse())
                 rest = await until(frames, "response.done")
             finally:
                 await conn.close()
             assert sim.clears == 1
             sent = [json.loads(t)["type"] for t in sim.events]
             assert sent.index("output_audio_buffer.clear") < sent.index("response.cancel")
-            types = [e["type"] for e in rest]
+            types = [e.type for e in rest]
             assert "output_audio_buffer.cleared" in types
-            assert rest[-1]["response"]["status"] == "cancelled"
+            assert rest[-1].data["response"]["status"] == "cancelled"
             # Less than the 1 s chirp reached the session: the rest was dropped.
-            heard = sum(len(base64.b64decode(e["delta"])) // 2 for e in seen + rest
-                        if e["type"] == "response.output_audio.delta")
+            heard = sum(len(e.audio) // 2 for e in seen + rest
+                        if e.type == "response.output_audio.delta")
             assert 0 < heard < 24000 * 0.8
 
     asyncio.run(scenario())
@@ -126,22 +125,22 @@ def test_reply_audio_without_output_audio_buffer_events() -> None:
         async with WebRtcSimulator(api_key=KEY, buffer_events=False) as sim:
             config = webrtc_config(sim.api_url)
             conn = await open_transport(config, ApiKey(KEY, "test"))
-            frames = conn.frames()
+            frames = conn.events()
             try:
                 await until(frames, "session.created")
-                await conn.send(protocol.session_update(config.session.to_api(turn_detection_null=True)))
+                await conn.send(SessionUpdate(config.session.to_api(turn_detection_null=True)))
                 await until(frames, "session.updated")
-                await conn.send(protocol.user_text("hello"))
-                await conn.send(protocol.response_create())  # a 1 s chirp, in real time
+                await conn.send(UserText("hello"))
+                await conn.send(CreateResponse())  # a 1 s chirp, in real time
                 events = await until(frames, "response.done")
             finally:
                 await conn.close()
-            types = [e["type"] for e in events]
+            types = [e.type for e in events]
             assert not any(t.startswith("output_audio_buffer.") for t in types)
             last_delta = max(i for i, t in enumerate(types) if t == "response.output_audio.delta")
             assert last_delta < types.index("response.done")
-            reply = np.concatenate([np.frombuffer(base64.b64decode(e["delta"]), dtype="<i2")
-                                    for e in events if e["type"] == "response.output_audio.delta"])
+            reply = np.concatenate([np.frombuffer(e.audio, dtype="<i2")
+                                    for e in events if e.type == "response.output_audio.delta"])
             loud = np.flatnonzero(np.abs(reply) > 1000)
             # The whole chirp reached the session (through Opus), before response.done.
             assert (loud[-1] - loud[0]) / 24000 > 0.9
@@ -157,14 +156,14 @@ def test_a_vanished_peer_ends_the_connection_with_a_transport_error() -> None:
     async def scenario() -> None:
         async with WebRtcSimulator(api_key=KEY) as sim:
             conn = await open_transport(webrtc_config(sim.api_url), ApiKey(KEY, "test"))
-            frames = conn.frames()
+            frames = conn.events()
             try:
                 await until(frames, "session.created")
                 await sim.calls[0].close()  # the service hangs up
                 with pytest.raises(TransportError, match="data channel closed|peer connection"):
                     await until_end(frames, 20)
                 with pytest.raises(TransportError, match="data channel is"):
-                    await conn.send(protocol.commit())
+                    await conn.send(Commit())
             finally:
                 await conn.close()
 

@@ -33,7 +33,7 @@ from appliance.audio.frontend import (
 )
 from appliance.audio.vad import WebRtcVad
 from appliance.audio.wake import PACKAGE, WakeWordDetector
-from appliance.config import GateSettings, listen_settings, parse_config
+from appliance.config import GateSettings, listen_settings, parse_config, session_settings
 from appliance.core.listen import Control
 from appliance.core.session import Action, Send, Session, StateChanged, StopPlayback
 from appliance.core.state import State
@@ -41,6 +41,7 @@ from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
 from appliance.demo import DEMO_KEY, speech_recording
 from appliance.errors import ConfigError
+from appliance.transport import codec
 from realtime_sim.server import RealtimeSimulator
 
 if TYPE_CHECKING:
@@ -237,12 +238,12 @@ def test_check_loads_the_wake_word(tmp_path: Path) -> None:
 
 
 def ready_session(**gate: Any) -> Session:
-    s = Session(parse_config({"gate": {"mode": "wake", **gate}}))
+    s = Session(session_settings(parse_config({"gate": {"mode": "wake", **gate}})))
     s.connecting()
     s.connected()
     for event in ({"type": "session.created", "session": {"id": "sess_1"}}, {"type": "session.updated", "session": {}}):
-        s.server_frame(json.dumps(event), 0.0)
-    update = next(json.loads(a.text) for a in s.take() if isinstance(a, Send))
+        s.server_event(codec.decode(json.dumps(event)), 0.0)
+    update = next(json.loads(codec.encode(a.event)) for a in s.take() if isinstance(a, Send))
     # The device ends the turns in wake mode, as in vad mode.
     assert update["type"] == "session.update"
     assert update["session"]["audio"]["input"]["turn_detection"] is None
@@ -251,10 +252,10 @@ def ready_session(**gate: Any) -> Session:
 
 
 def speaking(s: Session) -> None:
-    s.server_frame(json.dumps({"type": "response.created", "response": {"id": "resp_1"}}), 1.0)
+    s.server_event(codec.decode(json.dumps({"type": "response.created", "response": {"id": "resp_1"}})), 1.0)
     pcm = base64.b64encode(b"\x10\x00" * 2400).decode()
     delta = {"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_a", "delta": pcm}
-    s.server_frame(json.dumps(delta), 1.0)
+    s.server_event(codec.decode(json.dumps(delta)), 1.0)
     s.take()
     assert s.state is State.SPEAKING
 
@@ -270,7 +271,7 @@ def test_session_shows_listening_and_interrupts_by_name() -> None:
     s.wake_window(True, 3.0, wake_word=True)
     actions = s.take()
     assert any(isinstance(a, StopPlayback) for a in actions)
-    assert [json.loads(a.text)["type"] for a in actions if isinstance(a, Send)] == ["response.cancel"]
+    assert [a.event.type for a in actions if isinstance(a, Send)] == ["response.cancel"]
     assert s.state is State.LISTENING
     # The follow-up window (no wake word) never interrupts; with barge_in "off" nor does the name.
     quiet = ready_session(barge_in="off")

@@ -1,5 +1,5 @@
 """Shared by the transport tests (test_e2e.py and test_transport_*.py): run the real daemon
-process for one voice turn, read a connection's frames, compare what was heard.
+process for one voice turn, read a connection's typed events, compare what was heard.
 
 The microphone is the shipped recording through the ALSA ``file`` plugin, the speaker a file;
 the peer is whichever simulator endpoint the test started on loopback. The daemon's config
@@ -9,34 +9,35 @@ and environment come from ``daemon_env``.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from daemon_env import APPLIANCE, daemon_env
 
+from appliance.core.protocol import Incoming, ServerEvent
 from appliance.demo import speech_recording, write_file_devices
 
 
-async def until(frames: AsyncIterator[str | bytes], kind: str, timeout: float = 15
-                ) -> list[dict[str, Any]]:
-    """A connection's events, parsed, up to and including the first of type ``kind``."""
-    seen: list[dict[str, Any]] = []
+async def until(events: AsyncIterator[Incoming], kind: str, timeout: float = 15
+                ) -> list[ServerEvent]:
+    """A connection's events up to and including the first of type ``kind`` (none of them
+    malformed)."""
+    seen: list[ServerEvent] = []
     async with asyncio.timeout(timeout):
         while True:
-            event = json.loads(await anext(frames))
+            event = await anext(events)
+            assert isinstance(event, ServerEvent), event
             seen.append(event)
-            if event["type"] == kind:
+            if event.type == kind:
                 return seen
 
 
-async def until_end(frames: AsyncIterator[str | bytes], timeout: float = 5) -> None:
-    """Read a connection's frames until they end (a ``TransportError``, for the caller)."""
+async def until_end(frames: AsyncIterator[Incoming], timeout: float = 5) -> None:
+    """Read a connection's events until they end (a ``TransportError``, for the caller)."""
     async with asyncio.timeout(timeout):
         async for _ in frames:
             pass

@@ -3,8 +3,8 @@
 Owns: opening a PCM (always non-blocking, so no call can hang on a busy or dead device),
 checking that the device really took the asked rate, channel count and format, and turning
 ``alsaaudio.ALSAAudioError`` into ``AudioDeviceError``. Also the two small tools both
-threads need: a wake-up file descriptor to poll next to the PCM's own, and the fixed
-reopen backoff.
+threads need: a wake-up file descriptor to poll next to the PCM's own, the fixed reopen
+backoff, and the device-lifetime loop both run (``AudioThread``).
 
 Imports: alsaaudio, ``appliance.errors``.
 """
@@ -194,10 +194,27 @@ def set_os_thread_name(name: str) -> None:
 _PR_SET_NAME = 15
 
 
+# Audio delivered without trouble before the reopen backoff starts again from its shortest.
+HEALTHY_S = 1.0
+
+
+class Closing(BaseException):
+    """Raised inside an audio thread when close() asked it to end (not an Exception, so
+    that the catch-all that keeps the thread alive never swallows it)."""
+
+
 class AudioThread(abc.ABC):
     """What the capture and playback threads share: a named daemon thread that stops on an
     Event plus a wake-up fd (so a thread blocked in poll() reacts at once), a join with a
-    deadline that raises if it does not end, and the heartbeat the watchdog reads."""
+    deadline that raises if it does not end, the heartbeat the watchdog reads, and the
+    device's lifetime (``_run``).
+
+    The lifetime: open the device, ``_serve`` it until close() or a failure; a failure
+    (``AudioDeviceError``, or a bug: it must not silence the device for good) closes it,
+    is reported once per outage through ``_outage`` and is followed by a reopen after the
+    next backoff delay (``_rest``); the subclass calls ``_restored()`` when the device works
+    again, which reports the outage's end. Audio served for ``HEALTHY_S`` resets the backoff.
+    """
 
     kind = "audio"
 
@@ -207,6 +224,10 @@ class AudioThread(abc.ABC):
         self._waker = Waker()
         self._thread = threading.Thread(target=self._named, name=f"{self.kind}:{device}", daemon=True)
         self._heartbeat = time.monotonic()
+        # Thread-private: an outage is reported once, and ends at _restored().
+        self._in_outage = False
+        self._served_s = 0.0  # audio the current device handled since it was opened
+        self._log = logging.getLogger(type(self).__module__)
 
     def _named(self) -> None:
         set_os_thread_name(self.kind)  # so top -H and /proc/PID/task show "capture"/"playback"
@@ -225,7 +246,7 @@ class AudioThread(abc.ABC):
             period_frames=period_frames,
             periods=periods,
         )
-        logging.getLogger(type(self).__module__).info(
+        self._log.info(
             "%s %r open: %d Hz, %d ch, period %d, buffer %d frames",
             direction,
             self._device,
@@ -236,9 +257,84 @@ class AudioThread(abc.ABC):
         )
         return pcm, params
 
-    @abc.abstractmethod
+    # --- the device's lifetime ----------------------------------------------------------------
+
     def _run(self) -> None:
-        """The thread body: loop until ``_stopping`` is set."""
+        """The thread body: open, serve, report an outage once, reopen with backoff."""
+        delays = reopen_delays()
+        try:
+            while True:
+                self._check_closing()
+                try:
+                    pcm, params = self._open_device()
+                except AudioDeviceError as err:
+                    self._report_outage(err)
+                    self._rest(next(delays))
+                    continue
+                self._served_s = 0.0
+                try:
+                    self._serve(pcm, params)
+                except AudioDeviceError as err:
+                    self._failed(params)
+                    self._report_outage(err)
+                except Exception as exc:
+                    self._log.exception("%s %r failed unexpectedly", self.kind, self._device)
+                    self._failed(params)
+                    self._report_outage(AudioDeviceError(self._device, f"internal error: {exc}"))
+                finally:
+                    close_quietly(pcm)
+                    self._closed()
+                if self._served_s >= HEALTHY_S:
+                    delays = reopen_delays()
+                self._rest(next(delays))
+        except Closing:
+            pass
+
+    @abc.abstractmethod
+    def _open_device(self) -> tuple[Pcm, PcmParams]:
+        """Open the device (``self._open``); raises ``AudioDeviceError``."""
+
+    @abc.abstractmethod
+    def _serve(self, pcm: Pcm, params: PcmParams) -> None:
+        """Use the open device until close() (return or raise ``Closing``) or a failure
+        (raise ``AudioDeviceError``)."""
+
+    @abc.abstractmethod
+    def _outage(self, err: AudioDeviceError | None) -> None:
+        """Tell the owner the device failed (``err``) or works again (None)."""
+
+    def _failed(self, params: PcmParams) -> None:  # noqa: B027 (an optional hook)
+        """``_serve`` failed; the device is about to be closed."""
+
+    def _closed(self) -> None:  # noqa: B027 (an optional hook)
+        """The device was closed (after a failure, or at close())."""
+
+    def _rest(self, seconds: float) -> None:
+        """Wait out a reopen delay; raise ``Closing`` at once when close() is called."""
+        if self._stopping.wait(seconds):
+            raise Closing
+
+    def _check_closing(self) -> None:
+        if self._stopping.is_set():
+            raise Closing
+
+    def _report_outage(self, err: AudioDeviceError) -> None:
+        """Report the first failure of an outage; later ones only go to the debug log."""
+        if self._in_outage:
+            self._log.debug("%s; still retrying", err)
+            return
+        self._in_outage = True
+        self._log.warning("%s; retrying", err)
+        self._outage(err)
+
+    def _restored(self) -> None:
+        """The device works again: report the end of an outage (once)."""
+        if self._in_outage:
+            self._in_outage = False
+            self._log.warning("%s %r is back", self.kind, self._device)
+            self._outage(None)
+
+    # --- control (any thread) -----------------------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()

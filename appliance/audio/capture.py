@@ -5,7 +5,8 @@ count really took), reads periods, picks one channel out of the interleaved fram
 hands it to ``sink`` on this thread. Overruns are counted and survived. A device that fails
 to open, errors mid-stream or stalls is closed, reported once per outage through
 ``on_error(AudioDeviceError)``, reopened with backoff and reported back with
-``on_error(None)`` when audio flows again. It never exits on its own.
+``on_error(None)`` when audio flows again (the loop is ``AudioThread``'s). It never exits on
+its own.
 
 Reads are non-blocking and the thread sleeps in ``poll()`` on the PCM's descriptors plus a
 wake-up eventfd, so ``close()`` is prompt.
@@ -36,14 +37,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from appliance.audio.alsa import (
-    AlsaError,
-    AudioThread,
-    Pcm,
-    PcmParams,
-    close_quietly,
-    reopen_delays,
-)
+from appliance.audio.alsa import AlsaError, AudioThread, Pcm, PcmParams
 from appliance.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
@@ -53,18 +47,11 @@ log = logging.getLogger(__name__)
 # means it has no clock. The reference point moves every few seconds so that a device
 # clock running a little fast never adds up to a false alarm.
 _CLOCK_WINDOW_S = 10.0
-# Audio delivered without trouble before the reopen backoff starts again from its shortest.
-_HEALTHY_S = 1.0
 _POLL_MS = 500
 # The capture buffer: long enough to sleep through a block of periods (see ``wants``) with
 # room to spare, so a late wake-up loses nothing. It adds no latency: audio is read as soon
 # as it is wanted, whatever the buffer holds.
 BUFFER_S = 0.5
-
-
-class _Stop(BaseException):
-    """Raised inside the thread when close() asked it to end (not an Exception, so that
-    the catch-all that keeps the thread alive never swallows it)."""
 
 
 class CaptureThread(AudioThread):
@@ -111,9 +98,6 @@ class CaptureThread(AudioThread):
         self._xruns = 0
         self._frames = 0
         self._sink_errors = 0
-        # Thread-private: an outage is reported once, and ends when audio flows again.
-        self._outage = False
-        self._streamed_s = 0.0
 
     # --- control (any thread) -------------------------------------------------------------
 
@@ -139,58 +123,23 @@ class CaptureThread(AudioThread):
 
     # --- the thread ------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        delays = reopen_delays()
-        try:
-            while not self._stopping.is_set():
-                try:
-                    pcm, params = self._open(
-                        "capture",
-                        rate=self._rate,
-                        channels=self._channels,
-                        period_frames=self._period_frames,
-                        periods=self._periods,
-                    )
-                except AudioDeviceError as err:
-                    self._report_outage(err)
-                    self._sleep(next(delays))
-                    continue
-                self._streamed_s = 0.0
-                try:
-                    self._stream(pcm, params)
-                except AudioDeviceError as err:
-                    self._report_outage(err)
-                except Exception as exc:
-                    # A bug must not silence the microphone for good: log it, then retry.
-                    log.exception("capture %r failed unexpectedly", self._device)
-                    self._report_outage(AudioDeviceError(self._device, f"internal error: {exc}"))
-                finally:
-                    close_quietly(pcm)
-                if self._streamed_s >= _HEALTHY_S:
-                    delays = reopen_delays()
-                self._sleep(next(delays))
-        except _Stop:
-            pass
+    def _open_device(self) -> tuple[Pcm, PcmParams]:
+        return self._open(
+            "capture",
+            rate=self._rate,
+            channels=self._channels,
+            period_frames=self._period_frames,
+            periods=self._periods,
+        )
 
-    def _report_outage(self, err: AudioDeviceError) -> None:
-        """Report the first failure of an outage; later ones only go to the debug log."""
-        if self._outage:
-            log.debug("%s; still retrying", err)
-            return
-        self._outage = True
-        log.warning("%s; retrying", err)
-        self._call_on_error(err)
-
-    def _call_on_error(self, err: AudioDeviceError | None) -> None:
+    def _outage(self, err: AudioDeviceError | None) -> None:
         try:
             self._on_error(err)
         except Exception:
             log.exception("capture on_error callback failed")
 
-    def _sleep(self, seconds: float) -> None:
-        """Wait, but return at once (raising _Stop) when close() is called."""
-        if self._stopping.wait(seconds):
-            raise _Stop
+    def _serve(self, pcm: Pcm, params: PcmParams) -> None:
+        self._stream(pcm, params)
 
     def _stream(self, pcm: Pcm, params: PcmParams) -> None:
         """Read until close() (returns) or a device failure (raises AudioDeviceError)."""
@@ -232,14 +181,12 @@ class CaptureThread(AudioThread):
                 raise AudioDeviceError(self._device, f"read failed: {exc}") from exc
             now = time.monotonic()
             if n > 0:
-                if self._outage:
-                    self._outage = False
-                    log.warning("capture %r is back", self._device)
-                    self._call_on_error(None)
+                if self._in_outage:
+                    self._restored()
                 if block == 0 and self._wants is not None:
                     target = min(gather, max(self._call_wants(), params.period_frames))
                 block = self._gather(data, n, block)
-                self._streamed_s += n / rate
+                self._served_s += n / rate
                 last_data = now
                 if self._wants is not None and block + n <= gather and block < target:
                     # Read until the sink has what it asked for (or nothing more is ready),

@@ -1,28 +1,36 @@
-"""The speaker thread: a jitter buffer for reply audio, ALSA playback, and what was heard.
+"""The speaker thread: ALSA playback of reply audio, driven by the pure playback policy.
 
-Owns one playback PCM for the life of the daemon and the queue in front of it. The asyncio
-loop is the only producer (``enqueue``, ``end_of_stream``, ``stop``; none of them blocks);
-the player thread is the only consumer. Between them sit a lock-free ``SampleRing`` of
-24 kHz mono PCM16, a few ints and tuples written by one side and read by the other, and
-deques (whose append/popleft are atomic). No lock is shared with the loop.
+Owns one playback PCM for the life of the daemon (its lifetime loop is ``AudioThread``'s)
+and the queue in front of it. The policy (the jitter buffer's phases, prefill, underruns,
+end of stream, what was heard of which item) is ``appliance.core.player``; this module
+only moves samples: ALSA writes, poll and drop, soxr conversion, the echo reference.
+
+Threads: the asyncio loop is the only producer (``enqueue``, ``end_of_stream``, ``stop``;
+none of them blocks); the player thread is the only consumer. Between them there are only
+documented thread-safe hand-offs: the samples go through a lock-free SPSC ``SampleRing``
+of 24 kHz mono PCM16; where an item starts, an end of stream and a stop go as messages
+(``Queued``, ``EndOfStream``, ``Stop``) through a ``collections.deque`` (append and
+popleft are thread-safe); the player says it sleeps waiting for audio with a
+``threading.Event``, so only then does ``enqueue()`` spend a wake-up. No lock is shared
+with the loop.
 
 The player thread converts each period to the device rate (soxr) and channel count
 (duplicated mono) and writes it non-blocking, sleeping in ``poll()`` on the PCM's
 descriptors plus a wake-up eventfd, so a barge-in ``stop()`` is acted on within a
 millisecond or two: ``drop()``, discard the queue, report what was heard. While nothing
-plays it sleeps on the eventfd alone (one heartbeat wake-up a second).
+plays it sleeps on the eventfd alone.
 
 What was heard: the device has been given ``written`` frames and still holds
-``buffer_size - avail()`` of them, so the listener has heard the difference. Mapped back to
-stream positions (soxr's output is aligned with its input, so frames scale by the rate
-ratio) and split over the items by where each one started in the stream.
+``buffer_size - avail()`` of them; the core maps that back to stream positions and items.
 
-Events (``PlayerEvent``) go to ``on_event`` on the player thread.
+Events (``PlayerEvent``, defined in the core and re-exported here) go to ``on_event`` on
+the player thread.
 
 Echo cancellation: with a ``reference`` (``appliance.audio.aec.ReferenceTap``), every write
 is handed to it with the device delay, and every ``drop()`` tells it the rest is not heard.
 
-Imports: numpy, soxr, ``appliance.audio.alsa``, ``appliance.audio.ring``, ``appliance.errors``.
+Imports: numpy, soxr, ``appliance.audio.alsa``, ``appliance.audio.ring``,
+``appliance.core.player``, ``appliance.errors``.
 """
 
 from __future__ import annotations
@@ -31,177 +39,59 @@ import enum
 import logging
 import math
 import select
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import soxr
 
-from appliance.audio.alsa import (
-    STATE_RUNNING,
-    AlsaError,
-    AudioThread,
-    Pcm,
-    PcmParams,
-    close_quietly,
-    reopen_delays,
-)
+from appliance.audio.alsa import STATE_RUNNING, AlsaError, AudioThread, Pcm, PcmParams
 from appliance.audio.ring import SampleRing
+from appliance.core.player import (
+    Admit,
+    EndOfStream,
+    Intake,
+    Message,
+    Phase,
+    PlaybackDeviceError,
+    PlaybackDeviceRestored,
+    PlaybackIdle,
+    PlaybackStarted,
+    PlaybackStopped,
+    Player,
+    PlayerEvent,
+    Queued,
+    Step,
+    Stop,
+)
 from appliance.errors import AudioDeviceError
 
 if TYPE_CHECKING:
     from appliance.audio.aec import ReferenceTap
 
+__all__ = [
+    "PlaybackDeviceError",
+    "PlaybackDeviceRestored",
+    "PlaybackIdle",
+    "PlaybackStarted",
+    "PlaybackStopped",
+    "PlaybackThread",
+    "PlayerEvent",
+]
+
 log = logging.getLogger(__name__)
 
-# --- events -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PlaybackStarted:
-    """The first sample of ``item_id`` was handed to the device."""
-
-    item_id: str
-
-
-@dataclass(frozen=True)
-class PlaybackStopped:
-    """After ``stop()``: the item being heard (None if none) and how much of it was heard.
-
-    Every ``stop()`` gets one; calls that arrive before the player handled the previous one
-    share it.
-    """
-
-    item_id: str | None
-    played_ms: int
-
-
-@dataclass(frozen=True)
-class PlaybackIdle:
-    """Everything queued before ``end_of_stream()`` has been heard (the device drained)."""
-
-
-@dataclass(frozen=True)
-class PlaybackDeviceError:
-    """The device failed; audio queued meanwhile is discarded until it is back."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class PlaybackDeviceRestored:
-    """The device reopened after a ``PlaybackDeviceError``."""
-
-
-PlayerEvent = (
-    PlaybackStarted | PlaybackStopped | PlaybackIdle | PlaybackDeviceError | PlaybackDeviceRestored
-)
-
-# --- internals ---------------------------------------------------------------------------
-
 _IDLE_SLEEP_S = 10.0  # the longest the thread sleeps while idle (whatever needs it wakes it)
-UNDERRUN_LOG_S = 60.0  # after the first, at most one underrun log line this often
-_HEALTHY_S = 1.0  # audio played without trouble before the reopen backoff starts over
-_MAX_ITEMS_KEPT = 256  # played-ms history kept for the loop
-_CANCELLED_KEPT = 64  # interrupted item ids remembered to ignore their late audio
-
-
-class _Stop(BaseException):
-    """Raised inside the thread when close() asked it to end (not an Exception, so that
-    the catch-all that keeps the thread alive never swallows it)."""
-
-
-class _Phase(enum.Enum):
-    IDLE = "idle"  # no run: waiting for the prefill or end_of_stream()
-    PLAYING = "playing"  # writing as fast as the device takes it
-    REFILL = "refill"  # underrun mid-reply: waiting for the prefill again
-    DRAINING = "draining"  # the reply is all written; waiting for the device to play it out
 
 
 class _Pump(enum.Enum):
     FULL = "full"  # the device took all it could
     EMPTY = "empty"  # nothing left to write
-    INTERRUPTED = "interrupted"  # a stop() is waiting to be handled
-
-
-class _Segment:
-    __slots__ = ("done", "item_id", "start", "started")
-
-    def __init__(self, start: int, item_id: str) -> None:
-        self.start = start
-        self.item_id = item_id
-        self.started = False
-        self.done = False  # its played figure is final
-
-
-class _Ledger:
-    """Which item each stream position belongs to, and how much of each was heard.
-
-    Pure bookkeeping in stream positions (source samples since the player was made). Used on
-    the player thread only; ``played`` is also read by the loop (single dict lookups).
-    """
-
-    def __init__(self) -> None:
-        self._segments: list[_Segment] = []
-        self.played: dict[str, int] = {}  # samples heard per item
-
-    def add(self, start: int, item_id: str) -> None:
-        self._segments.append(_Segment(start, item_id))
-
-    def newly_started(self, written: int) -> list[str]:
-        """Items whose first sample is now before stream position ``written``."""
-        started = []
-        for seg in self._segments:
-            if seg.start >= written:
-                break
-            if not seg.started and not seg.done:
-                seg.started = True
-                started.append(seg.item_id)
-        return started
-
-    def credit(self, heard: int, final_before: int | None = None) -> None:
-        """Everything before stream position ``heard`` was heard. With ``final_before``,
-        items that start before it are closed: what they have now is all they get."""
-        segs = self._segments
-        for i, seg in enumerate(segs):
-            if seg.done:
-                continue
-            closing = final_before is not None and seg.start < final_before
-            if seg.start >= heard and not closing:
-                break
-            end = segs[i + 1].start if i + 1 < len(segs) else None
-            upto = heard if end is None else min(heard, end)
-            self.played[seg.item_id] = max(0, upto - seg.start)
-            if closing or (end is not None and end <= heard):
-                seg.done = True
-        self._prune()
-
-    def interrupted(self, heard: int, stop_pos: int, playing: bool) -> str | None:
-        """The item a stop at ``stop_pos`` cut off: the one being heard, or else the first
-        that was queued and never heard; None if nothing was."""
-        current = first_unheard = None
-        for seg in self._segments:
-            if seg.done or seg.start >= stop_pos:
-                continue
-            if playing and seg.start < heard:
-                current = seg.item_id
-            elif first_unheard is None:
-                first_unheard = seg.item_id
-        return current if current is not None else first_unheard
-
-    def _prune(self) -> None:
-        segs = self._segments
-        done = 0
-        while done < len(segs) - 1 and segs[done].done:
-            done += 1
-        if done > 32:
-            del segs[:done]
-        while len(self.played) > _MAX_ITEMS_KEPT:
-            del self.played[next(iter(self.played))]
+    MESSAGE = "message"  # the loop sent something (a stop() must not wait for the queue)
 
 
 class PlaybackThread(AudioThread):
@@ -230,49 +120,33 @@ class PlaybackThread(AudioThread):
         self._period_frames = period_frames
         self._periods = periods
         self._source_rate = source_rate
-        self._prefill = max(1, source_rate * prefill_ms // 1000)
         self._stall_timeout = stall_timeout
         self._on_event = on_event
         # Echo cancellation's reference: every frame written, with when it will be heard.
         self._tap = reference
         self._buffer_frames = 0
         self._ring = SampleRing(max(1, int(capacity_s * source_rate)))
-        self._ratio = source_rate / rate  # source samples per device frame
-        self._chunk = max(1, math.ceil(period_frames * self._ratio))
-        self._src: npt.NDArray[np.int16] = np.zeros(self._chunk, dtype=np.int16)
+        self._inbox: deque[Message] = deque()  # loop -> player thread
+        self._want_wake = threading.Event()  # the player sleeps until enqueue() brings audio
+
+        # Loop side only.
+        self._intake = Intake()
+        self._overflow_logged = 0
+
+        # Player thread only (played_ms() reads the core after close()).
+        self._core = Player(
+            source_rate=source_rate, device_rate=rate, prefill=source_rate * prefill_ms // 1000
+        )
+        chunk = max(1, math.ceil(period_frames * source_rate / rate))
+        self._src: npt.NDArray[np.int16] = np.zeros(chunk, dtype=np.int16)
         self._out: npt.NDArray[np.int16] = np.zeros(
             (2 * period_frames + 4096, channels), dtype=np.int16
         )
-
-        # Loop side (written only by the loop thread).
-        self._last_item: str | None = None
-        self._since_stop: deque[str] = deque(maxlen=_CANCELLED_KEPT)
-        self._cancelled: dict[str, None] = {}  # insertion-ordered set
-        self._segments_in: deque[tuple[int, str]] = deque()
-        self._stops_in: deque[int] = deque()
-        self._eos: tuple[int, int] = (0, -1)  # (generation, stream position)
-        self._overflow_logged = 0
-
-        # Player side, read by the loop.
-        self._want_wake = False  # the player sleeps until enqueue() brings more audio
-        self._ledger = _Ledger()
-        self._underruns = 0
-
-        # Player side only.
-        self._underrun_logged_t: float | None = None  # when the last underrun line went out
-        self._underruns_logged = 0  # the count that line showed
-        self._eos_done = 0  # generation of the last end_of_stream() handled
-        self._outage = False
-        self._phase = _Phase.IDLE
         self._resampler: soxr.ResampleStream | None = None
         self._pend_off = 0  # device frames staged in _out and not yet written: [off, len)
         self._pend_len = 0
-        self._run_base = 0  # stream position where the current run started
-        self._run_fed = 0  # source samples taken from the ring in this run
-        self._run_written = 0  # device frames written in this run
         self._progress_t = 0.0  # when the device last took or played something
         self._last_avail = -1
-        self._played_s = 0.0  # audio the current device has taken since it was opened
 
     # --- loop side: never blocks ------------------------------------------------------------
 
@@ -282,14 +156,15 @@ class PlaybackThread(AudioThread):
         Audio for an item that ``stop()`` interrupted is ignored: it is a late delta of a
         reply the listener already cut off.
         """
-        if item_id in self._cancelled or len(pcm) < 2:
+        if len(pcm) < 2:
+            return
+        admit = self._intake.admit(item_id)
+        if admit is Admit.CANCELLED:
             return
         samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2)
-        if item_id != self._last_item:
-            self._last_item = item_id
-            self._since_stop.append(item_id)
-            # Published before the samples, so the player always knows whose they are.
-            self._segments_in.append((self._ring.write_pos, item_id))
+        if admit is Admit.NEW_ITEM:
+            # Sent before the samples, so the player always knows whose they are.
+            self._inbox.append(Queued(self._ring.write_pos, item_id))
         written = self._ring.write(samples)
         if written < len(samples):
             self._overflow_logged += 1
@@ -299,125 +174,96 @@ class PlaybackThread(AudioThread):
                     self._ring.capacity / self._source_rate,
                     self._ring.overflow,
                 )
-        if self._want_wake:
+        if self._want_wake.is_set():
             self._waker.wake()
 
     def end_of_stream(self) -> None:
         """The reply is complete: play out what is queued even if below the prefill."""
-        self._eos = (self._eos[0] + 1, self._ring.write_pos)
+        self._inbox.append(EndOfStream(self._ring.write_pos))
         self._waker.wake()
 
     def stop(self) -> None:
         """Barge-in: drop everything queued so far and stop the device now."""
-        self._stops_in.append(self._ring.write_pos)
-        for item_id in self._since_stop:
-            self._cancelled[item_id] = None
-        while len(self._cancelled) > _CANCELLED_KEPT:
-            del self._cancelled[next(iter(self._cancelled))]
-        self._since_stop.clear()
-        self._last_item = None
+        self._inbox.append(Stop(self._ring.write_pos))
+        self._intake.stopped()
         self._waker.wake()
 
-    def played_ms(self, item_id: str) -> int:
-        """How much of ``item_id`` the listener has heard (to within a period)."""
-        return self._ledger.played.get(item_id, 0) * 1000 // self._source_rate
+    # --- figures ------------------------------------------------------------------------------
 
-    # --- control ------------------------------------------------------------------------------
+    def played_ms(self, item_id: str) -> int:
+        """How much of ``item_id`` the listener has heard (to within a period).
+
+        The ledger belongs to the player thread: ask from ``on_event`` or after ``close()``
+        (``PlaybackStopped`` carries the figure a barge-in needs).
+        """
+        return self._core.played_ms(item_id)
 
     @property
     def underruns(self) -> int:
-        """Times the queue ran dry while a reply was still streaming."""
-        return self._underruns
+        """Times the queue ran dry while a reply was still streaming (a statistic: read
+        from another thread it may lag by one)."""
+        return self._core.underruns
 
     @property
     def queued_ms(self) -> int:
         """Audio waiting in the queue (not yet handed to the device)."""
         return self._ring.available() * 1000 // self._source_rate
 
-    # --- the thread: device lifetime ----------------------------------------------------------
+    # --- the device's lifetime (AudioThread) ----------------------------------------------------
 
-    def _run(self) -> None:
-        delays = reopen_delays()
-        try:
-            while True:
-                self._check_closing()
-                try:
-                    pcm, params = self._open(
-                        "playback",
-                        rate=self._rate,
-                        channels=self._channels,
-                        period_frames=self._period_frames,
-                        periods=self._periods,
-                    )
-                except AudioDeviceError as err:
-                    self._report_outage(err)
-                    self._wait_out(next(delays))
-                    continue
-                if self._outage:
-                    self._outage = False
-                    log.warning("playback %r is back", self._device)
-                    self._emit(PlaybackDeviceRestored())
-                self._played_s = 0.0
-                self._buffer_frames = params.buffer_frames
-                try:
-                    self._serve(pcm, params)
-                except AudioDeviceError as err:
-                    self._end_run()
-                    self._phase = _Phase.IDLE
-                    self._report_outage(err)
-                except Exception as exc:
-                    # A bug must not silence the speaker for good: log it, then retry.
-                    log.exception("playback %r failed unexpectedly", self._device)
-                    self._end_run()
-                    self._phase = _Phase.IDLE
-                    self._report_outage(AudioDeviceError(self._device, f"internal error: {exc}"))
-                finally:
-                    close_quietly(pcm)
-                    if self._tap is not None:
-                        self._tap.stopped(time.monotonic())
-                if self._played_s >= _HEALTHY_S:
-                    delays = reopen_delays()
-                self._wait_out(next(delays))
-        except _Stop:
-            pass
+    def _open_device(self) -> tuple[Pcm, PcmParams]:
+        return self._open(
+            "playback",
+            rate=self._rate,
+            channels=self._channels,
+            period_frames=self._period_frames,
+            periods=self._periods,
+        )
 
-    def _report_outage(self, err: AudioDeviceError) -> None:
-        if self._outage:
-            log.debug("%s; still retrying", err)
-            return
-        self._outage = True
-        log.warning("%s; retrying", err)
-        self._emit(PlaybackDeviceError(str(err)))
+    def _outage(self, err: AudioDeviceError | None) -> None:
+        self._emit(PlaybackDeviceRestored() if err is None else PlaybackDeviceError(str(err)))
 
-    def _wait_out(self, seconds: float) -> None:
+    def _failed(self, params: PcmParams) -> None:
+        # Whatever the device still held is lost with it: count it as not heard.
+        self._core.device_lost(params.buffer_frames)
+        self._pend_off = self._pend_len = 0
+
+    def _closed(self) -> None:
+        if self._tap is not None:
+            self._tap.stopped(time.monotonic())
+
+    def _rest(self, seconds: float) -> None:
         """Sit out a reopen delay, discarding audio (no device to play it) as it arrives."""
         deadline = time.monotonic() + seconds
         poller = select.poll()
         poller.register(self._waker.fileno(), select.POLLIN)
+        core, ring = self._core, self._ring
         while True:
             self._check_closing()
             self._heartbeat = time.monotonic()
-            if self._stops_in:
-                self._handle_stop(None, None)
-            # Position first, then segments: every item starting before it is then known.
-            pos = self._ring.write_pos
-            self._pull_segments()
-            self._discard_to(pos)
-            self._idle_if_eos()
+            # Position first, then messages: every item starting before it is then known.
+            pos = ring.write_pos
+            self._take_messages()
+            if core.stop_pending:
+                ring.skip_to(core.stopped(None, ring.write_pos))
+            ring.skip_to(core.discard_to(pos))
+            self._emit_events()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self._want_wake = True
+            self._want_wake.set()
             try:
                 if poller.poll(max(1, round(left * 1000))):
                     self._waker.reset()
             finally:
-                self._want_wake = False
+                self._want_wake.clear()
 
     # --- the thread: one open device --------------------------------------------------------
 
     def _serve(self, pcm: Pcm, params: PcmParams) -> None:
-        """Play until close() (raises _Stop) or a device failure (raises AudioDeviceError)."""
+        """Play until close() (raises Closing) or a device failure (raises AudioDeviceError)."""
+        self._restored()
+        self._buffer_frames = params.buffer_frames
         waker_fd = self._waker.fileno()
         waker_poll = select.poll()
         waker_poll.register(waker_fd, select.POLLIN)
@@ -433,62 +279,40 @@ class PlaybackThread(AudioThread):
             if self._source_rate != self._rate
             else None
         )
-        self._phase = _Phase.IDLE
-        self._end_run()
-        try:
-            while True:
-                self._check_closing()
-                self._heartbeat = time.monotonic()
-                self._pull_segments()
-                if self._phase is not _Phase.IDLE:
-                    self._announce()  # items whose samples went out before we knew of them
-                if self._stops_in:
-                    self._handle_stop(pcm, params)
-                elif self._phase is _Phase.IDLE:
-                    self._idle(waker_poll)
-                elif self._phase is _Phase.REFILL:
-                    self._refill(pcm, params, waker_poll)
-                elif self._phase is _Phase.PLAYING:
-                    self._play(pcm, params, device_poll)
-                else:
-                    self._drain(pcm, params, waker_poll, device_poll)
-        except AudioDeviceError:
-            # Whatever the device still held is lost with it: count it as not heard.
-            self._ledger.credit(self._heard_pos(params.buffer_frames), self._ring.read_pos)
-            raise
-
-    def _idle(self, waker_poll: select.poll) -> None:
-        self._idle_if_eos()
-        if self._ready_to_start():
-            self._begin_run()
-        else:
-            self._sleep(waker_poll, _IDLE_SLEEP_S, self._ready_to_start)
-
-    def _refill(self, pcm: Pcm, params: PcmParams, waker_poll: select.poll) -> None:
-        """Underrun: the device plays out what it holds while we wait for the prefill."""
-
-        def ready() -> bool:
-            return self._ready_to_start() or self._at_eos()
-
-        if ready():
-            self._phase = _Phase.PLAYING
-            self._progress_t = time.monotonic()
-        else:
-            self._publish(pcm, params)
-            self._sleep(waker_poll, params.period_s, ready)
+        core = self._core
+        core.device_opened()
+        self._pend_off = self._pend_len = 0
+        while True:
+            self._check_closing()
+            self._heartbeat = time.monotonic()
+            self._take_messages()
+            step = core.next_step(self._ring.write_pos)
+            self._emit_events()
+            if step is Step.WRITE:
+                self._play(pcm, params, device_poll)
+            elif step is Step.STOP:
+                self._stop_now(pcm, params)
+            elif step is Step.WAIT:
+                self._sleep(waker_poll, _IDLE_SLEEP_S)
+            elif step is Step.REFILL:
+                # The device plays out what it holds while the prefill comes back.
+                self._publish(pcm, params)
+                self._sleep(waker_poll, params.period_s)
+            elif step is Step.DRAIN:
+                self._drain(pcm, params, waker_poll, device_poll)
+            else:  # START or RESUME: the next step writes
+                if step is Step.START:
+                    self._pend_off = self._pend_len = 0
+                    if self._resampler is not None:
+                        self._resampler.clear()
+                self._progress_t = time.monotonic()
 
     def _play(self, pcm: Pcm, params: PcmParams, device_poll: select.poll) -> None:
         pumped = self._pump(pcm, read=True)
         if pumped is _Pump.FULL:
             self._wait_for_room(pcm, params, device_poll)
-        elif pumped is _Pump.EMPTY:
-            if self._at_eos():
-                self._finish_stream(params)
-                self._phase = _Phase.DRAINING
-            else:
-                self._underruns += 1
-                self._log_underrun()
-                self._phase = _Phase.REFILL
+        elif pumped is _Pump.EMPTY and self._core.ran_dry(time.monotonic()):
+            self._finish_stream(params)
 
     def _drain(
         self, pcm: Pcm, params: PcmParams, waker_poll: select.poll, device_poll: select.poll
@@ -500,12 +324,9 @@ class PlaybackThread(AudioThread):
             return
         avail = self._avail(pcm)
         if avail >= params.buffer_frames or self._state(pcm) != STATE_RUNNING:
-            self._ledger.credit(self._heard_pos(0))
+            self._core.drained()
             self._drop(pcm)  # back to PREPARED, ready for the next reply
-            self._end_run()
-            self._phase = _Phase.IDLE
-            self._eos_done = self._eos[0]
-            self._emit(PlaybackIdle())
+            self._emit_events()
             return
         now = time.monotonic()
         if avail != self._last_avail:
@@ -514,42 +335,31 @@ class PlaybackThread(AudioThread):
             raise AudioDeviceError(self._device, "stopped playing (device stalled)")
         self._publish(pcm, params)
         left = (params.buffer_frames - avail) / params.rate
-        self._sleep(waker_poll, min(left, params.period_s), None)
+        self._sleep(waker_poll, min(left, params.period_s), ready=False)
 
-    def _log_underrun(self) -> None:
-        """Count every underrun; log the first, then at most one line a minute with the
-        count (a device without a clock underruns on every period)."""
-        now = time.monotonic()
-        last = self._underrun_logged_t
-        if last is not None and now - last < UNDERRUN_LOG_S:
-            return
-        since = self._underruns - self._underruns_logged
-        self._underrun_logged_t, self._underruns_logged = now, self._underruns
-        if last is None:
-            log.info("playback underrun (%d so far)", self._underruns)
-        else:
-            log.info(
-                "playback underrun (%d so far, %d in the last %.0f s)",
-                self._underruns,
-                since,
-                now - last,
-            )
+    def _stop_now(self, pcm: Pcm, params: PcmParams) -> None:
+        """Barge-in: drop the device, discard what was queued before stop(), report."""
+        core = self._core
+        delay = None
+        if core.phase is not Phase.IDLE:
+            delay = self._device_delay(pcm, params)
+            self._drop(pcm)
+        self._ring.skip_to(core.stopped(delay, self._ring.write_pos))
+        self._pend_off = self._pend_len = 0
+        self._emit_events()
 
-    def _check_closing(self) -> None:
-        if self._stopping.is_set():
-            raise _Stop
-
-    def _sleep(self, poller: select.poll, seconds: float, ready: Callable[[], bool] | None) -> None:
-        """Sleep on the waker. ``ready`` is checked after asking enqueue() to wake us, so no
-        wake-up is lost: it writes its samples before it looks at ``_want_wake``."""
-        self._want_wake = True
+    def _sleep(self, poller: select.poll, seconds: float, *, ready: bool = True) -> None:
+        """Sleep on the waker. With ``ready``, first check whether a run could start: after
+        asking enqueue() to wake us, so no wake-up is lost (it writes its samples before it
+        looks at ``_want_wake``)."""
+        self._want_wake.set()
         try:
-            if ready is not None and ready():
+            if ready and (self._inbox or self._core.ready(self._ring.write_pos)):
                 return
             if poller.poll(max(1, round(seconds * 1000))):
                 self._waker.reset()
         finally:
-            self._want_wake = False
+            self._want_wake.clear()
 
     def _wait_for_room(self, pcm: Pcm, params: PcmParams, device_poll: select.poll) -> None:
         """The device buffer is full: sleep until it has room for a period, or stop()."""
@@ -562,31 +372,14 @@ class PlaybackThread(AudioThread):
 
     # --- the thread: moving samples --------------------------------------------------------
 
-    def _ready_to_start(self) -> bool:
-        if self._ring.available() >= self._prefill:
-            return True
-        eos_gen, eos_pos = self._eos
-        return eos_gen != self._eos_done and eos_pos > self._ring.read_pos
-
-    def _at_eos(self) -> bool:
-        """All of the reply that end_of_stream() closed has left the ring."""
-        eos_gen, eos_pos = self._eos
-        return eos_gen != self._eos_done and eos_pos <= self._ring.read_pos
-
-    def _begin_run(self) -> None:
-        self._end_run()
-        if self._resampler is not None:
-            self._resampler.clear()
-        self._phase = _Phase.PLAYING
-        self._progress_t = time.monotonic()
-
-    def _end_run(self) -> None:
-        self._run_base = self._ring.read_pos
-        self._run_fed = self._run_written = 0
-        self._pend_off = self._pend_len = 0
+    def _take_messages(self) -> None:
+        inbox, core = self._inbox, self._core
+        while inbox:
+            core.receive(inbox.popleft())
 
     def _pump(self, pcm: Pcm, *, read: bool) -> _Pump:
-        """Write until the device is full, there is nothing left, or stop() was called."""
+        """Write until the device is full, there is nothing left, or the loop sent a message."""
+        core = self._core
         while True:
             if self._pend_off < self._pend_len:
                 try:
@@ -596,7 +389,7 @@ class PlaybackThread(AudioThread):
                 if n <= 0:
                     return _Pump.FULL
                 self._pend_off += n
-                self._run_written += n
+                core.written(n)
                 if self._tap is not None:
                     # Channel 0 of exactly what the device took; it still holds
                     # buffer - avail frames, these included, ahead of the listener.
@@ -605,19 +398,19 @@ class PlaybackThread(AudioThread):
                         self._buffer_frames - self._avail(pcm),
                         time.monotonic(),
                     )
-                self._played_s += n / self._rate
+                self._served_s += n / self._rate
                 self._progress_t = time.monotonic()
-                self._announce()
+                self._emit_events()  # an item that started
                 continue
             if not read:
                 return _Pump.EMPTY
-            if self._stops_in:
+            if self._inbox:
                 # Do not read past a barge-in: what follows may be the next reply.
-                return _Pump.INTERRUPTED
+                return _Pump.MESSAGE
             k = self._ring.read_into(self._src)
             if k == 0:
                 return _Pump.EMPTY
-            self._run_fed += k
+            core.fed(k)
             if self._resampler is None:
                 self._stage(self._src[:k])
             else:
@@ -634,14 +427,13 @@ class PlaybackThread(AudioThread):
         self._pend_off, self._pend_len = 0, total
 
     def _finish_stream(self, params: PcmParams) -> None:
-        """End of reply: flush the resampler and pad the last period with silence, so a
-        hardware device does not replay stale buffer contents before it notices the end."""
+        """End of reply: flush the resampler and pad the last period with silence."""
         tail: npt.NDArray[np.int16] = (
             self._resampler.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
             if self._resampler is not None
             else np.zeros(0, dtype=np.int16)
         )
-        pad_to = len(tail) + (-(self._run_written + len(tail)) % params.period_frames)
+        pad_to = self._core.padded(len(tail), params.period_frames)
         if pad_to:
             self._stage(tail, pad_to)
         self._last_avail = -1
@@ -670,64 +462,19 @@ class PlaybackThread(AudioThread):
 
     # --- the thread: what was heard --------------------------------------------------------
 
-    def _heard_pos(self, delay: int) -> int:
-        """Stream position heard up to, when the device still holds ``delay`` frames."""
-        heard = int((self._run_written - max(0, delay)) * self._ratio)
-        return self._run_base + max(0, min(self._run_fed, heard))
-
     def _device_delay(self, pcm: Pcm, params: PcmParams) -> int:
-        if self._run_written == 0:
+        """Frames the device holds ahead of the listener."""
+        if self._core.run_written == 0:
             return 0
         return max(0, params.buffer_frames - self._avail(pcm))
 
-    def _announce(self) -> None:
-        written = self._run_base + min(self._run_fed, int(self._run_written * self._ratio))
-        for item_id in self._ledger.newly_started(written):
-            self._emit(PlaybackStarted(item_id))
-
     def _publish(self, pcm: Pcm, params: PcmParams) -> None:
-        """Let played_ms() see progress (called about once a period while playing)."""
-        self._ledger.credit(self._heard_pos(self._device_delay(pcm, params)))
+        """Credit what was heard (about once a period while playing)."""
+        self._core.progress(self._device_delay(pcm, params))
 
-    def _pull_segments(self) -> None:
-        while self._segments_in:
-            self._ledger.add(*self._segments_in.popleft())
-
-    def _handle_stop(self, pcm: Pcm | None, params: PcmParams | None) -> None:
-        """Barge-in: drop the device, discard what was queued before stop(), report."""
-        stop_pos = self._stops_in.popleft()
-        while self._stops_in:
-            stop_pos = max(stop_pos, self._stops_in.popleft())
-        self._pull_segments()
-        playing = pcm is not None and params is not None and self._phase is not _Phase.IDLE
-        heard = self._run_base
-        if playing:
-            assert pcm is not None and params is not None
-            heard = self._heard_pos(self._device_delay(pcm, params))
-            self._drop(pcm)
-        item_id = self._ledger.interrupted(heard, stop_pos, playing)
-        self._ledger.credit(heard, final_before=stop_pos)
-        self._ring.skip_to(stop_pos)
-        self._end_run()
-        self._phase = _Phase.IDLE
-        eos_gen, eos_pos = self._eos
-        if eos_pos <= stop_pos:
-            self._eos_done = eos_gen  # that reply is over: no PlaybackIdle for it
-        played = self.played_ms(item_id) if item_id is not None else 0
-        self._emit(PlaybackStopped(item_id, played))
-
-    def _discard_to(self, pos: int) -> None:
-        """No device: what is queued can never be heard."""
-        if self._ring.skip_to(pos):
-            self._ledger.credit(self._run_base, final_before=pos)
-            self._end_run()
-
-    def _idle_if_eos(self) -> None:
-        """A reply ended with nothing (left) to play: report idle straight away."""
-        eos_gen, eos_pos = self._eos
-        if eos_gen != self._eos_done and eos_pos <= self._ring.read_pos:
-            self._eos_done = eos_gen
-            self._emit(PlaybackIdle())
+    def _emit_events(self) -> None:
+        for event in self._core.events():
+            self._emit(event)
 
     def _emit(self, event: PlayerEvent) -> None:
         try:

@@ -1,20 +1,21 @@
-"""The realtime event protocol, sans I/O: client event builders and a strict server decoder.
+"""The realtime event protocol as typed events, sans I/O and without a wire format.
 
-Shapes are the GA OpenAI Realtime ones that Inworld's Realtime API speaks (see the seeds).
-The decoder checks the fields the daemon relies on and raises ``ProtocolError`` naming the
-event type and field; it never raises anything else. Beta event names are mapped to GA ones.
-``appended_audio`` and ``event_type`` are lenient peeks at a frame, for the transports'
-adapters and the simulator's endpoints.
+Client events are frozen dataclasses the session builds; server events arrive as a
+``ServerEvent`` (the event's decoded fields, and for audio deltas the decoded PCM) or, when a
+frame could not be used, as ``Malformed``, so the session can log and count it. The shapes
+are the GA OpenAI Realtime ones that Inworld's Realtime API speaks (see the seeds).
+
+JSON and base64 are the transports' business (``appliance.transport.codec``): this module
+only checks already-parsed objects. ``check`` names the event type and field that is wrong
+and raises ``ProtocolError``, nothing else; beta event names are mapped to GA ones.
 Imports only the standard library and ``appliance.errors``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from appliance.errors import ProtocolError
 
@@ -28,6 +29,8 @@ BETA_ALIASES = {
     "response.text.done": "response.output_text.done",
     "conversation.item.created": "conversation.item.added",
 }
+
+AUDIO_DELTA = "response.output_audio.delta"
 
 _STR, _INT, _DICT, _LIST = str, int, dict, list
 # Fields each event type must carry, with their JSON types. Events not listed need only "type".
@@ -49,7 +52,7 @@ REQUIRED: dict[str, dict[str, type]] = {
     "response.done": {"response": _DICT},
     "response.output_item.added": {"item": _DICT},
     "response.output_item.done": {"item": _DICT},
-    "response.output_audio.delta": {"item_id": _STR, "delta": _STR},
+    AUDIO_DELTA: {"item_id": _STR, "delta": _STR},
     "response.output_audio.done": {"item_id": _STR},
     "response.output_audio_transcript.delta": {"item_id": _STR, "delta": _STR},
     "response.output_audio_transcript.done": {"item_id": _STR},
@@ -61,12 +64,16 @@ REQUIRED: dict[str, dict[str, type]] = {
 _JSON_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "an array"}
 
 
+# --- server events ---------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class ServerEvent:
-    """One decoded server event. ``audio`` holds the decoded PCM of audio deltas."""
+    """One server event: its GA ``type``, its fields and, for audio deltas, the decoded PCM16
+    (24 kHz mono; a transport with another wire audio format converts before this)."""
 
     type: str
-    data: dict[str, Any]
+    data: Mapping[str, Any]
     audio: bytes = b""
 
     def get_str(self, name: str, default: str = "") -> str:
@@ -74,18 +81,27 @@ class ServerEvent:
         return value if isinstance(value, str) else default
 
 
-def decode(frame: str | bytes) -> ServerEvent:
-    """Decode one WebSocket frame into a ``ServerEvent`` or raise ``ProtocolError``."""
-    if isinstance(frame, bytes):
-        raise ProtocolError(f"unexpected binary frame of {len(frame)} bytes")
-    try:
-        data = json.loads(frame)
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError(
-            f"invalid JSON ({exc.__class__.__name__}) in a {len(frame)}-byte frame"
-        ) from None
-    if not isinstance(data, dict):
-        raise ProtocolError(f"expected a JSON object, got {type(data).__name__}")
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A frame a transport received but could not turn into a ``ServerEvent``; the session
+    logs and counts it (``protocol_errors``) and carries on."""
+
+    reason: str
+    event_type: str = ""
+
+
+Incoming = ServerEvent | Malformed
+
+
+def audio_delta(item_id: str, pcm: bytes, response_id: str = "") -> ServerEvent:
+    """A reply audio delta made by a transport that receives audio off the event stream."""
+    return ServerEvent(AUDIO_DELTA, {"item_id": item_id, "response_id": response_id}, pcm)
+
+
+def check(data: Mapping[str, Any]) -> str:
+    """The GA type of a parsed server event, after checking the fields the daemon relies on
+    (``ProtocolError`` naming the event type and field otherwise). The ``delta`` of an audio
+    event is checked as a string here; decoding it is the transport's."""
     kind = data.get("type")
     if not isinstance(kind, str) or not kind:
         raise ProtocolError("event has no string 'type'")
@@ -95,10 +111,7 @@ def decode(frame: str | bytes) -> ServerEvent:
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             what = "missing" if value is None else f"not {_JSON_TYPE_NAMES[expected]}"
             raise ProtocolError(f"field '{name}' is {what}", kind)
-    audio = b""
-    if kind == "response.output_audio.delta":
-        audio = decode_audio(data["delta"], kind)
-    elif kind == "error":
+    if kind == "error":
         err = data["error"]
         for name in ("type", "code", "message", "param"):
             if err.get(name) is not None and not isinstance(err[name], str):
@@ -107,107 +120,108 @@ def decode(frame: str | bytes) -> ServerEvent:
         data["response"].get("id"), str
     ):
         raise ProtocolError("field 'response.id' is missing", kind)
-    return ServerEvent(kind, data, audio)
+    return kind
 
 
-def decode_audio(b64: str, kind: str) -> bytes:
-    """Base64 PCM16 to bytes; rejects invalid base64 and odd byte counts."""
-    try:
-        pcm = base64.b64decode(b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError("field 'delta' is not valid base64", kind) from None
+def check_pcm(pcm: bytes, kind: str = AUDIO_DELTA) -> bytes:
+    """Decoded PCM16 must hold whole samples."""
     if len(pcm) % 2:
         raise ProtocolError(f"field 'delta' holds {len(pcm)} bytes, not whole PCM16 samples", kind)
     return pcm
 
 
-def encode(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+# --- client events ---------------------------------------------------------------------------
+# ``event_id`` is assigned by the session ("evt_<n>"); the server's ``error`` event names it in
+# ``error.event_id`` when the error is about that event. Empty: not sent.
 
 
-# --- client events ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SessionUpdate:
+    type: ClassVar[str] = "session.update"
+    session: Mapping[str, Any]
+    event_id: str = field(default="", kw_only=True)
 
 
-_APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
-_APPEND_SUFFIX = '"}'
+@dataclass(frozen=True, slots=True)
+class AppendAudio:
+    """``input_audio_buffer.append``: PCM16 24 kHz mono from the session (a transport with
+    another wire format may carry its own encoding in ``audio`` below the session)."""
+
+    type: ClassVar[str] = "input_audio_buffer.append"
+    audio: bytes
+    event_id: str = field(default="", kw_only=True)
 
 
-def append_audio(pcm: bytes) -> str:
-    """``input_audio_buffer.append``; built by hand because it is the hot path."""
-    return _APPEND_PREFIX + base64.b64encode(pcm).decode("ascii") + _APPEND_SUFFIX
+@dataclass(frozen=True, slots=True)
+class Commit:
+    type: ClassVar[str] = "input_audio_buffer.commit"
+    event_id: str = field(default="", kw_only=True)
 
 
-def appended_audio(frame: str) -> bytes | None:
-    """The PCM of an ``append_audio`` frame, without parsing JSON (the hot path of the
-    transports that carry audio otherwise); ``None`` for any other frame."""
-    if frame.startswith(_APPEND_PREFIX) and frame.endswith(_APPEND_SUFFIX):
-        return base64.b64decode(frame[len(_APPEND_PREFIX) : -len(_APPEND_SUFFIX)])
-    return None
+@dataclass(frozen=True, slots=True)
+class ClearInput:
+    type: ClassVar[str] = "input_audio_buffer.clear"
+    event_id: str = field(default="", kw_only=True)
 
 
-def event_type(frame: str) -> str:
-    """The ``type`` of a client event the session built (or a peer sent), ``"?"`` when the
-    frame is not a JSON object with a string ``type``; no other checks."""
-    try:
-        event = json.loads(frame)
-    except ValueError:
-        return "?"
-    kind = event.get("type") if isinstance(event, dict) else None
-    return kind if isinstance(kind, str) else "?"
+@dataclass(frozen=True, slots=True)
+class CreateResponse:
+    type: ClassVar[str] = "response.create"
+    event_id: str = field(default="", kw_only=True)
 
 
-def session_update(session: dict[str, Any]) -> str:
-    return encode({"type": "session.update", "session": session})
+@dataclass(frozen=True, slots=True)
+class CancelResponse:
+    type: ClassVar[str] = "response.cancel"
+    event_id: str = field(default="", kw_only=True)
 
 
-def commit() -> str:
-    return '{"type":"input_audio_buffer.commit"}'
+@dataclass(frozen=True, slots=True)
+class Truncate:
+    """``conversation.item.truncate``: the agent's audio item was heard up to ``audio_end_ms``."""
+
+    type: ClassVar[str] = "conversation.item.truncate"
+    item_id: str
+    audio_end_ms: int
+    content_index: int = 0
+    event_id: str = field(default="", kw_only=True)
 
 
-def clear_input() -> str:
-    return '{"type":"input_audio_buffer.clear"}'
+@dataclass(frozen=True, slots=True)
+class UserText:
+    """``conversation.item.create`` of a user message with one ``input_text``."""
+
+    type: ClassVar[str] = "conversation.item.create"
+    text: str
+    event_id: str = field(default="", kw_only=True)
 
 
-def response_create() -> str:
-    return '{"type":"response.create"}'
+@dataclass(frozen=True, slots=True)
+class FunctionCallOutput:
+    """``conversation.item.create`` of a ``function_call_output`` item."""
+
+    type: ClassVar[str] = "conversation.item.create"
+    call_id: str
+    output: str
+    event_id: str = field(default="", kw_only=True)
 
 
-def response_cancel() -> str:
-    return '{"type":"response.cancel"}'
+@dataclass(frozen=True, slots=True)
+class DeleteItem:
+    type: ClassVar[str] = "conversation.item.delete"
+    item_id: str
+    event_id: str = field(default="", kw_only=True)
 
 
-def truncate(item_id: str, audio_end_ms: int, content_index: int = 0) -> str:
-    return encode(
-        {
-            "type": "conversation.item.truncate",
-            "item_id": item_id,
-            "content_index": content_index,
-            "audio_end_ms": audio_end_ms,
-        }
-    )
-
-
-def user_text(text: str) -> str:
-    return encode(
-        {
-            "type": "conversation.item.create",
-            "item": {
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": text}],
-            },
-        }
-    )
-
-
-def function_call_output(call_id: str, output: str) -> str:
-    return encode(
-        {
-            "type": "conversation.item.create",
-            "item": {"type": "function_call_output", "call_id": call_id, "output": output},
-        }
-    )
-
-
-def delete_item(item_id: str) -> str:
-    return encode({"type": "conversation.item.delete", "item_id": item_id})
+ClientEvent = (
+    SessionUpdate
+    | AppendAudio
+    | Commit
+    | ClearInput
+    | CreateResponse
+    | CancelResponse
+    | Truncate
+    | UserText
+    | FunctionCallOutput
+    | DeleteItem
+)

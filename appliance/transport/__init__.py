@@ -1,6 +1,7 @@
 """Transports that carry realtime events to the service, behind one interface.
 
-    base        Connection: the interface (realtime-protocol frames both ways)
+    base        Connection: the interface (typed realtime events both ways)
+    codec       the realtime events' JSON (WebSocket, WebRTC data channel)
     websocket   the realtime WebSocket (``[realtime] transport = "websocket"``)
     wire        G.711 on that WebSocket (``[audio] wire_format = "pcmu" | "pcma"``)
     g711        the G.711 codec (audioop) and its 8 kHz <-> 24 kHz streaming converters
@@ -39,9 +40,9 @@ async def open_transport(config: Config, key: ApiKey) -> Connection:
         return conn
     from appliance.transport.websocket import open_connection
 
-    ws = await open_connection(config.realtime, key)
     if config.audio.wire_format == "pcm16":
-        return ws
+        return await open_connection(config.realtime, key)
     from appliance.transport.wire import G711Connection
 
+    ws = await open_connection(config.realtime, key, sample_width=1)  # G.711: a byte a sample
     return G711Connection(ws, config.audio.wire_format)

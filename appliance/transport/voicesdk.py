@@ -7,7 +7,8 @@ audio the same way. JSON control messages: ``connected``, ``agent_ready``, ``ses
 (``reason``: agent_disconnected / session_closed / server_shutdown) and ``error`` (``code``,
 ``message``). The service does its own turn detection and barge-in.
 
-The session above sees the realtime protocol, mapped like this:
+The session above sees typed realtime events (no JSON is made or parsed for them), mapped
+like this:
 
 ==============================  ===========================================================
 ``connected``                   ``session.created``
@@ -32,18 +33,17 @@ Dropped with a debug log, because the protocol has no way to say them: ``respons
 reply was heard), ``conversation.item.create`` (no text input, no tool results),
 ``input_audio_buffer.clear``. Barge-in still stops local playback at once (the session's
 ``StopPlayback``); the rest of the interrupted reply is ignored by the session as a
-cancelled response. Imports websockets, numpy, soxr, ``appliance.core.protocol`` and
-``appliance.transport.http``.
+cancelled response. JSON here is the Voice SDK's own control messages. Imports websockets,
+numpy, soxr, ``appliance.core.protocol`` and ``appliance.transport.http``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,16 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from appliance import __version__
 from appliance.config import RealtimeSettings
 from appliance.core import protocol
+from appliance.core.protocol import (
+    AppendAudio,
+    ClearInput,
+    ClientEvent,
+    Commit,
+    CreateResponse,
+    Incoming,
+    ServerEvent,
+    SessionUpdate,
+)
 from appliance.credentials import ApiKey
 from appliance.errors import AuthenticationError, TransportError
 from appliance.transport.http import request_json
@@ -71,19 +81,16 @@ REPLY_GAP_S = 0.5
 AUTH_CODES = frozenset({"invalid_token", "unauthorized", "token_expired", "forbidden"})
 
 
-class _Synthetic(str):
-    """A realtime event made here (not received), queued for ``frames()``."""
-
-
 class VoiceSdkConnection:
-    """An open Voice SDK socket presenting realtime-protocol frames."""
+    """An open Voice SDK socket presenting typed realtime events."""
 
     def __init__(self, ws: ClientConnection, session_key: str) -> None:
         self._ws = ws
         self.session_key = session_key
-        self._inbox: asyncio.Queue[str | bytes | TransportError] = asyncio.Queue()
+        # Received messages, and realtime events made here (``ServerEvent``).
+        self._inbox: asyncio.Queue[str | bytes | ServerEvent | TransportError] = asyncio.Queue()
         self._agent_ready = False
-        self._update_pending: dict[str, Any] | None = None
+        self._update_pending: Mapping[str, Any] | None = None
         self._up = self._new_stream(24_000, SDK_RATE)
         self._partial = bytearray()
         self._down = self._new_stream(SDK_RATE, 24_000)
@@ -94,10 +101,8 @@ class VoiceSdkConnection:
         self._dropped_logged: set[str] = set()
         self.frames_sent = 0
         """Binary frames sent (tests and the benchmark read it)."""
-        self._inbox.put_nowait(
-            _Synthetic(protocol.encode({"type": "session.created", "session": {
-                "id": session_key, "object": "realtime.session", "type": "realtime"}}))
-        )
+        self._inbox.put_nowait(ServerEvent("session.created", {"session": {
+            "id": session_key, "object": "realtime.session", "type": "realtime"}}))
         self._reader = asyncio.create_task(self._read(), name="voice-sdk reader")
 
     @staticmethod
@@ -106,15 +111,14 @@ class VoiceSdkConnection:
 
     # --- upstream -----------------------------------------------------------------------------
 
-    async def send(self, text: str) -> None:
-        pcm = protocol.appended_audio(text)
-        if pcm is not None:
-            narrow = self._up.resample_chunk(np.frombuffer(pcm, dtype="<i2"))
+    async def send(self, event: ClientEvent) -> None:
+        if isinstance(event, AppendAudio):
+            narrow = self._up.resample_chunk(np.frombuffer(event.audio, dtype="<i2"))
             self._partial += narrow.astype("<i2").tobytes()
             await self._send_frames()
             return
-        kind = protocol.event_type(text)
-        if kind == "input_audio_buffer.commit":
+        kind = event.type
+        if isinstance(event, Commit):
             tail = self._up.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
             self._up = self._new_stream(24_000, SDK_RATE)
             self._partial += tail.astype("<i2").tobytes()
@@ -123,20 +127,21 @@ class VoiceSdkConnection:
             self._partial += bytes(SDK_RATE * 2 * TAIL_MS // 1000)
             self._commits += 1
             await self._send_frames()
-        elif kind == "response.create" and self._response is None:
+        elif isinstance(event, CreateResponse) and self._response is None:
             if self._responses >= self._commits:
                 # The service already answered this turn (its VAD can end a turn during the
                 # local hang-over): close the session's request with an empty response.
                 self._responses += 1
                 rid = f"resp_{self.session_key}_{self._responses}"
-                for event in ({"type": "response.created", "response": _response(rid, "in_progress")},
-                              {"type": "response.done", "response": _response(rid, "completed")}):
-                    self._inbox.put_nowait(_Synthetic(protocol.encode(event)))
-        elif kind == "session.update":
-            self._update_pending = json.loads(text).get("session", {})
+                self._inbox.put_nowait(ServerEvent(
+                    "response.created", {"response": _response(rid, "in_progress")}))
+                self._inbox.put_nowait(ServerEvent(
+                    "response.done", {"response": _response(rid, "completed")}))
+        elif isinstance(event, SessionUpdate):
+            self._update_pending = event.session
             if self._agent_ready:
                 self._confirm_update()
-        elif kind == "input_audio_buffer.clear":
+        elif isinstance(event, ClearInput):
             self._up = self._new_stream(24_000, SDK_RATE)
             self._partial.clear()
         elif kind not in self._dropped_logged:
@@ -156,8 +161,7 @@ class VoiceSdkConnection:
 
     def _confirm_update(self) -> None:
         session, self._update_pending = self._update_pending, None
-        self._inbox.put_nowait(
-            _Synthetic(protocol.encode({"type": "session.updated", "session": session})))
+        self._inbox.put_nowait(ServerEvent("session.updated", {"session": session}))
 
     # --- downstream ---------------------------------------------------------------------------
 
@@ -169,7 +173,7 @@ class VoiceSdkConnection:
         except ConnectionClosed as exc:
             self._inbox.put_nowait(TransportError(_closed_reason(exc)))
 
-    async def frames(self) -> AsyncIterator[str | bytes]:
+    async def events(self) -> AsyncIterator[Incoming]:
         """Realtime events until the socket closes or the session ends (``TransportError``)."""
         while True:
             timeout = REPLY_GAP_S if self._response is not None else None
@@ -182,8 +186,8 @@ class VoiceSdkConnection:
                 continue
             if isinstance(message, TransportError):
                 raise message
-            if isinstance(message, _Synthetic):
-                yield str(message)
+            if isinstance(message, ServerEvent):
+                yield message
             elif isinstance(message, bytes):
                 for event in self._on_audio(message):
                     yield event
@@ -191,46 +195,42 @@ class VoiceSdkConnection:
                 for event in self._on_control(message):
                     yield event
 
-    def _on_audio(self, data: bytes) -> list[str]:
+    def _on_audio(self, data: bytes) -> list[ServerEvent]:
         if len(data) % 2:
             log.warning("voice-sdk: dropped an agent audio frame of %d bytes (odd)", len(data))
             return []
-        out: list[str] = []
+        out: list[ServerEvent] = []
         if self._response is None:
             self._responses += 1
             self._response = f"resp_{self.session_key}_{self._responses}"
             self._item = f"item_{self.session_key}_{self._responses}"
-            out.append(protocol.encode({"type": "response.created",
-                                        "response": _response(self._response, "in_progress")}))
+            out.append(ServerEvent("response.created",
+                                   {"response": _response(self._response, "in_progress")}))
         wide = self._down.resample_chunk(np.frombuffer(data, dtype="<i2"))
         if wide.size:
             out.append(self._delta(wide))
         return out
 
-    def _delta(self, pcm: np.ndarray) -> str:
-        return (
-            '{"type":"response.output_audio.delta","response_id":"' + str(self._response)
-            + '","item_id":"' + self._item + '","output_index":0,"content_index":0,"delta":"'
-            + base64.b64encode(pcm.astype("<i2").tobytes()).decode("ascii") + '"}'
-        )
+    def _delta(self, pcm: np.ndarray) -> ServerEvent:
+        return protocol.audio_delta(self._item, pcm.astype("<i2").tobytes(), str(self._response))
 
-    def _end_response(self) -> list[str]:
+    def _end_response(self) -> list[ServerEvent]:
         if self._response is None:
             return []
-        out: list[str] = []
+        out: list[ServerEvent] = []
         tail = self._down.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
         self._down = self._new_stream(SDK_RATE, 24_000)
         if tail.size:
             out.append(self._delta(tail))
         where = {"response_id": self._response, "item_id": self._item, "output_index": 0,
                  "content_index": 0}
-        out.append(protocol.encode({"type": "response.output_audio.done", **where}))
-        out.append(protocol.encode({"type": "response.done",
-                                    "response": _response(self._response, "completed")}))
+        out.append(ServerEvent("response.output_audio.done", where))
+        out.append(ServerEvent("response.done",
+                               {"response": _response(self._response, "completed")}))
         self._response = None
         return out
 
-    def _on_control(self, text: str) -> list[str]:
+    def _on_control(self, text: str) -> list[ServerEvent]:
         try:
             msg = json.loads(text)
         except ValueError:
@@ -248,7 +248,7 @@ class VoiceSdkConnection:
             raise TransportError(f"session ended: {reason if isinstance(reason, str) else 'unknown'}")
         elif kind == "error":
             code, message = msg.get("code"), msg.get("message")
-            return [protocol.encode({"type": "error", "error": {
+            return [ServerEvent("error", {"error": {
                 "type": "voice_sdk_error",
                 "code": code if isinstance(code, str) else str(code or ""),
                 "message": message if isinstance(message, str) else "",

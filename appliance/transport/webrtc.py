@@ -8,9 +8,10 @@ applied. Events flow on the data channel in the realtime schema; the service's
 ``session.created`` arrives there when it opens and the session answers with its
 ``session.update``, as on the WebSocket.
 
-What the adapter translates, so the session above does not know it is on WebRTC:
+What the adapter translates, so the session above does not know it is on WebRTC (the
+channel's JSON is ``appliance.transport.codec``; audio never passes through JSON here):
 
-- ``input_audio_buffer.append`` is not sent on the channel: its PCM16 24 kHz goes into the
+- ``AppendAudio`` is not sent on the channel: its PCM16 24 kHz goes into the
   microphone track (aiortc encodes Opus). **The track sends silence frames while the gate
   is closed.** Muting it (handing aiortc no frames, so no RTP) was tried and rejected: a
   receiver's jitter buffer holds the last packets of a turn until more packets come, so
@@ -22,7 +23,7 @@ What the adapter translates, so the session above does not know it is on WebRTC:
   would otherwise overtake the turn's last RTP packets), then goes out.
 - Reply audio arrives on the RTP track, not as ``response.output_audio.delta``: frames heard
   between the service's ``output_audio_buffer.started`` and ``output_audio_buffer.stopped``
-  are turned into deltas (48 kHz stereo -> 24 kHz mono, soxr) for the current audio item,
+  become typed audio deltas (48 kHz stereo -> 24 kHz mono PCM, soxr) for the current item,
   and ``response.done`` is held back until the buffer stopped (plus ``DRAIN_S`` for the
   packets still in the jitter buffer), so the session plays the whole reply.
 - A service that sends no ``output_audio_buffer.*`` events (the seed does not name them)
@@ -33,16 +34,15 @@ What the adapter translates, so the session above does not know it is on WebRTC:
   ``output_audio_buffer.clear``, as WebRTC requires; track audio is then ignored until the
   next ``output_audio_buffer.started``.
 
-Imports aiortc, av, numpy, ``appliance.core.protocol``, ``appliance.transport.http`` and
-``appliance.transport.rtcaudio`` (the frame format, shared with the simulator).
+Imports aiortc, av, numpy, ``appliance.core.protocol``, ``appliance.transport.codec``,
+``appliance.transport.http`` and ``appliance.transport.rtcaudio`` (the frame format, shared
+with the simulator).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -63,9 +63,19 @@ from aiortc.mediastreams import MediaStreamError
 
 from appliance.config import RealtimeSettings
 from appliance.core import protocol
+from appliance.core.protocol import (
+    AppendAudio,
+    CancelResponse,
+    ClearInput,
+    ClientEvent,
+    Commit,
+    Incoming,
+    ServerEvent,
+    Truncate,
+)
 from appliance.credentials import ApiKey
 from appliance.errors import TransportError
-from appliance.transport import rtcaudio
+from appliance.transport import codec, rtcaudio
 from appliance.transport.http import request, request_json
 
 log = logging.getLogger(__name__)
@@ -84,7 +94,7 @@ SILENT_END_S = 0.8
 """Without ``output_audio_buffer.*`` events: track silence, after the reply was heard and
 ``response.done`` came, that ends the reply (longer than a TTS sentence pause)."""
 SILENT_PEAK = 64  # -54 dBFS: digital silence or comfort noise
-_RELEASE = "\x00release"  # a marker in the inbox, never a server event
+_RELEASE = "release"  # a marker in the inbox, never a server event
 DRAIN_S = 0.15
 """After ``output_audio_buffer.stopped``: time for RTP packets still in flight."""
 COMMIT_WAIT_S = 2.0
@@ -144,7 +154,7 @@ class MicTrack(MediaStreamTrack):
 
 
 class WebRtcConnection:
-    """An open peer connection presenting realtime-protocol frames."""
+    """An open peer connection presenting typed realtime events."""
 
     def __init__(self, pc: RTCPeerConnection, channel: RTCDataChannel, mic: MicTrack,
                  session_key: str) -> None:
@@ -152,14 +162,14 @@ class WebRtcConnection:
         self._channel = channel
         self._mic = mic
         self.session_key = session_key
-        self._inbox: asyncio.Queue[str | TransportError] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Incoming | str | TransportError] = asyncio.Queue()
         self._turn_open = False  # appends flowed since the last commit/clear
         self._cleared_response: str | None = None
         # Reply audio bookkeeping.
         self._playing_response: str | None = None  # between buffer started and stopped
         self._audio_item = ""
         self._response_id = ""
-        self._held_done: list[str] = []
+        self._held_done: list[ServerEvent] = []
         self._drain_until: float | None = None
         self._buffer_events = False  # the service sends output_audio_buffer.* events
         self._heard = False  # (fallback) loud reply audio came since the reply started
@@ -187,7 +197,7 @@ class WebRtcConnection:
         if isinstance(message, bytes):
             log.warning("webrtc: ignored a binary data channel message of %d bytes", len(message))
             return
-        self._inbox.put_nowait(message)
+        self._inbox.put_nowait(codec.decode(message))
 
     async def _read_track(self, track: MediaStreamTrack) -> None:
         fresh = True
@@ -207,7 +217,8 @@ class WebRtcConnection:
                     fresh = False
                 wide = self._down.resample_chunk(pcm.astype(np.int16))
                 if wide.size:
-                    self._inbox.put_nowait(self._delta(wide.astype("<i2").tobytes()))
+                    self._inbox.put_nowait(protocol.audio_delta(
+                        self._audio_item, wide.astype("<i2").tobytes(), self._response_id))
                 if not self._buffer_events:
                     self._watch_silence(pcm, frame.samples / rtcaudio.DECODED_RATE)
         except MediaStreamError:
@@ -223,15 +234,9 @@ class WebRtcConnection:
             self._heard, self._silent_s = False, 0.0
             self._inbox.put_nowait(_RELEASE)
 
-    def _delta(self, pcm: bytes) -> str:
-        return json.dumps({"type": "response.output_audio.delta", "response_id": self._response_id,
-                           "item_id": self._audio_item, "output_index": 0, "content_index": 0,
-                           "delta": base64.b64encode(pcm).decode("ascii")},
-                          separators=(",", ":"))
-
     # --- downstream ---------------------------------------------------------------------------
 
-    async def frames(self) -> AsyncIterator[str | bytes]:
+    async def events(self) -> AsyncIterator[Incoming]:
         while True:
             timeout = None
             if self._drain_until is not None:
@@ -241,41 +246,38 @@ class WebRtcConnection:
                     message = await self._inbox.get()
             except TimeoutError:
                 message = _RELEASE
-            if message is _RELEASE:
+            if isinstance(message, str):  # _RELEASE
                 self._drain_until = None
                 self._playing_response = None
-                for text in self._held_done:
-                    yield text
+                for held in self._held_done:
+                    yield held
                 self._held_done.clear()
                 continue
             if isinstance(message, TransportError):
                 raise message
-            for text in self._on_event(message):
-                yield text
+            if isinstance(message, ServerEvent) and message.type != protocol.AUDIO_DELTA:
+                if self._on_event(message):
+                    yield message
+            else:
+                yield message  # audio from the track, or a malformed event for the session
 
-    def _on_event(self, text: str) -> list[str]:
-        """One data channel event: pass it on, hold it back, or use it for the track."""
-        try:
-            event = json.loads(text)
-        except ValueError:
-            return [text]  # the session's decoder logs it
-        if not isinstance(event, dict):
-            return [text]
-        kind = event.get("type")
-        if isinstance(kind, str) and kind.startswith("output_audio_buffer."):
+    def _on_event(self, event: ServerEvent) -> bool:
+        """One data channel event: pass it on (True), hold it back, or use it for the track."""
+        kind = event.type
+        if kind.startswith("output_audio_buffer."):
             self._buffer_events = True
         if kind == "output_audio_buffer.started":
-            self._playing_response = str(event.get("response_id") or self._response_id)
+            self._playing_response = event.get_str("response_id") or self._response_id
             self._drain_until = None
         elif kind in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
             if self._playing_response is not None:
                 self._drain_until = asyncio.get_running_loop().time() + (
                     DRAIN_S if kind.endswith("stopped") else 0.0)
         elif kind == "response.created":
-            self._response_id = str(event.get("response", {}).get("id", ""))
+            self._response_id = str(event.data["response"].get("id", ""))
         elif kind == "response.output_item.added":
-            item = event.get("item", {})
-            if isinstance(item, dict) and item.get("type") == "message":
+            item = event.data["item"]
+            if item.get("type") == "message":
                 self._audio_item = str(item.get("id", ""))
                 if not self._buffer_events:  # fallback: the reply may start on the track now
                     self._playing_response = self._response_id
@@ -283,12 +285,12 @@ class WebRtcConnection:
         elif kind in ("response.done", "response.output_audio.done") and (
             self._playing_response is not None
         ):
-            self._held_done.append(text)
+            self._held_done.append(event)
             if not self._buffer_events and self._drain_until is None:
                 # Fallback: released by track silence (``_watch_silence``), at worst by this.
                 self._drain_until = asyncio.get_running_loop().time() + 60.0
-            return []
-        return [text]
+            return False
+        return True
 
     @property
     def _audio_on(self) -> bool:
@@ -297,33 +299,31 @@ class WebRtcConnection:
 
     # --- upstream -----------------------------------------------------------------------------
 
-    async def send(self, text: str) -> None:
-        pcm = protocol.appended_audio(text)
-        if pcm is not None:
+    async def send(self, event: ClientEvent) -> None:
+        if isinstance(event, AppendAudio):
             if not self._turn_open:
                 self._turn_open = True
                 self._mic.clear()
-                self._channel_send('{"type":"input_audio_buffer.clear"}')
-            self._mic.push(pcm)
+                self._channel_send(codec.encode(ClearInput()))
+            self._mic.push(event.audio)
             return
-        kind = protocol.event_type(text)
-        if kind == "input_audio_buffer.commit":
+        if isinstance(event, Commit):
             self._turn_open = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(COMMIT_WAIT_S):
                     await self._mic.drained.wait()
             await asyncio.sleep(0.04)  # the last frame leaves the encoder and the socket
-        elif kind == "input_audio_buffer.clear":
+        elif isinstance(event, ClearInput):
             self._turn_open = False
             self._mic.clear()
-        elif kind in ("response.cancel", "conversation.item.truncate") and (
+        elif isinstance(event, CancelResponse | Truncate) and (
             self._cleared_response != self._response_id
         ):
             self._cleared_response = self._response_id
             if self._playing_response is not None:  # in case output_audio_buffer.cleared never comes
                 self._drain_until = asyncio.get_running_loop().time() + 1.0
             self._channel_send('{"type":"output_audio_buffer.clear"}')
-        self._channel_send(text)
+        self._channel_send(codec.encode(event))
 
     def _channel_send(self, text: str) -> None:
         if self._channel.readyState != "open":

@@ -3,6 +3,7 @@
 Connects with ``Authorization: Basic <key>`` (never in the URL), adds ``key=<session id>``
 and ``protocol=realtime`` to the query, turns permessage-deflate off (it triples the CPU
 cost of base64 audio for nothing) and maps websockets' exceptions to ours at the boundary.
+Events are JSON text frames both ways (``appliance.transport.codec``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from appliance import __version__
 from appliance.config import RealtimeSettings
+from appliance.core.protocol import ClientEvent, Incoming
 from appliance.credentials import ApiKey
 from appliance.errors import AuthenticationError, TransportError
+from appliance.transport import codec
 
 MAX_FRAME = 32 * 1024 * 1024  # a 20 MiB delta must not kill the session
 
@@ -28,23 +31,35 @@ def session_url(base: str, session_key: str) -> str:
 
 
 class RealtimeConnection:
-    """One open connection. ``send`` is called from a single writer task."""
+    """One open connection. ``send`` is called from a single writer task.
 
-    def __init__(self, ws: ClientConnection, session_key: str) -> None:
+    ``sample_width``: bytes per sample of the audio in the JSON (2: PCM16; 1: G.711, which
+    ``appliance.transport.wire`` converts on top of this)."""
+
+    def __init__(self, ws: ClientConnection, session_key: str, sample_width: int = 2) -> None:
         self._ws = ws
         self.session_key = session_key
+        self.sample_width = sample_width
 
-    async def send(self, text: str) -> None:
+    async def send(self, event: ClientEvent) -> None:
+        try:
+            await self._ws.send(codec.encode(event))
+        except ConnectionClosed as exc:
+            raise TransportError(_closed_reason(exc)) from None
+
+    async def send_text(self, text: str) -> None:
+        """One text frame as it is (the benchmark counts the codec's frames itself)."""
         try:
             await self._ws.send(text)
         except ConnectionClosed as exc:
             raise TransportError(_closed_reason(exc)) from None
 
-    async def frames(self) -> AsyncIterator[str | bytes]:
-        """Incoming frames until the connection closes (then ``TransportError``)."""
+    async def events(self) -> AsyncIterator[Incoming]:
+        """Server events until the connection closes (then ``TransportError``)."""
+        width = self.sample_width
         try:
             async for frame in self._ws:
-                yield frame
+                yield codec.decode(frame, width)
         except ConnectionClosed as exc:
             raise TransportError(_closed_reason(exc)) from None
         raise TransportError("server closed the connection")
@@ -67,7 +82,9 @@ def _closed_reason(exc: ConnectionClosed) -> str:
     )
 
 
-async def open_connection(settings: RealtimeSettings, key: ApiKey) -> RealtimeConnection:
+async def open_connection(
+    settings: RealtimeSettings, key: ApiKey, sample_width: int = 2
+) -> RealtimeConnection:
     """Connect and return the open connection; raises ``TransportError`` subclasses only."""
     session_key = f"appliance-{uuid.uuid4().hex[:12]}"
     url = session_url(settings.url, session_key)
@@ -95,7 +112,7 @@ async def open_connection(settings: RealtimeSettings, key: ApiKey) -> RealtimeCo
         raise TransportError(f"invalid realtime.url {settings.url!r}") from None
     except (InvalidHandshake, OSError, TimeoutError) as exc:
         raise TransportError(_describe_failure(exc)) from None
-    return RealtimeConnection(ws, session_key)
+    return RealtimeConnection(ws, session_key, sample_width)
 
 
 def _describe_failure(exc: BaseException) -> str:

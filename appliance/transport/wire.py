@@ -2,30 +2,37 @@
 
 ``[audio] wire_format = "pcmu" | "pcma"`` asks the service for 8 kHz G.711 both ways (the
 ``session.update`` audio formats). The session keeps producing and consuming PCM16 at 24 kHz;
-this wrapper, around any realtime-frame connection, rewrites exactly four kinds of event:
+this wrapper, around a realtime connection whose codec decodes audio as one byte per sample
+(``open_connection(..., sample_width=1)``), changes exactly four kinds of typed event:
 
-- ``session.update``: ``audio.input.format`` / ``audio.output.format`` become
+- ``SessionUpdate``: ``audio.input.format`` / ``audio.output.format`` become
   ``{"type": "audio/pcmu"}`` (or pcma), whichever of the two the update carries;
-- ``input_audio_buffer.append``: PCM16 24 kHz -> soxr -> 8 kHz -> G.711 (a third of the
-  samples, half the bytes each: upstream is 1/6 of PCM16's bytes);
-- ``input_audio_buffer.commit``: the resampler's tail is flushed (one more append) first;
-- ``response.output_audio.delta``: G.711 -> 8 kHz -> soxr -> PCM16 24 kHz, one resampler per
-  item, flushed into one more delta when ``response.output_audio.done`` arrives.
+- ``AppendAudio``: PCM16 24 kHz -> soxr -> 8 kHz -> G.711 (a third of the samples, half the
+  bytes each: upstream is 1/6 of PCM16's bytes);
+- ``Commit``: the resampler's tail is flushed (one more append) first;
+- audio deltas: G.711 -> 8 kHz -> soxr -> PCM16 24 kHz, one resampler per item, flushed
+  into one more delta when ``response.output_audio.done`` arrives.
 
-Everything else passes through untouched. A delta that does not decode is passed on as it
-came, so the session's strict decoder logs it like any malformed event. Imports the
-standard library, ``appliance.core.protocol`` and ``appliance.transport.g711``.
+Everything else passes through untouched. Imports the standard library,
+``appliance.core.protocol`` and ``appliance.transport.g711``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from appliance.core import protocol
+from appliance.core.protocol import (
+    AppendAudio,
+    ClearInput,
+    ClientEvent,
+    Commit,
+    Incoming,
+    ServerEvent,
+    SessionUpdate,
+)
 from appliance.transport import g711
 from appliance.transport.base import Connection
 
@@ -46,73 +53,57 @@ class G711Connection:
 
     # --- upstream -----------------------------------------------------------------------------
 
-    async def send(self, text: str) -> None:
-        pcm = protocol.appended_audio(text)
-        if pcm is not None:
-            coded = self._encoder.encode(pcm)
+    async def send(self, event: ClientEvent) -> None:
+        if isinstance(event, AppendAudio):
+            coded = self._encoder.encode(event.audio)
             if coded:
-                await self._inner.send(protocol.append_audio(coded))
+                await self._inner.send(AppendAudio(coded, event_id=event.event_id))
             return
-        if text == '{"type":"input_audio_buffer.commit"}':
+        if isinstance(event, Commit):
             tail = self._encoder.encode(b"", last=True)
             if tail:
-                await self._inner.send(protocol.append_audio(tail))
-        elif text == '{"type":"input_audio_buffer.clear"}':
+                await self._inner.send(AppendAudio(tail))
+        elif isinstance(event, ClearInput):
             self._encoder.reset()
-        elif '"session.update"' in text:
-            text = self._rewrite_session_update(text)
-        await self._inner.send(text)
+        elif isinstance(event, SessionUpdate):
+            event = SessionUpdate(self._rewrite(event.session), event_id=event.event_id)
+        await self._inner.send(event)
 
-    def _rewrite_session_update(self, text: str) -> str:
-        event = json.loads(text)
-        if event.get("type") != "session.update":
-            return text
-        audio = event.get("session", {}).get("audio")
-        if isinstance(audio, dict):
+    def _rewrite(self, session: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of ``session`` with G.711 audio formats (the session's own is untouched)."""
+        out = dict(session)
+        audio = out.get("audio")
+        if isinstance(audio, Mapping):
+            audio = out["audio"] = dict(audio)
             for side in ("input", "output"):
-                if isinstance(audio.get(side), dict):
-                    audio[side]["format"] = dict(self._format)
-        return protocol.encode(event)
+                if isinstance(audio.get(side), Mapping):
+                    audio[side] = {**audio[side], "format": dict(self._format)}
+        return out
 
     # --- downstream ---------------------------------------------------------------------------
 
-    async def frames(self) -> AsyncIterator[str | bytes]:
-        async for frame in self._inner.frames():
-            if isinstance(frame, str) and '"response.output_audio.' in frame:
-                for out in self._downstream(frame):
+    async def events(self) -> AsyncIterator[Incoming]:
+        async for event in self._inner.events():
+            if isinstance(event, ServerEvent) and event.type in _AUDIO_EVENTS:
+                for out in self._downstream(event):
                     yield out
             else:
-                yield frame
+                yield event
 
-    def _downstream(self, frame: str) -> list[str]:
-        try:
-            event = json.loads(frame)
-        except ValueError:
-            return [frame]
-        if not isinstance(event, dict):
-            return [frame]
-        kind = event.get("type")
-        item = event.get("item_id")
-        if kind == "response.output_audio.done" and item == self._decoding:
+    def _downstream(self, event: ServerEvent) -> list[Incoming]:
+        item = event.data.get("item_id")
+        if event.type == "response.output_audio.done":
+            if item != self._decoding:
+                return [event]
             tail = self._decoder.decode(b"", last=True)
             self._decoding = None
             if not tail:
-                return [frame]
-            delta = {k: v for k, v in event.items() if k != "event_id"}
-            delta["type"] = "response.output_audio.delta"
-            delta["delta"] = base64.b64encode(tail).decode("ascii")
-            return [protocol.encode(delta), frame]
-        if kind not in ("response.output_audio.delta", "response.audio.delta"):
-            return [frame]
-        try:
-            coded = base64.b64decode(event["delta"], validate=True)
-        except (KeyError, TypeError, ValueError, binascii.Error):
-            return [frame]  # the session's decoder names what is wrong
+                return [event]
+            return [protocol.audio_delta(str(item), tail, event.get_str("response_id")), event]
         if item != self._decoding:
             self._decoder.reset()
             self._decoding = item if isinstance(item, str) else None
-        event["delta"] = base64.b64encode(self._decoder.decode(coded)).decode("ascii")
-        return [protocol.encode(event)]
+        return [ServerEvent(event.type, event.data, self._decoder.decode(event.audio))]
 
     async def close(self) -> None:
         await self._inner.close()
@@ -121,3 +112,5 @@ class G711Connection:
     def latency(self) -> float:
         return self._inner.latency
 
+
+_AUDIO_EVENTS = frozenset({protocol.AUDIO_DELTA, "response.output_audio.done"})
