@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
+from appliance.core.listen import GateMode
 from appliance.errors import ApplianceError, ConfigError, CredentialError
 
 EX_CONFIG = 78
@@ -176,7 +177,7 @@ def _run(config_path: Path) -> int:
 
 def _check(config_path: Path) -> int:
     from appliance.audio.devices import check_device
-    from appliance.config import GateMode, load_config
+    from appliance.config import load_config
     from appliance.credentials import load_api_key
 
     config = load_config(config_path)
