@@ -172,7 +172,7 @@ class Link:
     def drop_outgoing(self) -> None:
         """Empty the outgoing queue, saying what was lost.
 
-        The bound on upstream audio in flight across a drop (README "Reliability"): at most
+        The bound on upstream audio in flight across a drop (docs/reliability.md): at most
         ``OUTGOING_FRAMES`` frames wait for a live socket, and what is still queued when the
         connection ends is dropped, not replayed: a new session has no use for half a turn.
         """
