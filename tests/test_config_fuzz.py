@@ -118,7 +118,7 @@ def mutated(draw: st.DrawFn) -> tuple[dict[str, Any], Path_, str]:
         name = draw(st.text(min_size=1, max_size=10))
         parent = doc
         for part in table:
-            parent = parent[part]
+            parent = parent[str(part)]
         if name in parent:
             name += "_x"
         parent[name] = draw(toml_values)
