@@ -7,6 +7,7 @@ Imports only the standard library, ``appliance.errors`` and ``appliance.core.sch
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -72,6 +73,9 @@ class _Table:
 
     def peek(self, name: str) -> Any:
         return self._data.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._data)
 
     def _get(self, name: str) -> Any:
         self._seen.add(name)
@@ -200,6 +204,9 @@ class SessionSettings:
     transcription: Mapping[str, str] | None = None
     turn_detection: Mapping[str, Any] | None = None
     """The configured turn detection; the gate mode may override it (see ``session_update``)."""
+    provider_data: Mapping[str, Any] | None = None
+    """``[session.providerData]``: Inworld's extensions, copied into ``session.providerData``
+    (the daemon adds the ones it depends on, see ``appliance.core.confirmed``)."""
 
     def to_api(self, *, turn_detection_null: bool) -> dict[str, Any]:
         """The ``session`` object for ``session.update`` (daemon-owned fields included)."""
@@ -228,6 +235,8 @@ class SessionSettings:
             if value is not None:
                 audio_out[api_name] = value
         session["audio"] = {"input": audio_in, "output": audio_out}
+        if self.provider_data is not None:
+            session["providerData"] = copy.deepcopy(dict(self.provider_data))
         return session
 
 
@@ -652,6 +661,8 @@ def _session(t: _Table) -> SessionSettings:
         tr.done()
     turn = _turn_detection(in_t.table("turn_detection")) if in_t.has("turn_detection") else None
     in_t.done()
+    provider = t.table("providerData")  # free-form: the service owns its meaning
+    provider_data = {name: provider.peek(name) for name in sorted(provider.names())}
     settings = SessionSettings(
         model=t.text("model"),
         instructions=t.text("instructions"),
@@ -664,6 +675,7 @@ def _session(t: _Table) -> SessionSettings:
         speed=out_t.number("speed", None, 0.5, 1.5),
         transcription=trans,
         turn_detection=turn,
+        provider_data=provider_data if t.has("providerData") else None,
     )
     out_t.done()
     audio.done()
