@@ -159,6 +159,10 @@ def test_provider_data_is_passed_through_with_auto_tool_response_set_explicitly(
     s = new_session({"session": {"providerData": {"something": {"a": 1}}}})
     update = connect(s)[0]
     assert update["session"]["providerData"] == {"something": {"a": 1}, "auto_tool_response": False}
+    # With tools the daemon depends on it; with neither tools nor the table nothing is sent.
+    s = new_session({"tools": [{"name": "get_time"}]})
+    assert connect(s)[0]["session"]["providerData"] == {"auto_tool_response": False}
+    assert "providerData" not in connect(new_session({}))[0]["session"]
 
 
 def tool_round(s: Session, rid: str, now: float) -> list[str]:
@@ -190,7 +194,7 @@ def test_a_service_that_answers_tools_anyway_is_learnt_from_its_refusal() -> Non
 
 
 def test_a_service_that_refuses_provider_data_gets_the_session_without_it() -> None:
-    s = new_session({})
+    s = new_session({"tools": [{"name": "get_time"}]})
     s.connected()
     feed(s, {"type": "session.created", "session": {"id": "x"}})
     [(_, evt)] = ids(s)

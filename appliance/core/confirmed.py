@@ -15,8 +15,9 @@ of ``param``:
   ignored too, it hands turns to the service: it no longer commits or creates (the service's
   ``speech_stopped`` and its response are the turn), and says so in the log.
 - Tool outputs. Inworld creates the next response by itself after a ``function_call_output``
-  unless ``session.providerData.auto_tool_response`` is false. The daemon sets that key
-  explicitly (false unless the user set it in ``[session.providerData]``) and so knows who
+  unless ``session.providerData.auto_tool_response`` is false. With tools configured (or
+  ``[session.providerData]`` set) the daemon sets that key explicitly (false unless the user
+  set it in ``[session.providerData]``) and so knows who
   creates the response after tools. A service that refuses ``providerData`` gets the session
   without it; one that answers tool outputs anyway shows it by refusing the daemon's
   ``response.create`` (``conversation_already_has_active_response``): the daemon drops that
@@ -104,11 +105,13 @@ class Habits:
     def apply(self, session: dict[str, Any], *, whole: bool) -> tuple[dict[str, Any], bool]:
         """``session`` as it is sent (a copy where changed), and whether it asks for the
         quiet detector. Provider data: the keys the daemon depends on are set on the whole
-        session always, on a partial one when it carries ``providerData``."""
+        session when it has tools, on any update that carries ``providerData``."""
         if self.provider_data_refused:
             session.pop("providerData", None)
             self.server_answers_tools = False
-        elif whole or "providerData" in session:
+        elif (whole and session.get("tools")) or "providerData" in session:
+            # Only a session with tools depends on it: a service that refuses the extension
+            # is not sent one it does not need.
             provider = copy.deepcopy(dict(session.get("providerData") or {}))
             provider.setdefault(AUTO_TOOL_RESPONSE, False)
             session["providerData"] = provider
