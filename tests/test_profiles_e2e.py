@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 from test_e2e_session import KEY, Run, config, running
 
-from appliance.core.session import CallTool, Transcript
+from appliance.core.confirmed import QUIET_TURN_DETECTION
+from appliance.core.session import CallTool, Play, StopPlayback, Transcript
 from appliance.core.state import State
 from appliance.demo import speech_recording
 from realtime_sim.script import SimScript, ToolCall
@@ -127,3 +128,51 @@ def test_each_turn_gets_exactly_one_answer(case: Case, alsa_env: AlsaEnv, sim_lo
     assert len(errors) == case.logged_errors, errors
     assert run.daemon.session.state is State.READY
     assert elapsed < 60
+    # What each variant needed of the daemon.
+    updates = [e["session"] for e in run.sim.received if e["type"] == "session.update"]
+    creates = sent.count("response.create")
+    if "keeps-turn-detection" in case.profile:  # asked once for a detector that does nothing
+        assert [u["audio"]["input"]["turn_detection"] for u in updates] == [None, QUIET_TURN_DETECTION]
+    if "param-less" in case.profile:  # the voice left out, the rest sent again
+        assert len(updates) == 2 and "voice" not in updates[1]["audio"]["output"]
+    if case.tools:
+        server_answers = dict(case.session).get("providerData", {}).get("auto_tool_response")
+        assert creates == turns + (0 if server_answers else 1)
+    else:
+        assert creates == turns
+
+
+def test_barge_in_at_real_time_pace_cancels_once_and_the_next_turn_is_answered_once(
+    alsa_env: AlsaEnv, sim_log: pytest.LogCaptureFixture
+) -> None:
+    """``realistic``: the second question starts while the first answer plays; the service's
+    deltas keep coming for a while after the cancel and must not be played."""
+    alsa_env.write_mic(questions(1.8, 2))
+
+    async def scenario() -> tuple[Run, list[Any]]:
+        async with RealtimeSimulator(api_key=KEY, profile="realistic") as sim:
+            cfg = config(sim.url, gate={"mode": "vad"})
+            async with running(cfg, sim) as run:
+                def answered() -> bool:
+                    agent = [t for t in run.of(Transcript) if t.role == "agent"]
+                    return len(agent) >= 1 and run.daemon.session.state is State.READY
+                await run.until(answered, 60, "the second answer")
+                await asyncio.sleep(1.5)
+                return run, sim.sessions
+
+    run, sessions = asyncio.run(scenario())
+    sent = run.types()
+    assert sent.count("input_audio_buffer.commit") == 2
+    assert sent.count("response.create") == 2 and sent.count("response.cancel") == 1
+    records = sessions[0].conversation.records()
+    answers = [r.item["status"] for r in records if r.item["type"] == "message" and r.item["role"] == "assistant"]
+    assert answers == ["incomplete", "completed"]
+    agent = [t.text for t in run.of(Transcript) if t.role == "agent"]
+    assert len(agent) == 1 and ANSWER.match(agent[0]), agent  # the interrupted one is not logged
+    # Nothing of the first answer is played after the stop (its late deltas are dropped).
+    first_item = next(r.id for r in records if r.item.get("role") == "assistant")
+    stop_at = next(i for i, (_, a) in enumerate(run.actions) if isinstance(a, StopPlayback))
+    assert not [a for _, a in run.actions[stop_at:] if isinstance(a, Play) and a.item_id == first_item]
+    refused = [r.getMessage() for r in sim_log.records if r.name == "realtime_sim.engine" and "refused an event" in r.getMessage()]
+    assert refused == []
+    assert run.daemon.session.state is State.READY
