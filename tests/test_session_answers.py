@@ -115,7 +115,14 @@ def test_a_param_less_refusal_names_the_key_the_message_quotes_and_the_rest_is_u
     [again] = sent(s.take())
     assert "voice" not in again["session"]["audio"]["output"]
     feed(s, echo(None))
-    assert s.state is State.READY
+    refused = "session.audio.output.voice refused: Unknown voice 'Nope'."
+    assert [a for a in s.take() if isinstance(a, StateChanged)] == [StateChanged(State.READY, refused)]
+    # A reload sends the whole session again; accepted, the detail goes.
+    s.reconfigure(new_session({"session": {"audio": {"output": {"voice": "Clive"}}}})._options)
+    [update] = sent(s.take())
+    assert update["session"]["audio"]["output"]["voice"] == "Clive"
+    feed(s, echo(None))
+    assert s.state is State.READY and s._detail == ""
 
 
 def test_an_unexplained_refusal_is_an_error_state_retried_with_backoff_and_after_a_reload() -> None:

@@ -25,7 +25,8 @@ of ``param``:
 - A refused update of the whole session is logged once with the server's message and the
   config key when it can be told (from ``param``, or a value of the update the message
   quotes). A key the user set is then left out and the rest sent again (the service's
-  default applies for it: the device keeps working, as the log says). When no key can be
+  default applies for it: the device keeps working, and the state's detail, STATUS=, says
+  what was refused until a reload sends the whole session again). When no key can be
   told, the session is refused as a whole: the ERROR state, and the same session is sent
   again after 5 s, 10 s, ... up to 5 min, and at once after a reload. A refused partial
   update (a reload) leaves the session as it was, logged.
@@ -79,6 +80,10 @@ class Terms:
         self.quiet_asked = False
         """The quieting update went out on this connection (asked once)."""
         self.quiet_event_id = ""
+        self.whole_ids: set[str] = set()
+        """Event ids of the updates that carried the whole session."""
+        self.degraded = ""
+        """A refused key left out of the session (shown with the state until a reload)."""
         self.rejected = ""
         """The server's message while the whole session is refused ("" otherwise)."""
         self.retry_at: float | None = None

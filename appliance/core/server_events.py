@@ -183,8 +183,9 @@ def update_refused(
             "Inworld's extensions from now on",
             message,
         )
-        s._send_update(dict(update.session), whole=not s._configured)
+        s._send_update(dict(update.session), whole=update.event_id in terms.whole_ids)
         return
+    whole = update.event_id in terms.whole_ids
     key = param or quoted_key(update.session, message)
     where = f" ({key}: {config_key_for(key, s._options.local_turns)})" if key else ""
     if update.event_id == terms.quiet_event_id:
@@ -194,14 +195,17 @@ def update_refused(
         if not s._configured:
             became_configured(s, now)
         return
-    fallback = without(update.session, key) if key and not s._configured else None
+    fallback = without(update.session, key) if key and whole else None
     if fallback is not None and "not a config key" not in where:
         log.error(
             "the service refused the session: %s%s; sent without it (the service's default "
             "applies until the config is fixed)",
             message, where, extra={"EVENT_TYPE": "error"},
         )
+        # Shown with the state (STATUS=) until a reload sends the whole session again.
+        terms.degraded = f"{key} refused: {message}"
         s._send_update(fallback, whole=True)
+        s._refresh()
         return
     if s._configured:
         log.error(

@@ -211,6 +211,8 @@ class Session:
         """A ``session.update`` as this service needs it (``confirmed.Habits``)."""
         session, quiet = self._habits.apply(session, whole=whole)
         update = SessionUpdate(session, event_id=self._next_id())
+        if whole:
+            self._terms.whole_ids.add(update.event_id)
         if quiet:
             self._terms.quiet_asked = True
             self._terms.quiet_event_id = update.event_id
@@ -223,12 +225,14 @@ class Session:
         A session not configured yet gets the whole new session at ``session.created``.
         """
         self._options = options
-        if partial and self._configured:
-            self.session_update(partial)
-        elif self._connected and self._terms.rejected:
-            # The session was refused: the reload may have fixed it; try it now.
-            self._terms.retry_at, self._terms.retries = None, 0
+        terms = self._terms
+        if self._connected and (terms.rejected or terms.degraded):
+            # The session was refused, or a key of it: the reload may have fixed it.
+            terms.retry_at, terms.retries, terms.degraded = None, 0, ""
             self.session_update()
+            self._refresh()
+        elif partial and self._configured:
+            self.session_update(partial)
 
     # --- local gate ----------------------------------------------------------------------------
 
@@ -460,7 +464,7 @@ class Session:
         elif self.muted:
             state = State.MUTED
         else:
-            state = State.READY
+            state, detail = State.READY, self._terms.degraded  # a refused key, until a reload
         if state is self.state and detail == self._detail:
             return
         self.state, self._detail = state, detail
