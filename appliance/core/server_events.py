@@ -25,7 +25,6 @@ from appliance.core.actions import (
 from appliance.core.confirmed import TurnTerms, quoted_key, turn_detection_of, without
 from appliance.core.protocol import (
     AppendAudio,
-    Commit,
     CreateResponse,
     ServerEvent,
     SessionUpdate,
@@ -130,7 +129,9 @@ def on_error(s: Session, ev: ServerEvent, now: float) -> None:
     if isinstance(sent, SessionUpdate):
         update_refused(s, sent, err, now)
         return
-    if code == "conversation_already_has_active_response" and not isinstance(sent, Commit):
+    if code == "conversation_already_has_active_response" and (
+        sent is None or isinstance(sent, CreateResponse)
+    ):
         # The service made a response itself (its turn detection, or its answer to tool
         # outputs) before ours arrived; it answers the same input, so ours is dropped.
         if sent is not None and sent.event_id == s._tool_create_id:

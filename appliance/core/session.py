@@ -9,11 +9,13 @@ timings, tool calls to run and reconnects to make. No sockets, threads, sleeps, 
 or wire formats here.
 
 Besides turns and barge-in it owns the session's life: the greeting, function calls (all
-answered before one ``response.create``), the response-expected deadline, renewal at a quiet
-moment before the service's duration cap, and the conversation policy (a fresh conversation
-after an idle period, at most N turns kept: ``appliance.core.conversation``). The response
-lifecycle is ``appliance.core.reply``; what each server event does is
-``appliance.core.server_events``. Each client event gets an ``event_id`` ("evt_<n>"; appends
+answered before one ``response.create``, or by the service itself when it says so), the
+response-expected deadline, renewal at a quiet moment before the service's duration cap, and
+the conversation policy (a fresh conversation after an idle period, at most N turns kept:
+``appliance.core.conversation``). The response lifecycle is ``appliance.core.reply``; what
+each server event does is ``appliance.core.server_events``; what the service confirmed and
+how the session adapts to it (one answer per turn) is ``appliance.core.confirmed``; the
+clock-driven decisions are ``appliance.core.deadlines``. Each client event gets an ``event_id`` ("evt_<n>"; appends
 excepted: the hot path, and the server names no append in its errors that the session could
 act on) and the last ``RECENT_EVENTS`` are kept for ``sent_event``.
 
