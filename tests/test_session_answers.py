@@ -225,3 +225,11 @@ def test_audio_and_text_output_give_one_transcript_per_response() -> None:
     feed(s, {"type": "response.output_audio_transcript.done", "item_id": "i1"})
     feed(s, {"type": "response.output_text.done", "item_id": "i1"})
     assert [a for a in s.take() if isinstance(a, Transcript)] == [Transcript("agent", "Hello there.")]
+
+
+def test_provider_data_must_be_a_table() -> None:
+    from appliance.config import parse_config
+    from appliance.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"session\.providerData: expected a table"):
+        parse_config({"session": {"providerData": 5}})
