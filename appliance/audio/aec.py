@@ -106,6 +106,21 @@ _RESYNC = RATE * 30 // 1000
 # (12 in 5 min at 10 dB above), so the rule keeps >= 6 dB of margin (bench.aec prints it).
 _TRUST_DB = 3.0
 _LOUD_DBFS = -45.0  # a reference frame this loud counts as "the speaker plays"
+# A sound server's idle source is digital silence: a floor of -120 dBFS made "15 dB over the
+# floor" (the double-talk rule) true of the faintest sound, and "dB over the floor" of the
+# coupling rule meaningless. Frames below _SILENT_DBFS are no floor, and none is taken below
+# _FLOOR_MIN_DBFS (a real microphone's self-noise is far above it).
+_SILENT_DBFS = -100.0
+_FLOOR_MIN_DBFS = -90.0
+# The coupling rule judges the microphone _RUN_SETTLE_S into each playback run (the echo
+# path's delay and the sound server's start-up, during which the reference is loud and the
+# microphone still hears nothing), and by the 75th percentile of its level over loud frames,
+# not the median: a reference misaligned by a few tens of ms against speech puts many loud
+# frames on the echo's pauses. Through a PulseAudio loop with a digitally silent floor the
+# median made it trust the raw microphone with the speaker clearly audible (issue 23: "0 dB
+# over its floor") and the reply was cut.
+_RUN_SETTLE_S = 0.3
+_ECHO_PERCENTILE = 75
 _LEVEL_FRAMES = 1000  # levels kept: the last 10 s of frames...
 _LOUD_FRAMES = 300  # ...and of frames with the speaker loud (3 s of them)
 _LOUD_MIN = 50  # no decision before the speaker was loud for 0.5 s
@@ -408,6 +423,7 @@ class EchoCanceller:
         self._track: int | None = None  # reference position of the next frame
         self._track_run = -1
         self._track_err = 0.0
+        self._run_at = -math.inf  # when the current playback run was first heard
         self.resyncs = 0
         self.frames = 0
         self.bypassed = 0
@@ -419,6 +435,7 @@ class EchoCanceller:
         self._loud = np.full(_LOUD_FRAMES, np.nan)
         self._n_level = 0
         self._n_loud = 0
+        self._n_judged = 0  # loud frames the coupling rule judged (see _RUN_SETTLE_S)
         self._f32: npt.NDArray[np.float32] = np.zeros(FRAME, dtype=np.float32)
         self._raw: Samples = np.zeros(FRAME, dtype=np.int16)
         self.trusted = False  # the microphone hears no echo: the VAD gets it unprocessed
@@ -519,11 +536,15 @@ class EchoCanceller:
         if track is None or run != self._track_run or abs(target - track) > _RESYNC:
             if track is not None and run == self._track_run:
                 self.resyncs += 1
+            if run != self._track_run:
+                self._run_at = at
             track, self._track_run, self._track_err = target, run, 0.0
+            self.double_talk.moved()
         else:
             self._track_err += 0.05 * ((target - track) - self._track_err)
             if self._track_err > _CATCH_UP:
                 track, self._track_err = target, 0.0
+                self.double_talk.moved()
             elif self._track_err > _SLEW:  # never back: see _SLEW
                 track, self._track_err = track + 1, self._track_err - 1
         self._track = track + FRAME
@@ -545,14 +566,17 @@ class EchoCanceller:
             self.trusted = False
             return
         level = self._level[~np.isnan(self._level)]
-        floor = float(np.percentile(level, 10))
+        level = level[level > _SILENT_DBFS]
+        floor = float(np.percentile(level, 10)) if len(level) else _FLOOR_MIN_DBFS
+        floor = max(floor, _FLOOR_MIN_DBFS)
         self._floor = floor
-        trusted = float(np.median(loud)) <= floor + _TRUST_DB
+        echo = float(np.percentile(loud, _ECHO_PERCENTILE))
+        trusted = echo <= floor + _TRUST_DB
         if trusted != self.trusted:
             log.info(
                 "echo cancellation: the microphone %s its speaker (%.0f dB over its floor)",
                 "hardly hears" if trusted else "hears",
-                float(np.median(loud)) - floor,
+                max(0.0, echo - floor),
             )
         self.trusted = trusted
 
@@ -568,8 +592,10 @@ class EchoCanceller:
             self._n_level += 1
             loud = sounding and self._db(self._far_view) >= _LOUD_DBFS
             if loud:
-                self._loud[self._n_loud % _LOUD_FRAMES] = mic_db
                 self._n_loud += 1
+                if at - self._run_at >= _RUN_SETTLE_S:
+                    self._loud[self._n_judged % _LOUD_FRAMES] = mic_db
+                    self._n_judged += 1
             if self._n_level % _DECIDE_EVERY == 0 or (sounding and self._floor_stale):
                 self._decide()
         if sounding:
@@ -601,6 +627,7 @@ class EchoCanceller:
             self._near_view[:] = mdf
         elif sounding and (
             self._n_loud < _SETTLE_FRAMES
+            or (mdf is not None and not self.double_talk.proved)
             or self._db(self._near_view) < mic_db - _RESIDUAL_DB
             or (mdf is not None and self.double_talk.echo_only(mic_db, mdf_db))
         ):
