@@ -538,6 +538,8 @@ class EchoCanceller:
                 self.resyncs += 1
             if run != self._track_run:
                 self._run_at = at
+                if self._mdf is not None:
+                    self._mdf.reset()
             track, self._track_run, self._track_err = target, run, 0.0
             self.double_talk.moved()
         else:
