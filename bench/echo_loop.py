@@ -95,6 +95,8 @@ class Outcome:
 
 TRACE: Path | None = None  # --trace DIR: every canceller frame of each case, for diagnosis
 _frames: list[tuple[float, ...]] = []
+_raw: list[np.ndarray] = []
+_raw_far: list[np.ndarray] = []
 
 
 def trace(canceller: Any) -> None:
@@ -110,7 +112,9 @@ def trace(canceller: Any) -> None:
 
     def run_frame(at: float) -> None:
         mic = db(near)
+        _raw.append(near.copy())
         inner(at)
+        _raw_far.append(far.copy())
         _frames.append((at, time.monotonic(), mic, db(far), db(near), float(canceller.trusted),
                         float(canceller.residual_frames), float(canceller.double_talk.frames),
                         float(canceller._track or 0), float(canceller.resyncs),
@@ -291,8 +295,11 @@ async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
     if TRACE is not None:
         TRACE.mkdir(parents=True, exist_ok=True)
         np.savez(TRACE / f"case{seed - 1}.npz", frames=np.array(_frames), stops=np.array(rec.stops),
-                 feeds=np.array(feeds), states=np.array([(t, s.name) for t, s in rec.states]))
+                 feeds=np.array(feeds), states=np.array([(t, s.name) for t, s in rec.states]),
+                 mic=np.concatenate(_raw), far=np.concatenate(_raw_far))
         _frames.clear()
+        _raw.clear()
+        _raw_far.clear()
     out.notes += [
         line for line in lines.lines
         if "echo cancellation" in line or "underrun" in line or "barge-in" in line

@@ -66,8 +66,8 @@ _ECHO_ONLY_DB = 12.0
 # loops (bench.echo_loop) 14 of 24 replies were cut by their own echo, each within 0.1 s of
 # frames this rule handed on. So a frame is only the user's when the MDF has proved itself
 # on the current path: its reduction, smoothed over the loud frames since the path last
-# moved (_PROVE_ALPHA: about 0.2 s), is at least _PROVE_DB, over at least _PROVE_FRAMES of
-# them. The user's onset comes after such frames; a moved path's first frames do not (the
+# moved (_PROVE_ALPHA: about 0.2 s, from 0 dB), is at least _PROVE_DB, over at least
+# _PROVE_FRAMES of them. The user's onset comes after such frames; a moved path's first frames do not (the
 # MDF takes 0-6 dB off them; the simulated rooms' first utterance, 5 s in, comes at 14 dB).
 _PROVE_FRAMES = 30
 _PROVE_DB = 10.0
@@ -184,10 +184,10 @@ class DoubleTalk:
             and mdf_db > max(self._recent) - self._typical
         ):
             self._hold = _HOLD + 1
-        elif loud and self._hold == 0:
-            # The proof follows the echo alone: the user's frames (judged, or held) leave it.
-            if self._proved_n == 0:
-                self._proved = reduction
+        elif loud and self._hold == 0 and mic_db > floor_db + 2 * _AT_FLOOR_DB:
+            # The proof follows the echo alone: the user's frames (judged, or held) leave it,
+            # and so do frames with nothing to cancel (the echo path's delay at the start of
+            # a run: the MDF's output is at the floor there whatever its filter).
             self._proved += _PROVE_ALPHA * (reduction - self._proved)
             self._proved_n += 1
         if self._hold == 0:
