@@ -266,7 +266,7 @@ async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
                         onset = t1 + stop_onset
                         feeds.append((t1, t1 + len(stop) / RATE + 1.0))
                         f2 = pulse.feed(stop)
-                        cut = await until(lambda: any(t >= t1 for t in rec.stops), CAUGHT_S + 1)
+                        cut = await until(lambda t1=t1: any(t >= t1 for t in rec.stops), CAUGHT_S + 1)
                         cuts = [t for t in rec.stops if t >= t1]
                         latency = cuts[0] - onset if cut else float("inf")
                         out.barge_ins.append(latency if latency <= CAUGHT_S else float("inf"))

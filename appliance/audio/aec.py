@@ -142,6 +142,13 @@ _RESIDUAL_DB = 28.0
 # nothing it lets through while the speaker sounds is handed on: the first seconds of the
 # first reply cannot be interrupted (unless the coupling rule finds no echo to cancel).
 _SETTLE_FRAMES = 300
+# Since issue 23, what AEC3 lets through while the speaker sounds is handed on only when
+# the double-talk rule's linear canceller has proved itself on the current echo path (see
+# nearend._PROVE_FRAMES); until then the voice cannot interrupt the reply. A reply with at
+# least _UNSAFE_FRAMES loud frames (3 s) in which it never did is logged once (and the
+# return, once), so a microphone that hears its speaker too loud or too distorted to
+# cancel says so instead of cutting its replies.
+_UNSAFE_FRAMES = 300
 
 Samples = npt.NDArray[np.int16]
 
@@ -446,6 +453,9 @@ class EchoCanceller:
         self._mdf = mdf
         self.double_talk = DoubleTalk()
         self._mic: Samples = np.zeros(FRAME, dtype=np.int16)
+        self._run_loud = 0  # loud frames of the current playback run
+        self._run_proved = False  # the double-talk rule could judge the user in it
+        self.voice_barge_in = True  # False: the last long reply could not be interrupted
 
     @property
     def idle(self) -> bool:
@@ -539,6 +549,7 @@ class EchoCanceller:
             if run != self._track_run:
                 self._run_at = at
                 if self._mdf is not None:
+                    self._run_ended()
                     self._mdf.reset()
             track, self._track_run, self._track_err = target, run, 0.0
             self.double_talk.moved()
@@ -551,6 +562,25 @@ class EchoCanceller:
                 track, self._track_err = track + 1, self._track_err - 1
         self._track = track + FRAME
         return tap.read(at, self._far_view, track)
+
+    def _run_ended(self) -> None:
+        """A playback run is over: say once when voice barge-in was off for a whole reply
+        (the linear canceller never proved itself on its echo path: the echo cannot be told
+        from the user's voice, so nothing the canceller let through was handed on), and
+        once when it is back."""
+        heard, self._run_loud = self._run_loud, 0
+        proved, self._run_proved = self._run_proved, False
+        if heard < _UNSAFE_FRAMES or proved != (not self.voice_barge_in):
+            return
+        self.voice_barge_in = proved
+        if proved:
+            log.info("echo cancellation: the user's voice can interrupt the reply again")
+        else:
+            log.warning(
+                "echo cancellation: cannot tell the user's voice from the speaker's echo"
+                " through this microphone (a reply played without it); the voice does not"
+                " interrupt the reply (the talk button does)"
+            )
 
     def _db(self, frame: Samples) -> float:
         np.copyto(self._f32, frame)
@@ -624,6 +654,9 @@ class EchoCanceller:
             self.double_talk.silent()
         self._apm.process_stream(self._near_frame)
         mdf_db = 0.0 if mdf is None else self._db(mdf)
+        if mdf is not None and loud:
+            self._run_loud += 1
+            self._run_proved = self._run_proved or self.double_talk.proved
         if mdf is not None and self.double_talk(mic_db, mdf_db, loud, self._floor):
             # The user talks over the reply: AEC3 would hand on silence (see nearend.py).
             self._near_view[:] = mdf
