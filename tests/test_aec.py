@@ -146,6 +146,33 @@ def test_double_talk_rule_from_levels() -> None:
     assert not DoubleTalk().echo_only(-30.0, -50.0)  # not before the MDF has converged
 
 
+def test_double_talk_rule_needs_the_mdf_proved_on_the_current_echo_path() -> None:
+    """Issue 23: through real devices the echo path moves (every reply a new playback run,
+    underruns, a rate-adapting loop) and the MDF then takes little off the echo, as it does
+    off the user's voice. After ``moved()`` no frame is the user's until the MDF has taken
+    its usual reduction off the echo again, frames at the floor (the path's delay) prove
+    nothing, and an MDF louder than its input (diverged) is never the user."""
+    rule = DoubleTalk()
+    floor = -60.0
+    for _ in range(200):
+        rule(-20.0, -40.0, True, floor)
+    assert rule.converged and rule.proved
+    assert rule(-24.0, -26.0, True, floor)  # the user, on a proved path
+    rule.silent()
+    rule.moved()  # a new reply: the path moved
+    assert not rule.proved
+    for _ in range(40):  # the echo's first 0.4 s: the MDF takes 1 dB off it
+        assert not rule(-20.0, -21.0, True, floor)
+    for _ in range(60):  # the echo path's delay: nothing heard yet, the MDF at the floor
+        rule(-59.0, -60.0, True, floor)
+    assert not rule.proved
+    for _ in range(60):  # re-converged: 20 dB off the echo again
+        rule(-20.0, -40.0, True, floor)
+    assert rule.proved
+    assert not rule(-24.0, -20.0, True, floor)  # louder than its input: diverged
+    assert rule(-24.0, -26.0, True, floor)
+
+
 def test_mdf_keeps_the_voice_and_takes_the_echo_out(agent: np.ndarray) -> None:
     """speexdsp's linear canceller on the simulated room: about 20 dB off the echo alone,
     and over the user's voice its output is the voice (within a few dB)."""

@@ -47,7 +47,13 @@ While the speaker plays, a frame the canceller took far below what the microphon
 Double talk (``appliance.audio.nearend``, ``[audio.processing] double_talk``): AEC3 also
 silences the user who starts while the reply is loud. A linear canceller (speexdsp's MDF)
 runs beside it on the same frames and reference; a frame it judges the user's goes on as
-the MDF's output instead, and one it judges the echo alone goes on as silence.
+the MDF's output instead, and one it judges the echo alone goes on as silence. Through
+real devices the echo path moves with every playback run (the sound server's latency at
+each stream start), with underruns and with a rate-adapting path, and AEC3 then lets bursts
+of echo through as loud as a voice (issue 23). So the MDF starts afresh with each run, and
+while the speaker sounds nothing AEC3 lets through is handed on until the MDF has proved
+itself on the current path (``DoubleTalk.cancels``): until then the voice cannot interrupt
+the reply, and a whole reply like that is logged once (``voice_barge_in``).
 
 Imports: numpy, soxr, ``appliance.config``, ``appliance.audio.nearend``; pywebrtc_audio
 lazily, in ``load_canceller``.
@@ -656,13 +662,13 @@ class EchoCanceller:
         mdf_db = 0.0 if mdf is None else self._db(mdf)
         if mdf is not None and loud:
             self._run_loud += 1
-            self._run_proved = self._run_proved or self.double_talk.proved
+            self._run_proved = self._run_proved or self.double_talk.cancels
         if mdf is not None and self.double_talk(mic_db, mdf_db, loud, self._floor):
             # The user talks over the reply: AEC3 would hand on silence (see nearend.py).
             self._near_view[:] = mdf
         elif sounding and (
             self._n_loud < _SETTLE_FRAMES
-            or (mdf is not None and not self.double_talk.proved)
+            or (mdf is not None and not self.double_talk.cancels)
             or self._db(self._near_view) < mic_db - _RESIDUAL_DB
             or (mdf is not None and self.double_talk.echo_only(mic_db, mdf_db))
         ):

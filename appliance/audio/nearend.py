@@ -151,13 +151,17 @@ class DoubleTalk:
         self.frames = 0  # frames judged the user's
 
     @property
+    def cancels(self) -> bool:
+        """The MDF cancels the echo on the current path (see _PROVE_FRAMES): only then is
+        the other canceller's output believed while the speaker sounds
+        (``aec.EchoCanceller``): the path has not just moved under both."""
+        return self._proved_n >= _PROVE_FRAMES and self._proved >= _PROVE_DB
+
+    @property
     def proved(self) -> bool:
-        """The MDF has converged and cancels on the current echo path (see _PROVE_FRAMES):
-        only then can a frame be judged the user's, or the other canceller's output be
-        believed while the speaker sounds (``aec.EchoCanceller``)."""
-        return (
-            self.converged and self._proved_n >= _PROVE_FRAMES and self._proved >= _PROVE_DB
-        )
+        """``cancels``, and the MDF has converged: only then can a frame be judged the
+        user's."""
+        return self.converged and self.cancels
 
     def __call__(self, mic_db: float, mdf_db: float, loud: bool, floor_db: float) -> bool:
         """Whether to hand on the MDF's output for this frame (the user's, or held after
@@ -165,9 +169,6 @@ class DoubleTalk:
         playing loud, ``floor_db`` the microphone's floor. Called while the speaker sounds."""
         proved = self.proved  # judged before this frame counts: an onset keeps its own bar
         reduction = mic_db - mdf_db
-        if mdf_db <= floor_db + _AT_FLOOR_DB:
-            # Cancelled down to the room's noise: as much as can be taken off a faint echo.
-            reduction = max(reduction, _CONVERGED_DB + _AT_FLOOR_DB)
         if loud:
             self._reduction[self._n % _CONVERGE_FRAMES] = reduction
             self._n += 1
@@ -188,7 +189,14 @@ class DoubleTalk:
             # The proof follows the echo alone: the user's frames (judged, or held) leave it,
             # and so do frames with nothing to cancel (the echo path's delay at the start of
             # a run: the MDF's output is at the floor there whatever its filter).
-            self._proved += _PROVE_ALPHA * (reduction - self._proved)
+            if mdf_db <= floor_db + _AT_FLOOR_DB:
+                # Cancelled down to the room's noise: all that a faint echo can lose.
+                reduction = max(reduction, _CONVERGED_DB + _AT_FLOOR_DB)
+            # It falls four times slower than it rises: a user who starts talking while the
+            # MDF is still converging (no frame judged theirs yet) must keep the other
+            # canceller's output for the VAD's few hundred ms.
+            rate = _PROVE_ALPHA if reduction > self._proved else _PROVE_ALPHA / 4
+            self._proved += rate * (reduction - self._proved)
             self._proved_n += 1
         if self._hold == 0:
             return False
