@@ -186,14 +186,14 @@ async def until(ok: Callable[[], bool], timeout: float) -> bool:
 
 
 async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
-    import appliance.daemon as daemon_module
+    import appliance.app.audio as daemon_module  # where the daemon's audio path loads the canceller
     from appliance.audio.aec import EchoCanceller
     from appliance.config import parse_config
     from appliance.credentials import ApiKey
     from appliance.daemon import Daemon
     from appliance.demo import DEMO_KEY, demo_config
-    from appliance.simulator.room import agent_speech, set_level, user_speech
-    from appliance.simulator.server import RealtimeSimulator
+    from realtime_sim.room import agent_speech, set_level, user_speech
+    from realtime_sim.server import RealtimeSimulator
 
     out = Outcome(case)
     reply_dbfs = USER_DBFS + case.echo_db
@@ -230,7 +230,7 @@ async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
     rec = Recorder()
     feeds: list[tuple[float, float]] = []  # (start, end) of user speech being fed
     try:
-        async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
+        async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
             data = demo_config(sim.url)
             data["audio"] = {
                 "capture_device": "pmic",

@@ -529,7 +529,7 @@ def _daemon_through_a_loop(
         states, ready = log.states, log.ready
         module = pulse_env.add_loopback(latency_ms)
         try:
-            async with RealtimeSimulator(api_key=DEMO_KEY) as sim:
+            async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
                 data = demo_config(sim.url)
                 data["audio"] = {
                     "capture_device": "pmic",
