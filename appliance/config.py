@@ -19,7 +19,9 @@ from typing import Any
 from appliance.core.listen import GateMode, ListenSettings
 from appliance.core.schema import SchemaError, check_schema
 from appliance.core.settings import BargeIn, SessionOptions
+from appliance.core.timers import TimerSettings
 from appliance.errors import ConfigError
+from appliance.timer_tools import TIMER_DESCRIPTIONS, TIMER_PARAMETERS, TIMER_TOOLS
 
 DEFAULT_URL = "wss://api.inworld.ai/api/v1/realtime/session"
 DEFAULT_API_URL = "https://api.inworld.ai"
@@ -424,6 +426,7 @@ class GpioSettings:
         "muted": ("blink", 0.1, 2.9, "white"),
         "offline": ("blink", 0.2, 1.8, "white"),
         "error": ("blink", 0.1, 0.1, "white"),
+        "ringing": ("blink", 0.25, 0.25, "white"),  # a timer or alarm rings
     }
     RGB_DEFAULTS = {
         "starting": ("on", 0.0, 0.0, "white"),
@@ -435,6 +438,7 @@ class GpioSettings:
         "muted": ("on", 0.0, 0.0, "red"),
         "offline": ("blink", 0.5, 1.5, "orange"),
         "error": ("blink", 0.2, 0.2, "red"),
+        "ringing": ("blink", 0.25, 0.25, "purple"),
     }
     COLORS = {
         "white": "#ffffff",
@@ -475,7 +479,7 @@ class GpioSettings:
         return (r, g, b)
 
 
-EARCON_NAMES = ("listening", "mute", "unmute", "error", "too_short", "wake")
+EARCON_NAMES = ("listening", "mute", "unmute", "error", "too_short", "wake", "alarm")
 
 
 @dataclass(frozen=True)
@@ -498,11 +502,14 @@ class EarconSettings:
     """A push-to-talk press held too little audio to send."""
     wake: str = "default"
     """The wake word was heard (gate mode "wake")."""
+    alarm: str = "default"
+    """A timer or alarm rings (repeated); plays even when ``enabled`` is false."""
 
     def sound(self, name: str) -> str:
-        """The configured value for one earcon name ("" when earcons are off)."""
+        """The configured value for one earcon name ("" when earcons are off, except the
+        alarm: turning cues off must not silence a timer)."""
         value: str = getattr(self, name)
-        return value if self.enabled else ""
+        return value if self.enabled or name == "alarm" else ""
 
 
 @dataclass(frozen=True)
@@ -575,6 +582,8 @@ class Config:
     tools: tuple[ToolSettings, ...] = ()
     """``[[tools]]``: functions offered to the model, in order."""
     session_policy: SessionPolicySettings = field(default_factory=SessionPolicySettings)
+    timers: TimerSettings = field(default_factory=TimerSettings)
+    """``[timers]``: how timers and alarms ring (``appliance.core.timers``)."""
     source: str = "<defaults>"
     """The file this was read from."""
 
@@ -746,7 +755,7 @@ def _gate(t: _Table) -> GateSettings:
 def _gpio(t: _Table) -> GpioSettings:
     states = (
         *("starting", "connecting", "ready", "listening", "thinking"),
-        *("speaking", "muted", "offline", "error"),
+        *("speaking", "muted", "offline", "error", "ringing"),
     )
 
     def pin(name: str, default: str) -> str | int:
@@ -832,7 +841,7 @@ def _logging(t: _Table) -> LoggingSettings:
     return s
 
 
-BUILTIN_TOOLS = ("get_time", "set_volume", "mute")
+BUILTIN_TOOLS = ("get_time", "set_volume", "mute", *TIMER_TOOLS)
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -905,6 +914,7 @@ BUILTIN_DESCRIPTIONS = {
     "set_volume": "Set the speaker volume, in percent.",
     "mute": "Turn the microphone privacy mute on (the device stops listening until the "
     "user presses the mute button) or off.",
+    **TIMER_DESCRIPTIONS,
 }
 BUILTIN_PARAMETERS: dict[str, dict[str, Any]] = {
     "get_time": {"type": "object", "properties": {}, "additionalProperties": False},
@@ -922,6 +932,7 @@ BUILTIN_PARAMETERS: dict[str, dict[str, Any]] = {
         "required": ["muted"],
         "additionalProperties": False,
     },
+    **TIMER_PARAMETERS,
 }
 
 
@@ -930,6 +941,15 @@ def _session_policy(t: _Table) -> SessionPolicySettings:
         greeting=t.text("greeting", ""),
         fresh_after_idle_s=t.number("fresh_after_idle_s", 600.0, 0, 7 * 86400),
         max_turns=t.whole("max_turns", 20, 0, 1000),
+    )
+    t.done()
+    return s
+
+
+def _timers(t: _Table) -> TimerSettings:
+    s = TimerSettings(
+        max_ring_s=t.number("max_ring_s", 60.0, 5.0, 3600.0),
+        ring_interval_s=t.number("ring_interval_s", 2.5, 1.0, 30.0),
     )
     t.done()
     return s
@@ -948,6 +968,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<string>") -> Config:
         logging=_logging(root.table("logging")),
         tools=_tools(root, "tools"),
         session_policy=_session_policy(root.table("session_policy")),
+        timers=_timers(root.table("timers")),
         source=source,
     )
     root.done()

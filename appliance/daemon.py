@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from appliance.alarms import AlarmClock
 from appliance.audio.aec import (
     EchoCanceller,
     ProcessingUnavailable,
@@ -48,6 +49,7 @@ from appliance.audio.vad import WebRtcVad
 from appliance.config import Config, GpioSettings, listen_settings, session_settings
 from appliance.controls import Levels
 from appliance.core.backoff import Backoff
+from appliance.core.cues import RATE as CUE_RATE
 from appliance.core.cues import Cues, EndOfStream, Enqueue, Hold, Route
 from appliance.core.listen import Control, ControlState, GateMode
 from appliance.core.protocol import AppendAudio, ClientEvent, Incoming
@@ -65,6 +67,7 @@ from appliance.core.session import (
     Transcript,
 )
 from appliance.core.state import State
+from appliance.core.timers import TimerSettings
 from appliance.credentials import ApiKey
 from appliance.deadline import DeadlineTimer
 from appliance.earcons import load_earcons
@@ -76,6 +79,7 @@ from appliance.notify import Notifier, watchdog_interval
 from appliance.persist import ControlState as SavedControls
 from appliance.persist import state_dir
 from appliance.reload import plan_reload
+from appliance.timer_tools import TimerTools
 from appliance.tools import Toolbox
 from appliance.transport import open_transport
 from appliance.transport.base import Connection
@@ -169,13 +173,26 @@ class Daemon:
             apply_muted=self._apply_muted,
             mixer=self._open_mixer,
         )
-        self.toolbox = Toolbox(config.tools, _ToolHost(self), secret=key.reveal())
-        self._tool_tasks: set[asyncio.Task[None]] = set()
-        self._device_errors: dict[str, str] = {"capture": "", "playback": ""}
         # Cue sounds through the reply player, hidden from the session (appliance.core.cues);
         # its deadlines (the gate's release, the "error" cue) on one loop timer.
         self.earcons = Cues(load_earcons(config.earcons))
         self._cue_timer: DeadlineTimer | None = None
+        # Timers and alarms (appliance.alarms): they ring through the cues, offline too.
+        self.alarms = AlarmClock(
+            self._timer_settings(),
+            state_dir(config.gpio.state_dir),
+            chime=lambda: self.cue("alarm"),
+            show_ringing=self._show_ringing,
+            status_changed=self._status_changed,
+        )
+        self._swallow_turn = False  # the speech that stopped a ring is not a turn
+        self._swallow_talk = False  # nor the talk button press
+        self._state_words = ""
+        self.toolbox = Toolbox(
+            config.tools, _ToolHost(self), secret=key.reveal(), timers=TimerTools(self.alarms)
+        )
+        self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._device_errors: dict[str, str] = {"capture": "", "playback": ""}
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -197,6 +214,7 @@ class Daemon:
             # then the mute and volume as the user left them, with or without GPIO.
             self.session.connecting()
             self.levels.start()
+            self.alarms.start(loop)  # what fell due while the daemon was down rings now
             async with asyncio.TaskGroup() as tg:
                 self._conn_task = tg.create_task(self._connection_loop(), name="connection")
                 watchdog = tg.create_task(
@@ -212,6 +230,7 @@ class Daemon:
             if self.gpio is not None:
                 self.gpio.close()
             self.levels.close()
+            self.alarms.close()
             cue_timer.cancel()
             self._stop_audio()
             log.info("stopped")
@@ -490,6 +509,12 @@ class Daemon:
         """
         if self.frontend is None:
             return
+        if held and self.alarms.stop_ringing("the talk button"):
+            self._swallow_talk = True  # this press stopped a ring: no turn, nor at release
+            return
+        if not held and self._swallow_talk:
+            self._swallow_talk = False
+            return
         c = self.controls
         if held and not c.talking and not c.muted and self._gate_mode is GateMode.PUSH_TO_TALK:
             self.cue("listening")
@@ -545,6 +570,7 @@ class Daemon:
             self.config = new
             if sounds is not None:
                 self.earcons.sounds = sounds
+            self.alarms.reconfigure(self._timer_settings())
             self.session.reconfigure(session_settings(new), plan.session_update)
             self._dispatch()
             if plan.log_level:
@@ -631,6 +657,7 @@ class Daemon:
             self.gpio = open_gpio(previous, self, self._loop, levels=self.levels, cue=self.cue)
         if self.gpio is not None:
             self._observers = [*self._observers, self.gpio.on_action]
+            self.gpio.show_ringing(self.alarms.is_ringing)
 
     def _audio_problem(self) -> str | None:
         """The watchdog's health check (None: healthy); a reload in progress is healthy."""
@@ -648,6 +675,8 @@ class Daemon:
 
     def _on_gate(self, out: GateOutput) -> None:
         now = self._now()
+        if self._ring_stopped_by(out):
+            return
         if isinstance(out, AudioChunk):
             self.session.user_audio(out.pcm)
         elif isinstance(out, SpeechStarted):
@@ -660,6 +689,43 @@ class Daemon:
                 self._dispatch()  # the barge-in's StopPlayback first: the cue is not skipped
                 self.cue("wake")
         self._dispatch()
+
+    def _ring_stopped_by(self, out: GateOutput) -> bool:
+        """A ring stops at the user's voice (a turn starting, the wake word); that turn is
+        not sent. The chime holds the gate while it plays (``Cues``), so its own echo cannot
+        start a turn: the user is heard in the pauses between chimes."""
+        if self._swallow_turn:
+            if isinstance(out, SpeechStopped):
+                self._swallow_turn = False
+            return not isinstance(out, WakeWindow)
+        if isinstance(out, SpeechStarted) and self.alarms.stop_ringing("the user's voice"):
+            self._swallow_turn = True
+            return True
+        if isinstance(out, WakeWindow) and out.wake_word:
+            # The wake word stops it, and the request that may follow goes through.
+            self.alarms.stop_ringing("the wake word")
+        return False
+
+    def _timer_settings(self) -> TimerSettings:
+        """``[timers]``, the chimes at least the alarm sound plus a second apart: the pause
+        is where the user's voice (not the chime's echo) can stop the ring."""
+        t = self.config.timers
+        sound_s = len(self.earcons.sounds.get("alarm", b"")) / 2 / CUE_RATE
+        return TimerSettings(t.max_ring_s, max(t.ring_interval_s, sound_s + 1.0))
+
+    def _show_ringing(self, ringing: bool) -> None:
+        if self.gpio is not None:
+            self.gpio.show_ringing(ringing)
+
+    def _status_changed(self) -> None:
+        if self._state_words:
+            self._status(self._state_words)
+
+    def _status(self, words: str) -> None:
+        """STATUS=: the state (or the reconnect delay), then the next timer or the ring."""
+        self._state_words = words
+        timer = self.alarms.status()
+        self.notifier.status(f"{words}; {timer}" if timer else words)
 
     def _on_player(self, ev: Any) -> None:
         ev = self._cue_event(ev)  # an earcon's own events stop here
@@ -779,7 +845,7 @@ class Daemon:
             elif isinstance(action, TooShort):
                 self.cue("too_short")
             elif isinstance(action, StateChanged):
-                self.notifier.status(self._status_prefix or action.state.words)
+                self._status(self._status_prefix or action.state.words)
                 self.earcons.state_changed(action.state, self._now())
                 self._apply_cues()
                 self._follow_up(action.state)
