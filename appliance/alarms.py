@@ -92,10 +92,9 @@ class AlarmClock:
         self.timers.settings = settings
 
     def close(self) -> None:
+        """Stop waiting (at shutdown; a ring in progress is saved and rings again at start)."""
         if self._timer is not None:
             self._timer.cancel()
-        if self.timers.is_ringing:
-            self._show_ringing(False)
 
     def stop_ringing(self, how: str) -> bool:
         """The user stopped a ring (``how``: button, wake word, speech); False if none rang."""

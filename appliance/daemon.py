@@ -227,10 +227,10 @@ class Daemon:
                 self._conn_task.cancel()
                 watchdog.cancel()
         finally:
+            self.alarms.close()
             if self.gpio is not None:
                 self.gpio.close()
             self.levels.close()
-            self.alarms.close()
             cue_timer.cancel()
             self._stop_audio()
             log.info("stopped")

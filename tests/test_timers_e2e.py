@@ -1,0 +1,135 @@
+"""Timers end to end: the simulated model sets one, it rings on the speaker offline, the talk
+button stops it, and one set before a restart rings after it.
+
+Real parts: the daemon in process against ``RealtimeSimulator``, ALSA ``file``-plugin devices
+(the speaker file holds what was played), gpiozero's ``MockFactory`` for the talk button and
+the LED, the state directory on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from daemon_env import StateLog, running
+
+from appliance.config import Config, parse_config
+from appliance.core.state import State
+from appliance.credentials import ApiKey
+from appliance.daemon import Daemon
+from appliance.demo import DEMO_KEY, demo_config
+from appliance.earcons import read_wav, shipped
+from realtime_sim.script import SimScript, ToolCall
+from realtime_sim.server import RealtimeSimulator
+
+if TYPE_CHECKING:
+    from alsa_env import AlsaEnv
+    from gpiozero.pins.mock import MockFactory
+
+pytest_plugins = ["alsa_env", "gpio_env"]
+
+TOOLS = ["set_timer", "set_alarm", "cancel_timer", "cancel_alarm", "list_timers"]
+
+
+def config(url: str, state: Path, **extra: Any) -> Config:
+    data: dict[str, Any] = {
+        **demo_config(url),
+        "gpio": {"enabled": True, "state_dir": str(state), "talk_pin": "GPIO17", "led": "pwm",
+                 "led_pin": "GPIO25"},
+        "tools": [{"name": name} for name in TOOLS],
+        "timers": {"max_ring_s": 30},
+        **extra,
+    }
+    return parse_config(data)
+
+
+async def until(cond: Callable[[], bool], timeout: float = 20) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.02)
+
+
+def best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
+    """The highest normalised correlation of ``needle`` anywhere in ``haystack``."""
+    a, b = haystack.astype(np.float64), needle.astype(np.float64)
+    if len(a) < len(b):
+        return 0.0
+    size = 1 << (len(a) + len(b)).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    energy = np.sqrt(np.convolve(a**2, np.ones(len(b)), "valid"))
+    return float(np.max(corr[: len(energy)] / (energy * np.linalg.norm(b) + 1e-9)))
+
+
+def test_a_timer_set_by_the_model_rings_offline_stops_at_the_button_and_survives_a_restart(
+    alsa_env: AlsaEnv, mock_pins: MockFactory, tmp_path: Path
+) -> None:
+    alsa_env.write_mic(np.zeros(16000 * 120, np.int16))  # a quiet room
+    state = tmp_path / "state"
+    script = SimScript(tool_calls=(ToolCall("set_timer", '{"seconds": 2, "label": "tea"}'),))
+    alarm = np.frombuffer(read_wav(shipped("alarm"), "earcons.alarm"), dtype=np.int16)
+    talk, led = mock_pins.pin(17), mock_pins.pin(25)
+    found: dict[str, Any] = {}
+
+    async def main() -> None:
+        sim = RealtimeSimulator(api_key=DEMO_KEY, script=script, profile="fast")
+        await sim.start()
+        url = sim.url
+        try:
+            cfg = config(url, state, session_policy={"greeting": "Hello"})
+            log = StateLog()
+            daemon = Daemon(cfg, ApiKey(DEMO_KEY, "test"), observers=[log])
+            async with running(daemon):
+                # The greeting's reply is the model's set_timer call: the device answers it.
+                await until(lambda: bool(daemon.alarms.timers.pending))
+                saved = json.loads((state / "timers.json").read_text())
+                found["saved"] = [e["label"] for e in saved["pending"]]
+                await sim.close()  # the network goes down before it rings
+                await until(lambda: daemon.alarms.is_ringing, 10)
+                found["state_at_ring"] = daemon.session.state
+                ring_t = time.monotonic()
+                led_before = len(led.states)
+                await asyncio.sleep(3.0)  # two chimes, with a pause between them
+                found["led_changes"] = len(led.states) - led_before
+                found["still_ringing"] = daemon.alarms.is_ringing
+                # The talk button stops it, and that press starts no turn.
+                await asyncio.to_thread(talk.drive_low)
+                await until(lambda: not daemon.alarms.is_ringing, 2)
+                found["stopped_after"] = time.monotonic() - ring_t
+                await asyncio.to_thread(talk.drive_high)
+                await asyncio.sleep(0.3)
+                found["listening"] = State.LISTENING in log.states
+                found["ringing_led"] = daemon.gpio.leds.ringing if daemon.gpio and daemon.gpio.leds else None
+                found["rings"] = list(daemon.alarms.rings)
+                # One more, set through the same tool path, for the restart.
+                answer = await daemon.toolbox.call("set_timer", '{"seconds": 3, "label": "eggs"}')
+                found["answer"] = json.loads(answer)
+            found["played"] = alsa_env.read_spk()
+            # A new daemon, still offline: the eggs timer rings after the restart.
+            daemon = Daemon(config(url, state), ApiKey(DEMO_KEY, "test"))
+            async with running(daemon):
+                await until(lambda: daemon.alarms.is_ringing, 10)
+                found["after_restart"] = list(daemon.alarms.rings)
+                await asyncio.sleep(1.5)
+            found["played_again"] = alsa_env.read_spk()
+        finally:
+            await sim.close()
+
+    asyncio.run(main())
+    assert found["saved"] == ["tea"]  # written before it rang
+    assert found["state_at_ring"] in (State.OFFLINE, State.CONNECTING)  # no network
+    assert found["still_ringing"]
+    assert found["led_changes"] >= 4  # the ringing pattern blinks
+    assert found["stopped_after"] < 5
+    assert not found["listening"]  # the press that stopped it was not a turn
+    assert found["ringing_led"] is False
+    assert found["rings"] == ["tea timer"]
+    assert found["answer"]["set"] == "eggs timer set for 3 seconds"
+    assert best_match(found["played"], alarm) > 0.99  # the chime reached the speaker
+    assert found["after_restart"] == ["eggs timer"]
+    assert best_match(found["played_again"], alarm) > 0.99
+    assert json.loads((state / "timers.json").read_text())["pending"] == []
