@@ -9,13 +9,16 @@ the LED, the state directory on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pytest
 from daemon_env import StateLog, running
 
 from appliance.config import Config, parse_config
@@ -65,9 +68,25 @@ def best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
     return float(np.max(corr[: len(energy)] / (energy * np.linalg.norm(b) + 1e-9)))
 
 
+def statuses(sock: socket.socket) -> list[str]:
+    """The STATUS= values the daemon sent to the notify socket so far."""
+    got: list[str] = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            msg = sock.recv(4096).decode()
+            got += [line[len("STATUS=") :] for line in msg.splitlines() if line.startswith("STATUS=")]
+    return got
+
+
 def test_a_timer_set_by_the_model_rings_offline_stops_at_the_button_and_survives_a_restart(
-    alsa_env: AlsaEnv, mock_pins: MockFactory, tmp_path: Path
+    alsa_env: AlsaEnv, mock_pins: MockFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Also: STATUS= names the next one due and the ring; the restarted daemon is muted
+    (the mute persists) and rings all the same."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     alsa_env.write_mic(np.zeros(16000 * 120, np.int16))  # a quiet room
     state = tmp_path / "state"
     script = SimScript(tool_calls=(ToolCall("set_timer", '{"seconds": 2, "label": "tea"}'),))
@@ -75,7 +94,11 @@ def test_a_timer_set_by_the_model_rings_offline_stops_at_the_button_and_survives
     talk, led = mock_pins.pin(17), mock_pins.pin(25)
     found: dict[str, Any] = {}
 
+    told: list[str] = []
+
     async def main() -> None:
+        # Read STATUS= as it comes: an unread datagram socket would block the daemon's notify.
+        asyncio.get_running_loop().add_reader(notify, lambda: told.extend(statuses(notify)))
         sim = RealtimeSimulator(api_key=DEMO_KEY, script=script, profile="fast")
         await sim.start()
         url = sim.url
@@ -108,18 +131,23 @@ def test_a_timer_set_by_the_model_rings_offline_stops_at_the_button_and_survives
                 # One more, set through the same tool path, for the restart.
                 answer = await daemon.toolbox.call("set_timer", '{"seconds": 3, "label": "eggs"}')
                 found["answer"] = json.loads(answer)
+                daemon.set_muted(True)  # kept for the next start: muting never silences a ring
             found["played"] = alsa_env.read_spk()
             # A new daemon, still offline: the eggs timer rings after the restart.
             daemon = Daemon(config(url, state), ApiKey(DEMO_KEY, "test"))
             async with running(daemon):
                 await until(lambda: daemon.alarms.is_ringing, 10)
+                found["muted"] = daemon.controls.muted
                 found["after_restart"] = list(daemon.alarms.rings)
                 await asyncio.sleep(1.5)
             found["played_again"] = alsa_env.read_spk()
         finally:
             await sim.close()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        notify.close()
     assert found["saved"] == ["tea"]  # written before it rang
     assert found["state_at_ring"] in (State.OFFLINE, State.CONNECTING)  # no network
     assert found["still_ringing"]
@@ -130,6 +158,9 @@ def test_a_timer_set_by_the_model_rings_offline_stops_at_the_button_and_survives
     assert found["rings"] == ["tea timer"]
     assert found["answer"]["set"] == "eggs timer set for 3 seconds"
     assert best_match(found["played"], alarm) > 0.99  # the chime reached the speaker
-    assert found["after_restart"] == ["eggs timer"]
+    assert found["after_restart"] == ["eggs timer"] and found["muted"]
+    assert any(t.endswith("; ringing: tea timer") for t in told), told
+    assert any("; next: tea timer at " in t for t in told), told
+    assert any("; next: eggs timer at " in t for t in told), told
     assert best_match(found["played_again"], alarm) > 0.99
     assert json.loads((state / "timers.json").read_text())["pending"] == []
