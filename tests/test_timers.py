@@ -289,3 +289,14 @@ def test_the_timer_tools_are_built_ins_declared_by_name() -> None:
     assert config.timers == TimerSettings()
     custom = parse_config({"timers": {"max_ring_s": 30, "ring_interval_s": 4}})
     assert custom.timers == TimerSettings(max_ring_s=30.0, ring_interval_s=4.0)
+
+
+def test_timer_events_carry_a_timer_field_for_the_journal(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="appliance.core.timers")
+    clock = Clock()
+    core = Timers(TimerSettings(), TZ)
+    core.add_timer(60, "tea", *clock.now)
+    clock.step(3600)
+    core.cancel(Kind.TIMER, "tea", False, *clock.now)
+    fields = [getattr(r, "TIMER", None) for r in caplog.records]
+    assert fields == ["set timer tea", "clock-step", "cancel timer tea"]

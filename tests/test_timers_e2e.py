@@ -25,13 +25,13 @@ from appliance.config import Config, parse_config
 from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
-from appliance.demo import DEMO_KEY, demo_config
+from appliance.demo import DEMO_KEY, demo_config, speech_recording
 from appliance.earcons import read_wav, shipped
 from realtime_sim.script import SimScript, ToolCall
 from realtime_sim.server import RealtimeSimulator
 
 if TYPE_CHECKING:
-    from alsa_env import AlsaEnv
+    from alsa_env import AlsaEnv, PulseEnv
     from gpiozero.pins.mock import MockFactory
 
 pytest_plugins = ["alsa_env", "gpio_env"]
@@ -164,3 +164,59 @@ def test_a_timer_set_by_the_model_rings_offline_stops_at_the_button_and_survives
     assert any("; next: eggs timer at " in t for t in told), told
     assert best_match(found["played_again"], alarm) > 0.99
     assert json.loads((state / "timers.json").read_text())["pending"] == []
+
+
+def test_a_ring_is_not_stopped_by_its_own_echo_but_by_the_users_voice(
+    pulse_env: PulseEnv, tmp_path: Path
+) -> None:
+    """The microphone hears the speaker (``echomic``) and no echo canceller runs: the chimes
+    alone never start a turn (the gate is held while each plays), and the user's voice in a
+    pause stops the ring, without that speech going to the model."""
+    speech, rate = speech_recording()
+    found: dict[str, Any] = {}
+
+    async def main() -> list[dict[str, Any]]:
+        async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
+            data = demo_config(sim.url)
+            data["audio"] = {
+                "capture_device": "echomic",
+                "capture_rate": 16000,
+                "playback_device": "spktap",
+                "playback_rate": 24000,
+                "processing": {
+                    "echo_cancellation": False,
+                    "noise_suppression": False,
+                    "auto_gain": False,
+                },
+            }
+            data["gpio"] = {"enabled": False, "state_dir": str(tmp_path / "state")}
+            data["tools"] = [{"name": "set_timer"}]
+            data["timers"] = {"max_ring_s": 15}
+            log = StateLog()
+            daemon = Daemon(parse_config(data), ApiKey(DEMO_KEY, "test"), observers=[log])
+            async with running(daemon):
+                await asyncio.wait_for(log.ready.wait(), 20)
+                await asyncio.sleep(0.5)  # past the VAD's warm-up
+                await daemon.toolbox.call("set_timer", '{"seconds": 1, "label": "tea"}')
+                await until(lambda: daemon.alarms.is_ringing, 5)
+                started = time.monotonic()
+                await asyncio.sleep(6.0)  # three chimes, each heard by the microphone
+                found["echo_survived"] = daemon.alarms.is_ringing
+                found["listening_on_echo"] = State.LISTENING in log.states
+                feed = pulse_env.feed(np.frombuffer(speech, np.int16), rate, sink="spk")
+                try:
+                    await until(lambda: not daemon.alarms.is_ringing, 6)
+                    found["stopped_at"] = time.monotonic() - started
+                finally:
+                    feed.kill()
+                    feed.wait()
+                await asyncio.sleep(1.5)  # the swallowed turn ends
+                found["listening"] = State.LISTENING in log.states
+            return list(sim.received)
+
+    received = asyncio.run(main())
+    assert found["echo_survived"] and not found["listening_on_echo"]
+    assert 6.0 <= found["stopped_at"] < 15  # the voice, not the 15 s limit
+    assert not found["listening"]  # the speech that stopped it was not a turn
+    types = [e["type"] for e in received]
+    assert "input_audio_buffer.commit" not in types and "input_audio_buffer.append" not in types

@@ -275,7 +275,10 @@ class Timers:
         if head is not None and head.id in ids:
             self._end_ring(head, StopReason.CANCELLED, now_mono)
         for entry in chosen:
-            log.info("%s cancelled", entry.name, extra={"TIMER": f"cancel {entry.kind.value}"})
+            log.info(
+                "%s cancelled", entry.name,
+                extra={"TIMER": f"cancel {entry.kind.value} {entry.label}".strip()},
+            )
         self._actions.append(Save())
         return chosen
 
