@@ -42,7 +42,7 @@ _WAKE_MARGIN_MS = 50
 _WAKE_RANGE = 100.0  # 20 dB in energy
 
 
-class GateMode(enum.Enum):
+class GateMode(enum.StrEnum):
     """How local audio is gated before anything is sent."""
 
     VAD = "vad"

@@ -1,0 +1,231 @@
+"""Turn endpointing, sans I/O: per-frame speech probability in, turn decisions out.
+
+Owns when a turn opens, when it ends and whether it was a request at all:
+
+- **Onset with noise rejection.** A turn opens (``START``) once ``onset_ms`` of the last
+  ``onset_window_ms`` were voiced (probability >= ``speech_threshold``). A neural VAD gives
+  stationary noise (fans, hum, pink/brown/white) a low probability, so this rule alone keeps
+  room noise out; the window only stops single clicks. ``onset_lag_ms`` tells the caller how
+  far back the speech began, so its pre-roll can be checked to hold the first syllable.
+- **Adaptive end of turn.** Inside a turn a frame is silent below ``silence_threshold``, or,
+  when the caller passes frame levels, when it is within ``floor_margin_db`` of the room's
+  floor (a neural VAD's probability lingers for a few hundred ms after the last word; the
+  level does not). After ``hint_after_ms`` of silence the core asks once per pause for an
+  end-of-turn hint (``HINT``: run the end-of-turn model on the turn's audio and pass its
+  "complete" probability to :meth:`Endpointer.hint`). A complete phrase ends after
+  ``complete_ms`` of silence; an incomplete one (or one whose hint has not come back) only
+  after ``incomplete_ms``, which is what keeps "set a timer for ... twelve minutes" one turn.
+  Without a hint model (``use_hint=False``) every pause ends after ``silence_ms``.
+- **Minimum voiced speech.** A turn that ends with less than ``min_voiced_ms`` of voiced
+  frames is ``DISCARD``-ed (the caller clears what it sent and asks for no answer).
+- After a turn ends no new one opens until the VAD's probability has dropped below
+  ``speech_threshold`` once, and a turn is stopped after ``max_turn_ms`` whatever the audio.
+
+The defaults are tuned for pymicro-vad (10 ms frames) with levels and the prosodic hint
+(``appliance.audio.prosody``); ``python -m bench.turns`` measures them.
+
+Time is an input: each frame carries its duration in ms, nothing reads a clock. Imports only
+the standard library.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+
+class Decision(enum.Enum):
+    START = "start"
+    """A turn opened: send the pre-roll and every frame from here on."""
+    HINT = "hint"
+    """A pause in the turn: run the end-of-turn model now and call ``hint()`` with its answer."""
+    STOP = "stop"
+    """The turn is complete: commit it."""
+    DISCARD = "discard"
+    """The turn ended with too little voiced speech to be a request: clear it, never answer."""
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"
+    SPEECH = "speech"
+    PAUSE = "pause"
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    speech_threshold: float = 0.3
+    """A frame is voiced at or above this probability (onset, and speech resuming a pause)."""
+    silence_threshold: float = 0.35
+    """Inside a turn a frame is silent below this probability. Below ``speech_threshold`` it
+    is hysteresis; above, it cuts a VAD whose probability lingers after speech (pymicro-vad)."""
+    onset_ms: int = 40
+    """Voiced audio that opens a turn, within ``onset_window_ms``."""
+    onset_window_ms: int = 100
+    """The window ``onset_ms`` is counted over."""
+    min_voiced_ms: int = 200
+    """A turn with less voiced audio than this is discarded, not committed."""
+    use_hint: bool = True
+    """Ask for an end-of-turn hint at each pause (a semantic model is present)."""
+    hint_after_ms: int = 120
+    """Silence after which the hint is asked for."""
+    hint_threshold: float = 0.5
+    """A hint at or above this says the phrase is complete."""
+    complete_ms: int = 250
+    """Silence that ends a turn whose hint says complete."""
+    incomplete_ms: int = 1000
+    """Silence that ends a turn whose hint says incomplete or has not answered."""
+    silence_ms: int = 800
+    """Silence that ends a turn when ``use_hint`` is off."""
+    floor_margin_db: float = 6.0
+    """With levels given: inside a turn, a frame less than this above the room's floor is
+    silence."""
+    floor_ms: int = 1000
+    """With levels given: the floor is the average level (dB) of the last ~this long of
+    frames outside turns that the VAD calls non-speech."""
+    max_turn_ms: int = 30000
+    """A turn is stopped after this long whatever the audio (music, television)."""
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.speech_threshold <= 1.0 and 0.0 <= self.silence_threshold <= 1.0):
+            raise ValueError("thresholds are probabilities: 0 to 1")
+        if not 0 < self.onset_ms <= self.onset_window_ms:
+            raise ValueError("need 0 < onset_ms <= onset_window_ms")
+        if self.use_hint and not self.hint_after_ms <= self.complete_ms <= self.incomplete_ms:
+            raise ValueError("need hint_after_ms <= complete_ms <= incomplete_ms")
+
+
+class Endpointer:
+    """One stream's turns. Feed every frame to :meth:`process`, in order."""
+
+    def __init__(self, settings: EndpointSettings | None = None) -> None:
+        self.settings = settings or EndpointSettings()
+        self.phase = Phase.IDLE
+        self._window: deque[tuple[float, bool]] = deque()
+        self._window_ms = 0.0
+        self._window_voiced_ms = 0.0
+        self.turn_ms = 0.0
+        """Time since the turn opened (0 outside a turn)."""
+        self.voiced_ms = 0.0
+        """Voiced audio in the current turn, including the onset window's."""
+        self.silence_ms = 0.0
+        """Silence so far in the current pause."""
+        self.onset_lag_ms = 0.0
+        """At START: how long before the decision the first voiced frame of the window began."""
+        self._hint_asked = False
+        self._complete: bool | None = None
+        self._armed = True
+        self.floor_db: float | None = None
+        """The room's level, from the frames' levels outside turns (None until one came)."""
+
+    def process(
+        self, frame_ms: float, probability: float, level_db: float | None = None
+    ) -> Decision | None:
+        """One frame of ``frame_ms`` with the VAD's speech ``probability`` and, optionally,
+        its level (dB, any fixed reference: dBFS of the frame's RMS)."""
+        s = self.settings
+        quiet = level_db is not None and self._track_floor(frame_ms, level_db, probability)
+        if self.phase is Phase.IDLE:
+            # Levels do not gate the onset: at 10 dB SNR a first syllable's frames are often
+            # within the margin of the floor, and the VAD alone keeps noise out. After a turn
+            # the VAD must let go first (its probability lingers past the end levels saw).
+            voiced = probability >= s.speech_threshold
+            self._armed = self._armed or not voiced
+            return self._onset(frame_ms, voiced) if self._armed else None
+        if quiet:
+            probability = 0.0
+        self.turn_ms += frame_ms
+        if self.phase is Phase.SPEECH:
+            if probability >= s.silence_threshold:
+                self.voiced_ms += frame_ms
+            else:
+                self.phase = Phase.PAUSE
+                self.silence_ms = frame_ms
+                self._hint_asked = False
+                self._complete = None
+        elif probability >= max(s.speech_threshold, s.silence_threshold):
+            self.phase = Phase.SPEECH
+            self.voiced_ms += frame_ms
+            self.silence_ms = 0.0
+        else:
+            self.silence_ms += frame_ms
+        if self.turn_ms >= s.max_turn_ms:
+            return self._end()
+        if self.phase is Phase.PAUSE:
+            return self._pause()
+        return None
+
+    def _track_floor(self, frame_ms: float, level_db: float, probability: float) -> bool:
+        """Follow the room's floor outside turns; True if this frame is within
+        ``floor_margin_db`` of it: no speech, whatever the VAD says (a neural VAD's
+        probability lingers for a few hundred ms after the last word)."""
+        s = self.settings
+        if self.floor_db is None:
+            self.floor_db = level_db
+        elif self.phase is Phase.IDLE and probability < s.speech_threshold:
+            self.floor_db += (level_db - self.floor_db) * min(1.0, frame_ms / s.floor_ms)
+        return level_db < self.floor_db + s.floor_margin_db
+
+    def hint(self, complete: float) -> Decision | None:
+        """The end-of-turn model's probability that the phrase is complete, for the pause
+        that asked. Ignored if speech resumed since. May end the turn at once."""
+        if self.phase is not Phase.PAUSE or not self._hint_asked:
+            return None
+        self._complete = complete >= self.settings.hint_threshold
+        return self._pause()
+
+    def reset(self) -> None:
+        """Forget any turn in progress (mute, reconnect, push-to-talk took over)."""
+        self.phase = Phase.IDLE
+        self._window.clear()
+        self._window_ms = self._window_voiced_ms = 0.0
+        self.turn_ms = self.voiced_ms = self.silence_ms = 0.0
+        self._hint_asked = False
+        self._complete = None
+
+    @property
+    def end_silence_ms(self) -> float:
+        """The silence that ends the current pause as things stand."""
+        s = self.settings
+        if not s.use_hint:
+            return s.silence_ms
+        return s.complete_ms if self._complete else s.incomplete_ms
+
+    def _onset(self, frame_ms: float, voiced: bool) -> Decision | None:
+        s = self.settings
+        self._window.append((frame_ms, voiced))
+        self._window_ms += frame_ms
+        self._window_voiced_ms += frame_ms if voiced else 0.0
+        while self._window_ms > s.onset_window_ms and len(self._window) > 1:
+            old_ms, old_voiced = self._window.popleft()
+            self._window_ms -= old_ms
+            self._window_voiced_ms -= old_ms if old_voiced else 0.0
+        if not voiced or self._window_voiced_ms < s.onset_ms:
+            return None
+        lag = 0.0
+        for ms, was_voiced in reversed(self._window):
+            lag += ms
+            if was_voiced:
+                self.onset_lag_ms = lag
+        self.phase = Phase.SPEECH
+        self.turn_ms = self.onset_lag_ms
+        self.voiced_ms = self._window_voiced_ms
+        self.silence_ms = 0.0
+        self._window.clear()
+        self._window_ms = self._window_voiced_ms = 0.0
+        return Decision.START
+
+    def _pause(self) -> Decision | None:
+        s = self.settings
+        if s.use_hint and not self._hint_asked and self.silence_ms >= s.hint_after_ms:
+            self._hint_asked = True
+            return Decision.HINT
+        if self.silence_ms >= self.end_silence_ms:
+            return self._end()
+        return None
+
+    def _end(self) -> Decision:
+        decision = Decision.STOP if self.voiced_ms >= self.settings.min_voiced_ms else Decision.DISCARD
+        self.reset()
+        self._armed = False
+        return decision

