@@ -300,3 +300,17 @@ def test_timer_events_carry_a_timer_field_for_the_journal(caplog: pytest.LogCapt
     core.cancel(Kind.TIMER, "tea", False, *clock.now)
     fields = [getattr(r, "TIMER", None) for r in caplog.records]
     assert fields == ["set timer tea", "clock-step", "cancel timer tea"]
+
+
+def test_the_ringing_led_pattern_has_a_default_and_may_be_configured() -> None:
+    from appliance.config import ConfigError
+    from appliance.led_patterns import LedMode
+
+    single = parse_config({}).gpio.ringing_pattern()
+    assert (single.mode, single.on_time, single.off_time) == (LedMode.BLINK, 0.25, 0.25)
+    rgb = parse_config({"gpio": {"led": "rgb"}}).gpio.ringing_pattern()
+    assert rgb.color == (128 / 255, 0.0, 1.0)  # purple
+    mine = parse_config({"gpio": {"patterns": {"ringing": {"mode": "pulse", "fade_in": 0.2}}}})
+    assert mine.gpio.ringing_pattern().mode is LedMode.PULSE
+    with pytest.raises(ConfigError, match=r"timers\.max_ring_s"):
+        parse_config({"timers": {"max_ring_s": 1}})
