@@ -220,3 +220,29 @@ def test_a_ring_is_not_stopped_by_its_own_echo_but_by_the_users_voice(
     assert not found["listening"]  # the speech that stopped it was not a turn
     types = [e["type"] for e in received]
     assert "input_audio_buffer.commit" not in types and "input_audio_buffer.append" not in types
+
+
+def test_timers_survive_a_reload_which_applies_timers(alsa_env: AlsaEnv, tmp_path: Path) -> None:
+    alsa_env.write_mic(np.zeros(16000 * 30, np.int16))
+    state = tmp_path / "state"
+    found: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
+            data: dict[str, Any] = {
+                **demo_config(sim.url),
+                "gpio": {"enabled": False, "state_dir": str(state)},
+                "tools": [{"name": "set_timer"}, {"name": "list_timers"}],
+            }
+            log = StateLog()
+            daemon = Daemon(parse_config(data), ApiKey(DEMO_KEY, "test"), observers=[log])
+            async with running(daemon):
+                await asyncio.wait_for(log.ready.wait(), 20)
+                await daemon.toolbox.call("set_timer", '{"seconds": 600, "label": "stew"}')
+                await daemon.reload(parse_config({**data, "timers": {"max_ring_s": 20}}))
+                found["settings"] = daemon.alarms.timers.settings
+                found["listed"] = json.loads(await daemon.toolbox.call("list_timers", "{}"))
+
+    asyncio.run(main())
+    assert found["settings"].max_ring_s == 20
+    assert [t["label"] for t in found["listed"]["timers"]] == ["stew"]
