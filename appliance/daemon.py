@@ -47,6 +47,15 @@ from appliance.audio.playback import (
 from appliance.audio.vad import WebRtcVad
 from appliance.config import Config, GpioSettings, listen_settings, session_settings
 from appliance.controls import Levels
+from appliance.core.announce import (
+    Announcer,
+    Availability,
+    Cue,
+    Dropped,
+    Kind,
+    Outcome,
+    Speak,
+)
 from appliance.core.backoff import Backoff
 from appliance.core.cues import Cues, EndOfStream, Enqueue, Hold, Route
 from appliance.core.listen import Control, ControlState, GateMode
@@ -70,6 +79,7 @@ from appliance.deadline import DeadlineTimer
 from appliance.earcons import load_earcons
 from appliance.errors import AudioDeviceError, AuthenticationError, ConfigError, TransportError
 from appliance.gpio import Gpio, open_gpio
+from appliance.home import Facts, run_home
 from appliance.logs import set_level
 from appliance.mixer import Mixer
 from appliance.notify import Notifier, watchdog_interval
@@ -176,6 +186,12 @@ class Daemon:
         # its deadlines (the gate's release, the "error" cue) on one loop timer.
         self.earcons = Cues(load_earcons(config.earcons))
         self._cue_timer: DeadlineTimer | None = None
+        # Announcements from the control socket and Home Assistant (appliance.core.announce).
+        c = config.control
+        self.announcer = Announcer(c.announce_earcon, c.announce_wait_s)
+        self._announce_timer: DeadlineTimer | None = None
+        self.facts = Facts(transcripts=config.logging.transcripts)
+        self._observers = [*self._observers, self.facts]
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -187,6 +203,7 @@ class Daemon:
         # would wait that long. 1 ms bounds it; threads seldom contend, so it costs nothing.
         sys.setswitchinterval(GIL_SWITCH_S)
         cue_timer = self._cue_timer = DeadlineTimer(loop, self._cue_tick)
+        announce_timer = self._announce_timer = DeadlineTimer(loop, self._announce_tick)
         self._start_audio(loop)
         try:
             # GPIO LEDs and buttons (appliance.gpio); None when disabled or absent.
@@ -203,16 +220,19 @@ class Daemon:
                     run_watchdog(self.notifier, self._audio_problem, watchdog_interval()),
                     name="watchdog",
                 )
+                home = tg.create_task(run_home(self, self.facts), name="home")
                 self.notifier.ready()
                 await stop.wait()
                 self.notifier.stopping()
                 self._conn_task.cancel()
                 watchdog.cancel()
+                home.cancel()
         finally:
             if self.gpio is not None:
                 self.gpio.close()
             self.levels.close()
             cue_timer.cancel()
+            announce_timer.cancel()
             self._stop_audio()
             log.info("stopped")
 
@@ -513,6 +533,47 @@ class Daemon:
         self._apply_cues()
         return queued
 
+    def announce(self, text: str, *, ask: bool = False) -> Outcome:
+        """Speak ``text`` at the next quiet moment (``ask``: as a prompt the agent answers
+        in the conversation); see ``appliance.core.announce``."""
+        kind = Kind.ASK if ask else Kind.SAY
+        outcome = self.announcer.request(text, kind, self._now(), self._availability())
+        log.info("%s %s: %s", kind.value, outcome.value, text)
+        self._dispatch()
+        return outcome
+
+    def _availability(self) -> Availability:
+        if self.session.state in (State.OFFLINE, State.ERROR):
+            return Availability.UNAVAILABLE
+        return Availability.QUIET if self.session.quiet() else Availability.BUSY
+
+    def _announce_step(self) -> bool:
+        """Route the announcer's actions; True when the session was asked to speak."""
+        if self._loop is None or not self.announcer.pending:
+            return False  # the usual case, on every dispatch: one attribute test
+        self.announcer.update(self._availability(), self._now())
+        spoke = False
+        for action in self.announcer.take():
+            if isinstance(action, Cue):
+                self.cue(action.name)
+            elif isinstance(action, Speak):
+                item = action.announcement
+                self.session.announce(item.text, self._now(), ask=item.kind is Kind.ASK)
+                spoke = True
+            elif isinstance(action, Dropped):
+                a = action.announcement
+                log.warning(
+                    "%s not spoken (%s): %s", a.kind.value, action.reason, a.text,
+                    extra={"ERROR_CODE": "announcement"},
+                )
+        if self._announce_timer is not None:
+            self._announce_timer.schedule(self.announcer.next_deadline())
+        return spoke
+
+    def _announce_tick(self, now: float) -> None:
+        self.announcer.tick(now)
+        self._dispatch()
+
     def set_muted(self, muted: bool) -> None:
         """The privacy switch, kept across restarts (``Daemon.levels``)."""
         self.levels.set_muted(muted)
@@ -804,6 +865,8 @@ class Daemon:
                 self.reconnect(action.reason, immediate=action.immediate)
             for observer in self._observers:
                 observer(action)
+        if self._announce_step():
+            self._dispatch()  # the session's events for it
         self._schedule_tick()
 
     def _follow_up(self, state: State) -> None:

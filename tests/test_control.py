@@ -1,0 +1,215 @@
+"""The control socket end to end: the real daemon in this process against the loopback
+simulator over real websockets and ALSA file devices; the CLI's commands as a user runs
+them (``appliance status|say|ask|mute|volume``), through the socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from daemon_env import running
+
+from appliance import cli
+from appliance.config import Config, parse_config
+from appliance.core.session import Action, Play, Transcript
+from appliance.core.state import State
+from appliance.credentials import ApiKey
+from appliance.daemon import Daemon
+from realtime_sim.server import RealtimeSimulator
+
+if TYPE_CHECKING:
+    from alsa_env import AlsaEnv
+
+pytest_plugins = ["alsa_env"]
+
+KEY = "dGVzdDpjb250cm9sLWtleQ=="
+
+
+@pytest.fixture(autouse=True)
+def silent_mic(alsa_env: AlsaEnv) -> Iterator[None]:
+    alsa_env.write_mic(np.zeros(16000 * 60, dtype=np.int16))
+    yield
+
+
+def config(url: str, sock: Path, **control: Any) -> Config:
+    return parse_config({
+        "realtime": {"url": url},
+        "audio": {"capture_device": "mic", "playback_device": "spk"},
+        "gate": {"mode": "push_to_talk"},
+        "gpio": {"enabled": False},
+        "control": {"socket": str(sock), **control},
+    })
+
+
+async def cli_run(*argv: str) -> tuple[int, str, str]:
+    """``appliance ARGV`` in a subprocess, as a user runs it."""
+    proc = await asyncio.create_subprocess_exec(
+        *cli_argv(), *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def cli_argv() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "appliance.cli"]
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.actions: list[Action] = []
+
+    def __call__(self, action: Action) -> None:
+        self.actions.append(action)
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [a for a in self.actions if isinstance(a, kind)]
+
+
+async def until(what: Callable[[], bool], timeout: float, why: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {why}")
+        await asyncio.sleep(0.05)
+
+
+def test_cli_commands_through_the_socket(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sock = tmp_path / "control.sock"
+
+    async def scenario() -> tuple[Daemon, RealtimeSimulator, Seen, dict[str, Any]]:
+        out: dict[str, Any] = {}
+        async with RealtimeSimulator(api_key=KEY, profile="fast", reply_pace=20) as sim:
+            seen = Seen()
+            daemon = Daemon(config(sim.url, sock), ApiKey(KEY, "test"), observers=[seen])
+            async with running(daemon):
+                await until(lambda: daemon.session.state is State.READY and sock.exists(), 10, "ready")
+                out["mode"] = stat.S_IMODE(os.stat(sock).st_mode)
+                out["status"] = await cli_run("status", "--socket", str(sock))
+                # An announcement: the earcon, then an out-of-band response that is spoken.
+                plays = len(seen.of(Play))
+                out["say"] = await cli_run("say", "--socket", str(sock), "Dinner", "is", "ready")
+                await until(lambda: len(seen.of(Play)) > plays and daemon.session.state is State.READY, 10, "the announcement")
+                # A prompt the agent answers in the conversation.
+                out["ask"] = await cli_run("ask", "--socket", str(sock), "Shall I order pizza?")
+                await until(lambda: sum(1 for t in seen.of(Transcript) if t.role == "agent") >= 2 and daemon.session.state is State.READY, 10, "the answer")
+                out["mute"] = await cli_run("mute", "--socket", str(sock), "on")
+                out["muted_state"] = daemon.session.state
+                out["unmute"] = await cli_run("mute", "--socket", str(sock), "off")
+                out["volume"] = await cli_run("volume", "--socket", str(sock), "40")
+                out["bad"] = await cli_run("volume", "--socket", str(sock), "140")
+                out["status2"] = await cli_run("status", "--socket", str(sock))
+            return daemon, sim, seen, out
+
+    with caplog.at_level(logging.INFO):
+        daemon, sim, seen, out = asyncio.run(scenario())
+    assert out["mode"] == 0o600
+    code, text, _ = out["status"]
+    assert code == 0 and "state: ready" in text and f"session: {daemon.session.session_id}" in text
+    assert out["say"][0] == 0 and out["say"][1].strip() == "say: speaking"
+    # The service got the announcement as an out-of-band response in the session's voice.
+    creates = [e for e in sim.received if e["type"] == "response.create"]
+    oob = creates[0]["response"]
+    assert oob["conversation"] == "none" and oob["instructions"] == "Say exactly: Dinner is ready"
+    agent = [t.text for t in seen.of(Transcript) if t.role == "agent"]
+    assert agent[0] == "Dinner is ready"
+    # Not in the conversation: the simulator holds no item of it.
+    texts = json.dumps([r.item for r in sim.sessions[0].conversation.records()])
+    assert "Dinner is ready" not in texts
+    # The earcon played first (the wake cue by default).
+    assert "wake" in daemon.earcons.played
+    # ask: a user text item, then a response in the conversation.
+    assert out["ask"][0] == 0
+    items = [e for e in sim.received if e["type"] == "conversation.item.create"]
+    assert items[-1]["item"]["content"] == [{"type": "input_text", "text": "Shall I order pizza?"}]
+    assert "Shall I order pizza?" in agent[1]
+    assert out["mute"][1].strip() == "mute: on" and out["muted_state"] is State.MUTED
+    assert out["unmute"][1].strip() == "mute: off"
+    # No mixer on the file devices: the volume's error names the mixer control, in one line.
+    code, _, err = out["volume"]
+    assert code == 1 and "Master" in err and err.count("\n") == 1
+    code, _, err = out["bad"]
+    assert code == 2 and "0 to 100" in err
+    code, text, _ = out["status2"]
+    assert "mute: off" in text
+    assert not sock.exists()  # removed at stop
+
+
+def test_not_running_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["status", "--socket", str(tmp_path / "none.sock")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == f"appliance: the daemon is not running (nothing listens on {tmp_path / 'none.sock'})\n"
+
+
+def test_offline_announcement_plays_the_earcon_and_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sock = tmp_path / "c.sock"
+
+    async def scenario() -> tuple[Daemon, str]:
+        # Nothing listens at this URL: the daemon is offline between attempts.
+        cfg = config("ws://127.0.0.1:9/", sock)
+        daemon = Daemon(cfg, ApiKey(KEY, "test"))
+        async with running(daemon):
+            await until(lambda: daemon.session.state is State.OFFLINE and sock.exists(), 10, "offline")
+            code, text, _ = await cli_run("say", "--socket", str(sock), "Door is open")
+            await asyncio.sleep(0.2)
+        return daemon, text
+
+    with caplog.at_level(logging.INFO):
+        daemon, text = asyncio.run(scenario())
+    assert text.strip() == "say: dropped"
+    assert "wake" in daemon.earcons.played
+    assert any("not spoken" in r.getMessage() and "Door is open" in r.getMessage() for r in caplog.records)
+
+
+def test_group_makes_the_socket_0660(tmp_path: Path) -> None:
+    import grp
+
+    group = grp.getgrgid(os.getgid()).gr_name
+    sock = tmp_path / "g.sock"
+
+    async def scenario() -> int:
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim:
+            daemon = Daemon(config(sim.url, sock, group=group), ApiKey(KEY, "test"))
+            async with running(daemon):
+                await until(sock.exists, 10, "the socket")
+                return stat.S_IMODE(os.stat(sock).st_mode)
+
+    assert asyncio.run(scenario()) == 0o660
+
+
+def test_bad_requests_get_one_line_errors() -> None:
+    from appliance.control import BadRequest, handle
+
+    class Host:
+        def status(self) -> dict[str, Any]:
+            return {}
+
+        def announce(self, text: str, *, ask: bool) -> str:
+            return "queued"
+
+        def set_muted(self, muted: bool) -> None:
+            pass
+
+        def set_volume(self, percent: int) -> int:
+            return percent
+
+    for req, words in [
+        ([], '"command"'),
+        ({"command": "say"}, '"text"'),
+        ({"command": "mute", "on": "yes"}, '"on"'),
+        ({"command": "fly"}, "unknown command"),
+    ]:
+        with pytest.raises(BadRequest, match=words):
+            handle(Host(), req)
