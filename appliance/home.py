@@ -105,6 +105,10 @@ class Home:
             "announcements_waiting": d.announcer.queued,
         }
 
+    def levels(self) -> tuple[bool, int | None]:
+        """The mute and the volume as they are now (set here, by a button or by voice)."""
+        return self._daemon.levels.muted, self._daemon.levels.volume
+
     def announce(self, text: str, *, ask: bool) -> str:
         return self._daemon.announce(text, ask=ask).value
 
