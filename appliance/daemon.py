@@ -190,6 +190,7 @@ class Daemon:
         c = config.control
         self.announcer = Announcer(c.announce_earcon, c.announce_wait_s)
         self._announce_timer: DeadlineTimer | None = None
+        self._saying = False  # a "say" is under way: no follow-up window after it
         self.facts = Facts(transcripts=config.logging.transcripts)
         self._observers = [*self._observers, self.facts]
 
@@ -559,6 +560,7 @@ class Daemon:
             elif isinstance(action, Speak):
                 item = action.announcement
                 self.session.announce(item.text, self._now(), ask=item.kind is Kind.ASK)
+                self._saying = item.kind is Kind.SAY
                 spoke = True
             elif isinstance(action, Dropped):
                 a = action.announcement
@@ -873,6 +875,10 @@ class Daemon:
         """Wake mode: a reply just ended (speaking or thinking, then ready), so the front end
         listens without the wake word for ``[gate] follow_up_s``."""
         before, self._last_state = self._last_state, state
+        if self._saying and state not in (State.THINKING, State.SPEAKING):
+            # An announcement is not a question: the user needs the wake word to answer.
+            self._saying = False
+            return
         if (
             state is State.READY
             and before in (State.SPEAKING, State.THINKING)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+
+from session_steps import feed, new_session, ready_session, sent
+
 from appliance.core.announce import (
     MAX_QUEUED,
     Announcer,
@@ -12,6 +16,7 @@ from appliance.core.announce import (
     Outcome,
     Speak,
 )
+from appliance.core.state import State
 
 QUIET, BUSY, DOWN = Availability.QUIET, Availability.BUSY, Availability.UNAVAILABLE
 
@@ -81,3 +86,40 @@ def test_a_full_queue_drops_the_newest() -> None:
     (dropped,) = a.take()
     assert isinstance(dropped, Dropped) and dropped.announcement.text == "one too many"
     assert a.queued == MAX_QUEUED
+
+
+# --- the session's side: Session.quiet / Session.announce ----------------------------------------
+
+
+def test_session_is_quiet_only_when_configured_and_idle() -> None:
+    assert not new_session().quiet()
+    s = ready_session({"gate": {"mode": "vad"}})
+    assert s.quiet()
+    s.speech_started(1.0)
+    assert not s.quiet()  # the user speaks
+    s.speech_stopped(900, 2.0)
+    assert not s.quiet()  # a response is expected
+    feed(s, {"type": "response.created", "response": {"id": "resp_1"}}, 2.1)
+    feed(s, {"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "i",
+             "delta": base64.b64encode(b"\0\0" * 240).decode()}, 2.2)
+    feed(s, {"type": "response.done", "response": {"id": "resp_1", "status": "completed"}}, 2.3)
+    s.playback_started("i")
+    assert not s.quiet()  # its audio still plays
+    s.playback_idle(3.0)
+    assert s.quiet()
+
+
+def test_say_is_an_out_of_band_response_and_ask_a_user_item() -> None:
+    s = ready_session()
+    s.announce("Dinner is ready", 5.0)
+    (create,) = sent(s.take())
+    assert create == {"type": "response.create", "response": {
+        "conversation": "none", "instructions": "Say exactly: Dinner is ready",
+        "tool_choice": "none", "metadata": {"appliance": "announcement"}}}
+    assert s.state is State.THINKING and not s.quiet()
+    s = ready_session()
+    s.announce("What's the weather?", 5.0, ask=True)
+    item, create = sent(s.take())
+    assert item["item"]["content"] == [{"type": "input_text", "text": "What's the weather?"}]
+    assert create == {"type": "response.create"}
+    assert s.response_deadline() == 5.0 + s._options.response_timeout_s

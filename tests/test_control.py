@@ -20,7 +20,7 @@ from daemon_env import running
 
 from appliance import cli
 from appliance.config import Config, parse_config
-from appliance.core.session import Action, Play, Transcript
+from appliance.core.session import Action, Play, StateChanged, Transcript
 from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
@@ -213,3 +213,69 @@ def test_bad_requests_get_one_line_errors() -> None:
     ]:
         with pytest.raises(BadRequest, match=words):
             handle(Host(), req)
+
+
+def test_wake_mode_listens_after_an_ask_but_not_after_a_say(tmp_path: Path) -> None:
+    """A follow-up window (no wake word needed) opens after the agent's answer to an ask,
+    not after an announcement, which is not a question."""
+
+    async def scenario() -> tuple[list[State], list[State]]:
+        async with RealtimeSimulator(api_key=KEY, profile="fast", reply_pace=20) as sim:
+            cfg = parse_config({
+                "realtime": {"url": sim.url},
+                "audio": {"capture_device": "mic", "playback_device": "spk"},
+                "gate": {"mode": "wake", "follow_up_s": 3},
+                "gpio": {"enabled": False},
+                "control": {"enabled": False},
+            })
+            seen = Seen()
+            daemon = Daemon(cfg, ApiKey(KEY, "test"), observers=[seen])
+
+            def states() -> list[State]:
+                return [a.state for a in seen.of(StateChanged)]
+
+            async with running(daemon):
+                await until(lambda: daemon.session.state is State.READY, 10, "ready")
+                mark = len(states())
+                daemon.announce("The door is open")
+                await until(lambda: State.SPEAKING in states()[mark:] and daemon.session.state is State.READY, 10, "the say")
+                await asyncio.sleep(0.5)
+                after_say = states()[mark:]
+                mark = len(states())
+                daemon.announce("Ask me about the weather", ask=True)
+                await until(lambda: State.LISTENING in states()[mark:], 10, "the follow-up window")
+                after_ask = states()[mark:]
+            return after_say, after_ask
+
+    after_say, after_ask = asyncio.run(scenario())
+    assert after_say[-1] is State.READY and State.LISTENING not in after_say
+    i = after_ask.index(State.SPEAKING)
+    assert after_ask[i + 1 : i + 3] == [State.READY, State.LISTENING]
+
+
+def test_an_announcement_waits_for_the_reply_in_progress(tmp_path: Path) -> None:
+    async def scenario() -> tuple[str, list[tuple[str, State]], RealtimeSimulator, Seen]:
+        async with RealtimeSimulator(api_key=KEY, profile="fast", reply_pace=2.0) as sim:
+            seen = Seen()
+            cfg = config(sim.url, tmp_path / "q.sock")
+            daemon = Daemon(cfg, ApiKey(KEY, "test"), observers=[seen])
+            order: list[tuple[str, State]] = []
+            async with running(daemon):
+                await until(lambda: daemon.session.state is State.READY, 10, "ready")
+                daemon.set_talking(True)
+                await asyncio.sleep(0.5)
+                daemon.set_talking(False)
+                await until(lambda: daemon.session.state is State.SPEAKING, 10, "the reply")
+                outcome = daemon.announce("Timer done").value
+                order.append(("asked", daemon.session.state))
+                await until(lambda: len([t for t in seen.of(Transcript) if t.role == "agent"]) >= 2 and daemon.session.state is State.READY, 15, "the announcement")
+            return outcome, order, sim, seen
+
+    outcome, order, sim, seen = asyncio.run(scenario())
+    assert outcome == "queued" and order == [("asked", State.SPEAKING)]
+    creates = [e for e in sim.received if e["type"] == "response.create"]
+    assert "response" not in creates[0] and creates[1]["response"]["conversation"] == "none"
+    # The reply was heard whole (no barge-in, no truncate), then the announcement.
+    assert not [e for e in sim.received if e["type"] in ("response.cancel", "conversation.item.truncate")]
+    agent = [t.text for t in seen.of(Transcript) if t.role == "agent"]
+    assert agent[-1] == "Timer done"
