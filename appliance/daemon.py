@@ -79,7 +79,7 @@ from appliance.deadline import DeadlineTimer
 from appliance.earcons import load_earcons
 from appliance.errors import AudioDeviceError, AuthenticationError, ConfigError, TransportError
 from appliance.gpio import Gpio, open_gpio
-from appliance.home import Facts, run_home
+from appliance.home import Facts, reload_home, run_home
 from appliance.logs import set_level
 from appliance.mixer import Mixer
 from appliance.notify import Notifier, watchdog_interval
@@ -611,12 +611,14 @@ class Daemon:
                 )
                 return
         old_gpio = self.config.gpio
+        old_config = self.config
         self.notifier.reloading()
         self._reloading = True
         try:
             self.config = new
             if sounds is not None:
                 self.earcons.sounds = sounds
+            reload_home(self.announcer, old_config, new)
             self.session.reconfigure(session_settings(new), plan.session_update)
             self._dispatch()
             if plan.log_level:
