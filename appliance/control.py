@@ -170,6 +170,9 @@ class ControlServer:
             return handle(self._host, request)
         except BadRequest as exc:
             return {"ok": False, "error": str(exc)}
+        except Exception as exc:
+            log.exception("control: %s failed", request.get("command") if isinstance(request, dict) else "?")
+            return {"ok": False, "error": f"the daemon failed: {exc.__class__.__name__}: {exc}"}
 
 
 def _remove_stale(path: Path) -> None:

@@ -101,7 +101,6 @@ def discovery(settings: MqttSettings, entity: Entity, topics: Topics) -> dict[st
     config: dict[str, Any] = {
         "name": entity.name,
         "unique_id": f"{settings.node_id}_{entity.key}",
-        "object_id": f"{settings.node_id}_{entity.key}",
         "availability_topic": topics.availability,
         "payload_available": ONLINE,
         "payload_not_available": OFFLINE,

@@ -151,11 +151,14 @@ async def run_home(daemon: Daemon, facts: Facts) -> None:
             server = None
     try:
         if daemon.config.mqtt.enabled:
-            from appliance.mqtt import run_bridge
+            try:
+                from appliance.mqtt import run_bridge
 
-            await run_bridge(daemon.config, home)
-        else:
-            await asyncio.Event().wait()  # until cancelled
+                await run_bridge(daemon.config, home)
+            except Exception:
+                # A bug in the bridge must not take the voice path down with the task group.
+                log.exception("mqtt: the Home Assistant bridge stopped")
+        await asyncio.Event().wait()  # until cancelled
     finally:
         if server is not None:
             await server.close()
