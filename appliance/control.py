@@ -52,6 +52,10 @@ class ControlHost(Protocol):
     def set_volume(self, percent: int) -> int: ...
 
 
+class NoDirectory(ApplianceError):
+    """The socket's directory is missing: run by hand, not as the service."""
+
+
 class BadRequest(Exception):
     """A request the socket cannot act on; its message is the client's error line."""
 
@@ -99,6 +103,11 @@ class ControlServer:
     async def start(self) -> None:
         """Bind the socket; an ``ApplianceError`` naming the path when it cannot be."""
         group = self._group_id()
+        if not self._path.parent.is_dir():
+            raise NoDirectory(
+                f"no control socket: {self._path.parent} does not exist (the service's "
+                "RuntimeDirectory= makes it; by hand, set [control] socket)"
+            )
         _remove_stale(self._path)
         try:
             self._server = await asyncio.start_unix_server(
@@ -183,7 +192,13 @@ def _remove_stale(path: Path) -> None:
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise ApplianceError(f"control.socket: {path} exists and is not a socket")
-    path.unlink()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody answers: it is stale
+            return
+    raise ApplianceError(f"control.socket: another daemon is listening on {path}")
 
 
 def _line(obj: dict[str, Any]) -> bytes:

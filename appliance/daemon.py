@@ -55,6 +55,8 @@ from appliance.core.announce import (
     Kind,
     Outcome,
     Speak,
+    quiet,
+    speak,
 )
 from appliance.core.backoff import Backoff
 from appliance.core.cues import Cues, EndOfStream, Enqueue, Hold, Route
@@ -546,7 +548,7 @@ class Daemon:
     def _availability(self) -> Availability:
         if self.session.state in (State.OFFLINE, State.ERROR):
             return Availability.UNAVAILABLE
-        return Availability.QUIET if self.session.quiet() else Availability.BUSY
+        return Availability.QUIET if quiet(self.session) else Availability.BUSY
 
     def _announce_step(self) -> bool:
         """Route the announcer's actions; True when the session was asked to speak."""
@@ -559,7 +561,7 @@ class Daemon:
                 self.cue(action.name)
             elif isinstance(action, Speak):
                 item = action.announcement
-                self.session.announce(item.text, self._now(), ask=item.kind is Kind.ASK)
+                speak(self.session, item.text, self._now(), ask=item.kind is Kind.ASK)
                 self._saying = item.kind is Kind.SAY
                 spoke = True
             elif isinstance(action, Dropped):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from appliance.control import ControlServer
+from appliance.control import ControlServer, NoDirectory
 from appliance.core.actions import Action, StateChanged, Transcript, TurnTimings
 from appliance.core.state import State
 from appliance.errors import ApplianceError
@@ -146,6 +146,9 @@ async def run_home(daemon: Daemon, facts: Facts) -> None:
         server = ControlServer(daemon.config.control, home)
         try:
             await server.start()
+        except NoDirectory as exc:
+            log.info("%s", exc)
+            server = None
         except (ApplianceError, OSError) as exc:  # the voice path does not stop for it
             log.error("control socket not available: %s", exc, extra={"ERROR_CODE": "config"})
             server = None

@@ -15,6 +15,8 @@ from appliance.core.announce import (
     Kind,
     Outcome,
     Speak,
+    quiet,
+    speak,
 )
 from appliance.core.state import State
 
@@ -88,37 +90,37 @@ def test_a_full_queue_drops_the_newest() -> None:
     assert a.queued == MAX_QUEUED
 
 
-# --- the session's side: Session.quiet / Session.announce ----------------------------------------
+# --- the session's side: quiet(session) / speak(session, ...) ----------------------------------------
 
 
 def test_session_is_quiet_only_when_configured_and_idle() -> None:
-    assert not new_session().quiet()
+    assert not quiet(new_session())
     s = ready_session({"gate": {"mode": "vad"}})
-    assert s.quiet()
+    assert quiet(s)
     s.speech_started(1.0)
-    assert not s.quiet()  # the user speaks
+    assert not quiet(s)  # the user speaks
     s.speech_stopped(900, 2.0)
-    assert not s.quiet()  # a response is expected
+    assert not quiet(s)  # a response is expected
     feed(s, {"type": "response.created", "response": {"id": "resp_1"}}, 2.1)
     feed(s, {"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "i",
              "delta": base64.b64encode(b"\0\0" * 240).decode()}, 2.2)
     feed(s, {"type": "response.done", "response": {"id": "resp_1", "status": "completed"}}, 2.3)
     s.playback_started("i")
-    assert not s.quiet()  # its audio still plays
+    assert not quiet(s)  # its audio still plays
     s.playback_idle(3.0)
-    assert s.quiet()
+    assert quiet(s)
 
 
 def test_say_is_an_out_of_band_response_and_ask_a_user_item() -> None:
     s = ready_session()
-    s.announce("Dinner is ready", 5.0)
+    speak(s, "Dinner is ready", 5.0)
     (create,) = sent(s.take())
     assert create == {"type": "response.create", "response": {
         "conversation": "none", "instructions": "Say exactly: Dinner is ready",
         "tool_choice": "none", "metadata": {"appliance": "announcement"}}}
-    assert s.state is State.THINKING and not s.quiet()
+    assert s.state is State.THINKING and not quiet(s)
     s = ready_session()
-    s.announce("What's the weather?", 5.0, ask=True)
+    speak(s, "What's the weather?", 5.0, ask=True)
     item, create = sent(s.take())
     assert item["item"]["content"] == [{"type": "input_text", "text": "What's the weather?"}]
     assert create == {"type": "response.create"}

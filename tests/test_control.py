@@ -45,7 +45,7 @@ def config(url: str, sock: Path, **control: Any) -> Config:
         "realtime": {"url": url},
         "audio": {"capture_device": "mic", "playback_device": "spk"},
         "gate": {"mode": "push_to_talk"},
-        "gpio": {"enabled": False},
+        "gpio": {"enabled": False, "mixer_control": "NoSuchCtl"},
         "control": {"socket": str(sock), **control},
     })
 
@@ -136,9 +136,9 @@ def test_cli_commands_through_the_socket(tmp_path: Path, caplog: pytest.LogCaptu
     assert "Shall I order pizza?" in agent[1]
     assert out["mute"][1].strip() == "mute: on" and out["muted_state"] is State.MUTED
     assert out["unmute"][1].strip() == "mute: off"
-    # No mixer on the file devices: the volume's error names the mixer control, in one line.
+    # No such mixer control: the volume's error names it, in one line.
     code, _, err = out["volume"]
-    assert code == 1 and "Master" in err and err.count("\n") == 1
+    assert code == 1 and "NoSuchCtl" in err and err.count("\n") == 1, err
     code, _, err = out["bad"]
     assert code == 2 and "0 to 100" in err
     code, text, _ = out["status2"]
@@ -279,3 +279,41 @@ def test_an_announcement_waits_for_the_reply_in_progress(tmp_path: Path) -> None
     assert not [e for e in sim.received if e["type"] in ("response.cancel", "conversation.item.truncate")]
     agent = [t.text for t in seen.of(Transcript) if t.role == "agent"]
     assert agent[-1] == "Timer done"
+
+
+def test_a_second_daemon_does_not_take_a_live_socket(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sock = tmp_path / "one.sock"
+
+    async def scenario() -> tuple[int, int]:
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim:
+            first = Daemon(config(sim.url, sock), ApiKey(KEY, "test"))
+            async with running(first):
+                await until(sock.exists, 10, "the first socket")
+                inode = os.stat(sock).st_ino
+                second = Daemon(config(sim.url, sock), ApiKey(KEY, "test"))
+                async with running(second):
+                    await until(lambda: second.session.state is State.READY, 10, "the second")
+                    code, _, _ = await cli_run("status", "--socket", str(sock))
+                return inode, os.stat(sock).st_ino if code == 0 else -1
+
+    with caplog.at_level(logging.INFO):
+        before, after = asyncio.run(scenario())
+    assert before == after  # the first one's socket was left alone, and still answers
+    assert any("another daemon is listening" in r.getMessage() for r in caplog.records)
+
+
+def test_no_runtime_directory_is_an_info_line_not_an_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sock = tmp_path / "missing" / "c.sock"
+
+    async def scenario() -> State:
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim:
+            daemon = Daemon(config(sim.url, sock), ApiKey(KEY, "test"))
+            async with running(daemon):
+                await until(lambda: daemon.session.state is State.READY, 10, "ready")
+                return daemon.session.state
+
+    with caplog.at_level(logging.INFO):
+        assert asyncio.run(scenario()) is State.READY
+    lines = [r for r in caplog.records if "no control socket" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

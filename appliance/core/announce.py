@@ -18,7 +18,11 @@ The rules:
 Inputs: ``request(text, kind, now, availability)``, ``update(availability, now)`` after each
 change the daemon routes, and ``tick(now)`` at ``next_deadline()``. Outputs: ``Cue`` /
 ``Speak`` / ``Dropped`` drained with ``take()``. No timers, threads or clock reads.
-Imports only the standard library.
+
+The session's side, ``quiet(session)`` and ``speak(session, ...)``, is here too, as
+``appliance.core.server_events`` acts on the session: functions that use its internals, so
+the session module stays the state machine. Imports the standard library and
+``appliance.core``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ import enum
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from appliance.core.protocol import CreateResponse, UserText
+
+if TYPE_CHECKING:
+    from appliance.core.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +171,35 @@ class Announcer:
     def _cue(self) -> None:
         if self.earcon:
             self._actions.append(Cue(self.earcon))
+
+
+# --- the session's side --------------------------------------------------------------------
+
+SAY_PREFIX = "Say exactly: "
+
+
+def quiet(s: Session) -> bool:
+    """Configured, and no turn, reply, call or wake-word window under way."""
+    return s._configured and not s._busy()
+
+
+def speak(s: Session, text: str, now: float, *, ask: bool = False) -> None:
+    """Have the session speak ``text`` now (call when ``quiet``): an out-of-band response in
+    the session's voice that stays out of the conversation (the model is not to call tools
+    for it); ``ask``: a user text item and a response, answered within the conversation
+    (as the greeting is)."""
+    options: dict[str, Any] | None = None
+    if ask:
+        s._send(UserText(text, event_id=s._next_id()))
+    else:
+        options = {
+            "conversation": "none",
+            "instructions": SAY_PREFIX + text,
+            "tool_choice": "none",
+            "metadata": {"appliance": "announcement"},
+        }
+    if s._reply.request(now):
+        s._send(CreateResponse(options, event_id=s._next_id()))
+    s._awaiting_reply = True
+    s._last_activity = now
+    s._refresh()

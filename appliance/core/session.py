@@ -54,7 +54,6 @@ from appliance.core.protocol import (
     Malformed,
     SessionUpdate,
     Truncate,
-    UserText,
     check_pcm,
 )
 from appliance.core.reply import Reply
@@ -343,32 +342,6 @@ class Session:
             self._tools_need_response = False
             self._request_response(now)
             self._awaiting_reply = True
-
-    # --- announcements (``appliance.core.announce`` decides when) --------------------------
-
-    def quiet(self) -> bool:
-        """Configured, and no turn, reply, call or wake-word window under way."""
-        return self._configured and not self._busy()
-
-    def announce(self, text: str, now: float, *, ask: bool = False) -> None:
-        """Speak ``text`` at a quiet moment: an out-of-band response in the session's voice
-        that does not enter the conversation; ``ask``: a user text item and a response, so
-        the agent answers it within the conversation (as the greeting)."""
-        if ask:
-            self._send(UserText(text, event_id=self._next_id()))
-            options = None
-        else:
-            options = {
-                "conversation": "none",
-                "instructions": f"Say exactly: {text}",
-                "tool_choice": "none",
-                "metadata": {"appliance": "announcement"},
-            }
-        if self._reply.request(now):
-            self._send(CreateResponse(options, event_id=self._next_id()))
-        self._awaiting_reply = True
-        self._last_activity = now
-        self._refresh()
 
     # --- time: deadlines, renewal, conversation policy -------------------------------------
 
