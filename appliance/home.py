@@ -23,9 +23,7 @@ from appliance.core.state import State
 from appliance.errors import ApplianceError
 
 if TYPE_CHECKING:
-    from appliance.core.announce import Announcer
     from appliance.daemon import Daemon
-    from appliance.settings import Config
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +102,7 @@ class Home:
                 if s.last_latency_ms is not None
                 else None
             ),
-            "announcements_waiting": d.announcer.queued,
+            "announcements_waiting": d.announcements.core.queued,
         }
 
     def levels(self) -> tuple[bool, int | None]:
@@ -122,15 +120,6 @@ class Home:
         volume = self._daemon.levels.set_volume(percent)
         self.facts.update(volume=volume)
         return volume
-
-
-def reload_home(announcer: Announcer, old: Config, new: Config) -> None:
-    """A reload: the announcement keys apply at once; the socket and the broker at a restart
-    (a reload must not drop a Home Assistant connection or a CLI in the middle of a request)."""
-    c, o = new.control, old.control
-    announcer.earcon, announcer.max_wait_s = c.announce_earcon, c.announce_wait_s
-    if (c.enabled, c.socket, c.group) != (o.enabled, o.socket, o.group) or new.mqtt != old.mqtt:
-        log.warning("reload: the [control] socket keys and [mqtt] apply at the next restart")
 
 
 async def run_home(daemon: Daemon, facts: Facts) -> None:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from appliance.config import parse_config
-from appliance.core.announce import Announcer
+from appliance.app.announcements import Announcements
+from appliance.config import parse_config, session_settings
+from appliance.core.session import Session
 from appliance.errors import ConfigError
-from appliance.home import reload_home
 
 
 def error_of(data: dict[str, Any]) -> str:
@@ -46,10 +46,13 @@ def test_errors_name_the_key(data: dict[str, Any], expected: str) -> None:
 
 def test_reload_applies_the_announcement_keys_and_warns_about_the_rest(caplog: pytest.LogCaptureFixture) -> None:
     old = parse_config({})
-    a = Announcer(old.control.announce_earcon, old.control.announce_wait_s)
+    announcements = Announcements(
+        old, Session(session_settings(old)), cue=lambda name: True, dispatch=lambda: None
+    )
     with caplog.at_level(logging.WARNING):
-        reload_home(a, old, parse_config({"control": {"announce_earcon": "", "announce_wait_s": 30}}))
+        announcements.reload(old, parse_config({"control": {"announce_earcon": "", "announce_wait_s": 30}}))
+    a = announcements.core
     assert (a.earcon, a.max_wait_s) == ("", 30.0)
     assert not caplog.records
-    reload_home(a, old, parse_config({"mqtt": {"enabled": True}}))
+    announcements.reload(old, parse_config({"mqtt": {"enabled": True}}))
     assert any("[mqtt] apply at the next restart" in r.getMessage() for r in caplog.records)
