@@ -7,7 +7,7 @@ expiry timer, and whether a reply that just ended was a "say" (no wake-mode foll
 window after it: an announcement is not a question). Everything runs on the loop thread.
 
 Imports: the standard library, ``appliance.config``, ``appliance.core``,
-``appliance.deadline`` (imported by ``app.router`` only as its ``AfterDispatch``).
+``appliance.deadline``. The router knows it only as its ``AfterDispatch``.
 """
 
 from __future__ import annotations
