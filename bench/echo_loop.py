@@ -192,8 +192,8 @@ async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
     from appliance.credentials import ApiKey
     from appliance.daemon import Daemon
     from appliance.demo import DEMO_KEY, demo_config
-    from appliance.simulator.room import agent_speech, set_level, user_speech
-    from appliance.simulator.server import RealtimeSimulator
+    from realtime_sim.room import agent_speech, set_level, user_speech
+    from realtime_sim.server import RealtimeSimulator
 
     out = Outcome(case)
     reply_dbfs = USER_DBFS + case.echo_db
