@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.core.listen import GateMode, ListenSettings
+from appliance.core.endpoint import EndpointSettings
+from appliance.core.listen import Detector, GateMode, ListenSettings
 from appliance.core.schema import SchemaError, check_schema
 from appliance.core.settings import BargeIn, SessionOptions
 from appliance.errors import ConfigError
@@ -302,6 +303,16 @@ class GateSettings:
     mode: str = "vad"
     """``vad`` (local voice activity), ``push_to_talk`` (button), ``always`` (server VAD) or
     ``wake`` (nothing until the wake word, then as ``vad``)."""
+    detector: str = "micro"
+    """The turn decision in ``vad`` mode and the wake-mode windows: ``micro`` (pymicro-vad,
+    woken by a level stage, with an adaptive end of turn; noise opens no turn) or ``webrtc``
+    (webrtcvad with the fixed ``hangover_ms``, the behaviour before)."""
+    end_complete_ms: int = 250
+    """``micro``: silence that ends a turn whose last phrase sounds complete."""
+    end_incomplete_ms: int = 1000
+    """``micro``: silence that ends a turn whose last phrase sounds unfinished."""
+    min_speech_ms: int = 200
+    """``micro``: a turn with less voiced speech is discarded (cleared, never answered)."""
     vad_aggressiveness: int = 2
     """webrtcvad aggressiveness, 0 (permissive) to 3 (strict)."""
     vad_frame_ms: int = 30
@@ -712,6 +723,10 @@ def _processing(t: _Table) -> ProcessingSettings:
 def _gate(t: _Table) -> GateSettings:
     s = GateSettings(
         mode=t.text("mode", "vad", GATE_MODES),
+        detector=t.text("detector", "micro", ("micro", "webrtc")),
+        end_complete_ms=t.whole("end_complete_ms", 250, 120, 5000),
+        end_incomplete_ms=t.whole("end_incomplete_ms", 1000, 120, 10000),
+        min_speech_ms=t.whole("min_speech_ms", 200, 0, 5000),
         vad_aggressiveness=t.whole("vad_aggressiveness", 2, 0, 3),
         vad_frame_ms=t.whole("vad_frame_ms", 30, choices=(10, 20, 30)),
         start_frames=t.whole("start_frames", 3, 1, 50),
@@ -731,6 +746,10 @@ def _gate(t: _Table) -> GateSettings:
     )
     if not s.wake_word:
         raise ConfigError(t.key("wake_word"), "must name a built-in wake word or a model file")
+    if s.end_incomplete_ms < s.end_complete_ms:
+        raise ConfigError(
+            t.key("end_incomplete_ms"), f"must not be below end_complete_ms ({s.end_complete_ms})"
+        )
     if s.start_frames > s.start_window:
         raise ConfigError(t.key("start_frames"), f"must not exceed start_window ({s.start_window})")
     if s.barge_in_aggressiveness < s.vad_aggressiveness:
@@ -978,9 +997,18 @@ def load_config(path: str | Path) -> Config:
 
 def listen_settings(gate: GateSettings) -> ListenSettings:
     """The capture-side listening policy's settings (``appliance.core.listen``) from ``[gate]``."""
+    micro = Detector(gate.detector) is Detector.MICRO
+    endpoint = EndpointSettings(
+        complete_ms=gate.end_complete_ms,
+        incomplete_ms=gate.end_incomplete_ms,
+        min_voiced_ms=gate.min_speech_ms,
+    )
     return ListenSettings(
         mode=GateMode(gate.mode),
-        frame_ms=gate.vad_frame_ms,
+        detector=Detector(gate.detector),
+        endpoint=endpoint,
+        guard_onset_ms=max(endpoint.onset_ms, gate.barge_in_min_speech_ms),
+        frame_ms=10 if micro else gate.vad_frame_ms,
         start_frames=gate.start_frames,
         start_window=gate.start_window,
         preroll_ms=gate.preroll_ms,

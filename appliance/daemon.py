@@ -49,7 +49,7 @@ from appliance.config import Config, GpioSettings, listen_settings, session_sett
 from appliance.controls import Levels
 from appliance.core.backoff import Backoff
 from appliance.core.cues import Cues, EndOfStream, Enqueue, Hold, Route
-from appliance.core.listen import Control, ControlState, GateMode
+from appliance.core.listen import Control, ControlState, Detector, GateMode
 from appliance.core.protocol import AppendAudio, ClientEvent, Incoming
 from appliance.core.session import (
     Action,
@@ -249,7 +249,9 @@ class Daemon:
         a, g = self.config.audio, self.config.gate
         settings = listen_settings(g)
         old = self.frontend
-        vad = WebRtcVad(g.vad_aggressiveness, g.vad_frame_ms) if settings.uses_detector else None
+        vad = None  # the micro detector is the front end's own
+        if settings.uses_detector and settings.detector is Detector.WEBRTC:
+            vad = WebRtcVad(g.vad_aggressiveness, g.vad_frame_ms)
         made: list[FrontEnd] = []
         if self._handoff is None:
             self._handoff = _Handoff(loop)
