@@ -8,9 +8,13 @@ near 0, which is what keeps room noise from opening turns. It keeps state betwee
 
 ``SpeechStage``: the model costs ~0.14 ms per 10 ms frame on x86 (~1.4 % of a core, about
 10 % of a Pi Zero 2 W core, if run on every frame), so it runs only when a cheap first stage
-says there may be speech: a 10 ms frame more than ``margin_db`` above the room's floor (the
-floor follows the quiet part of each listening block; stationary noise stays within a few dB
-of it). When that happens the model is reset and fed the last ``catchup_ms`` from a 16 kHz
+says there may be speech: a 10 ms frame more than ``margin_db`` above the room's floor,
+both measured after a first-difference pre-emphasis (the floor follows the quiet quarter of
+each listening block). Pre-emphasis takes out what makes room noise's short-time level jump:
+brown noise, fans and hum live below a few hundred Hz, where 10 ms hold only a few cycles;
+with it, pink, brown, white, fan, air-conditioner, mains hum and their mixtures stay within
+5.3 dB of the floor (30 s each at -45 dBFS), while speech, which lives above, rises well over
+it. When that happens the model is reset and fed the last ``catchup_ms`` from a 16 kHz
 history first, so its context is warm and the turn's onset is judged from before the first
 loud frame; it then runs on every frame until ``sleep_ms`` pass with nothing above the floor
 and no speech, and never sleeps inside a turn. A quiet room or steady noise costs one numpy
@@ -84,6 +88,7 @@ class SpeechStage:
         self._gap = False
         self.floor_db: float | None = None
         """The room's level (dBFS of a 10 ms frame's RMS) outside turns."""
+        self._floor_hp: float | None = None  # the same, pre-emphasized: what wakes the model
         self.awake = False
         self._quiet_ms = 0
         self.model_frames = 0
@@ -123,17 +128,16 @@ class SpeechStage:
         start = self._fed
         self._fed = start + n * FRAME_SAMPLES
         frames = ring.last(end - start)[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES)
-        energy = np.einsum("ij,ij->i", frames, frames, dtype=np.float64)
-        levels = 10 * np.log10(energy / FRAME_SAMPLES + 1.0) - _FULL_SCALE_DB
-        turn = in_turn()
-        if not turn:
-            self._follow_floor(levels)
-        assert self.floor_db is not None or turn
+        levels, high = _levels(frames)
+        if not in_turn():
+            self.floor_db = _follow(self.floor_db, levels)
+            self._floor_hp = _follow(self._floor_hp, high)
         floor = self.floor_db if self.floor_db is not None else float(levels.min())
-        loud = max(floor + self.margin_db, self.min_level_db)
+        floor_hp = self._floor_hp if self._floor_hp is not None else float(high.min())
+        loud = floor_hp + self.margin_db
         first = 0
         if not self.awake:
-            hot = np.flatnonzero(levels > loud)
+            hot = np.flatnonzero((high > loud) & (levels > self.min_level_db))
             if len(hot) == 0:
                 return
             first = int(hot[0])
@@ -148,35 +152,53 @@ class SpeechStage:
             on_wake(floor)
             if back:
                 pre = ring.last(end - at + back)[:back].reshape(-1, FRAME_SAMPLES)
-                e = np.einsum("ij,ij->i", pre, pre, dtype=np.float64)
-                pre_levels = 10 * np.log10(e / FRAME_SAMPLES + 1.0) - _FULL_SCALE_DB
-                self._run(pre, pre_levels.tolist(), end - at, loud, on_frame)
-        self._run(frames[first:], levels[first:].tolist(), end - start - n * FRAME_SAMPLES, loud, on_frame)
+                pre_levels, pre_high = _levels(pre)
+                self._run(pre, pre_levels, pre_high > loud, end - at, on_frame)
+        after = end - start - n * FRAME_SAMPLES
+        self._run(frames[first:], levels[first:], high[first:] > loud, after, on_frame)
         if self._quiet_ms >= self._sleep_ms and not in_turn():
             self.awake = False
 
     def _run(
-        self, frames: np.ndarray, levels: list[float], after: int, loud: float, on_frame: OnFrame
+        self,
+        frames: np.ndarray,
+        levels: np.ndarray,
+        loud: np.ndarray,
+        after: int,
+        on_frame: OnFrame,
     ) -> None:
-        """The model on ``frames`` (the last ends ``after`` samples before the ring's end)."""
+        """The model on ``frames`` (the last ends ``after`` samples before the ring's end);
+        ``loud``: which of them rose above the floor."""
         vad = self._vad
         rest = after + len(frames) * FRAME_SAMPLES
         self.model_frames += len(frames)
-        for frame, level in zip(frames, levels, strict=True):
+        for frame, level, above in zip(frames, levels.tolist(), loud.tolist(), strict=True):
             p = vad(frame.tobytes())
             rest -= FRAME_SAMPLES
-            if p >= self._threshold or level > loud:
+            if p >= self._threshold or above:
                 self._quiet_ms = 0
             else:
                 self._quiet_ms += FRAME_MS
             on_frame(p, level, rest)
 
-    def _follow_floor(self, levels: np.ndarray) -> None:
-        """The floor follows the quiet quarter of each block outside turns: down at once,
-        up over about a second (a fan switched on stops waking the model soon after)."""
-        k = len(levels) // 4
-        quiet = float(np.partition(levels, k)[k]) if k else float(levels.min())
-        if self.floor_db is None or quiet < self.floor_db:
-            self.floor_db = quiet
-        else:
-            self.floor_db += (quiet - self.floor_db) * min(1.0, len(levels) * FRAME_MS / 1000)
+
+def _levels(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per 10 ms frame: its level (dBFS) and its pre-emphasized level (dB, same reference)."""
+    x = frames.astype(np.float32)
+    high = x[:, 1:] - 0.95 * x[:, :-1]
+    energy = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    energy_hp = np.einsum("ij,ij->i", high, high, dtype=np.float64)
+    return (
+        10 * np.log10(energy / FRAME_SAMPLES + 1.0) - _FULL_SCALE_DB,
+        10 * np.log10(energy_hp / FRAME_SAMPLES + 1.0) - _FULL_SCALE_DB,
+    )
+
+
+def _follow(floor: float | None, levels: np.ndarray) -> float:
+    """A floor that follows the quiet quarter of each block outside turns: down at once, up
+    over about a second (a fan switched on stops waking the model soon after)."""
+    k = len(levels) // 4
+    quiet = float(np.partition(levels, k)[k]) if k else float(levels.min())
+    if floor is None or quiet < floor:
+        return quiet
+    return floor + (quiet - floor) * min(1.0, len(levels) * FRAME_MS / 1000)
