@@ -108,7 +108,8 @@ def test_micro_opens_on_speech_and_ends_at_a_pause_the_hint_calls_complete() -> 
     listener = Listener(MICRO, RATE)
     got = micro_frames(listener, [0.0] * 20 + [0.9] * 40 + [0.0] * 12)
     # Onset after 40 ms voiced; at 120 ms of silence the hint is asked for.
-    assert got == [(23, StartTurn(RATE * 300 // 1000)), (60 + 11, Hint())]
+    # The pre-roll counts back from the first voiced frame, 30 ms before the deciding one.
+    assert got == [(23, StartTurn(RATE * 330 // 1000)), (60 + 11, Hint())]
     assert listener.hint(0.9) is None  # 120 ms of silence, complete ends at 250 ms
     got = micro_frames(listener, [0.0] * 14)
     assert got == [(12, EndTurn(silence_ms=250))]
@@ -126,7 +127,7 @@ def test_micro_keeps_an_incomplete_phrase_open_through_its_pause() -> None:
 def test_micro_discards_a_turn_with_too_little_voiced_speech() -> None:
     listener = Listener(MICRO, RATE)
     got = micro_frames(listener, [0.9] * 10 + [0.0] * 200)
-    assert [d for _, d in got][0] == StartTurn(RATE * 300 // 1000)
+    assert [d for _, d in got][0] == StartTurn(RATE * 330 // 1000)
     ends = [d for _, d in got if isinstance(d, EndTurn)]
     assert ends == [EndTurn(discarded=True, silence_ms=1000)]  # no hint came: incomplete_ms
 

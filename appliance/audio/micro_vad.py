@@ -14,11 +14,16 @@ each listening block). Pre-emphasis takes out what makes room noise's short-time
 brown noise, fans and hum live below a few hundred Hz, where 10 ms hold only a few cycles;
 with it, pink, brown, white, fan, air-conditioner, mains hum and their mixtures stay within
 5.3 dB of the floor (30 s each at -45 dBFS), while speech, which lives above, rises well over
-it. When that happens the model is reset and fed the last ``catchup_ms`` from a 16 kHz
-history first, so its context is warm and the turn's onset is judged from before the first
-loud frame; it then runs on every frame until ``sleep_ms`` pass with nothing above the floor
-and no speech, and never sleeps inside a turn. A quiet room or steady noise costs one numpy
-pass per listening block.
+it.
+
+When the level stage fires, the model is fed the last ``catchup_ms`` from a 16 kHz history
+before the frame that woke it, so the onset is judged from before the first loud frame. The
+model is never reset: fresh, pymicro-vad answers 0 for most of its first second, while with
+the state it was left in (a room's noise, however long ago) 300 ms of catch-up find the first
+syllable within ~30 ms. Its very first wake therefore catches up ``warmup_ms`` instead. It
+then runs on every frame until ``sleep_ms`` pass with nothing above the floor and no speech,
+and never sleeps inside a turn. A quiet room or steady noise costs one numpy pass per
+listening block.
 
 Imports numpy, pymicro_vad and ``appliance.audio.ring``.
 """
@@ -72,6 +77,7 @@ class SpeechStage:
         margin_db: float = 6.0,
         min_level_db: float = -56.0,
         catchup_ms: int = 300,
+        warmup_ms: int = 1200,
         sleep_ms: int = 500,
         speech_threshold: float = 0.3,
         history_s: float = 2.0,
@@ -80,6 +86,8 @@ class SpeechStage:
         self.margin_db = margin_db
         self.min_level_db = min_level_db
         self._catchup = VAD_RATE * catchup_ms // 1000
+        self._warmup = VAD_RATE * warmup_ms // 1000
+        self._warm = False
         self._sleep_ms = sleep_ms
         self._threshold = speech_threshold
         self._ring = SampleRing(int(VAD_RATE * history_s))
@@ -143,12 +151,13 @@ class SpeechStage:
             first = int(hot[0])
             # Catch up from before the first loud frame, on the same 10 ms grid.
             at = start + first * FRAME_SAMPLES
-            back = min(self._catchup, at - self._fresh, at - (end - ring.capacity))
+            want = self._catchup if self._warm else self._warmup
+            self._warm = True
+            back = min(want, at - self._fresh, at - (end - ring.capacity))
             back = max(0, back) // FRAME_SAMPLES * FRAME_SAMPLES
             self.awake = True
             self._quiet_ms = 0
             self.wakeups += 1
-            self._vad.reset()
             on_wake(floor)
             if back:
                 pre = ring.last(end - at + back)[:back].reshape(-1, FRAME_SAMPLES)

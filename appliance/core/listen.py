@@ -390,8 +390,11 @@ class Listener:
 
     def _start(self, rest: int) -> StartTurn:
         self.streaming = True
-        # The pre-roll is counted back from the frame that opened the turn, the rest rides
-        # with it; in wake mode never from before the window (the wake word, its earcon).
+        # The pre-roll is counted back from the first voiced frame of the onset (webrtcvad:
+        # the frame that opened the turn), the rest rides with it; in wake mode never from
+        # before the window (the wake word, its earcon).
+        if self._ep is not None:
+            rest += int(self._ep.onset_lag_ms) * self.rate // 1000 - self.rate // 100
         if self.mode is GateMode.WAKE:
             back = min(self._preroll, self._now - rest - self._window_start) + rest
             lead = None
