@@ -1,7 +1,7 @@
 """Command line: ``appliance run|check|devices|simulate|demo``.
 
-Exit codes: 0 success, 1 ``check`` found a problem, 78 (EX_CONFIG) invalid config or no
-API key. Expected failures print one line naming what was wrong, never a traceback.
+Exit codes: 0 success, 1 ``check`` found a problem or a device test failed, 2 bad usage,
+78 (EX_CONFIG) invalid config or no API key. Expected failures print one line naming what was wrong, never a traceback.
 """
 
 from __future__ import annotations
@@ -30,7 +30,28 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, type=Path, help="TOML config file")
     check = sub.add_parser("check", help="validate the config and the environment")
     check.add_argument("--config", required=True, type=Path, help="TOML config file")
-    sub.add_parser("devices", help="list ALSA capture and playback PCMs")
+    devices = sub.add_parser(
+        "devices",
+        help="list sound cards and PCMs; test a speaker or microphone; write them to the config",
+    )
+    devices.add_argument("--test-speaker", metavar="DEVICE", help="play a short tone on DEVICE")
+    devices.add_argument(
+        "--test-mic", metavar="DEVICE", help="show DEVICE's level for a few seconds"
+    )
+    devices.add_argument(
+        "--seconds", type=float, default=5.0, help="how long --test-mic listens (default 5)"
+    )
+    devices.add_argument(
+        "--write",
+        action="store_true",
+        help="after the tests pass, set [audio] playback_device / capture_device in --config",
+    )
+    devices.add_argument(
+        "--config",
+        type=Path,
+        default=Path("/etc/appliance/appliance.toml"),
+        help="the config --write edits (default /etc/appliance/appliance.toml)",
+    )
     sim = sub.add_parser("simulate", help="run the loopback realtime simulator")
     sim.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (default 8765)")
     sim.add_argument(
@@ -66,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             return _check(args.config)
         if args.command == "devices":
-            return _devices()
+            return _devices(args)
         if args.command == "simulate":
             server = simulator_module("server")
             server.run_simulator(args.port, _simulator_key(), args.fault, profile=args.profile)
@@ -133,6 +154,7 @@ def _simulator_key() -> str:
 
 
 def _run(config_path: Path) -> int:
+    from appliance.audio.devices import forget_alsa_config, quiet_alsa_lib
     from appliance.config import load_config
     from appliance.credentials import load_api_key
     from appliance.daemon import Daemon
@@ -141,12 +163,14 @@ def _run(config_path: Path) -> int:
     config = load_config(config_path)
     key = load_api_key()
     setup_logging(config.logging.level, keys=[key])
+    quiet_alsa_lib()  # alsa-lib's raw lines would hit the journal on every reopen retry
 
     async def reload_on_hup(daemon: Daemon, hup: asyncio.Event) -> None:
         """SIGHUP (``systemctl reload``): re-read the file; an invalid one changes nothing."""
         while True:
             await hup.wait()
             hup.clear()
+            forget_alsa_config()  # PCMs defined in /etc/asound.conf since the start
             try:
                 new = load_config(config_path)
             except ConfigError as exc:
@@ -175,11 +199,12 @@ def _run(config_path: Path) -> int:
 
 
 def _check(config_path: Path) -> int:
-    from appliance.audio.devices import check_device
+    from appliance.audio.devices import check_device, quiet_alsa_lib
     from appliance.config import load_config
     from appliance.credentials import load_api_key
 
     config = load_config(config_path)
+    quiet_alsa_lib()  # the problem lines below say what alsa-lib's raw lines would
     problems: list[str] = []
     try:
         key = load_api_key()
@@ -220,16 +245,25 @@ def _check(config_path: Path) -> int:
     return 1 if problems else 0
 
 
-def _devices() -> int:
-    from appliance.audio.devices import list_devices
+def _devices(args: argparse.Namespace) -> int:
+    from appliance import device_setup
 
-    for dev in list_devices():
-        if dev.error:
-            print(f"{dev.name} ({dev.direction}): cannot open: {dev.error}")
-            continue
-        rates = ", ".join(str(r) for r in dev.rates) or "?"
-        channels = ", ".join(str(c) for c in dev.channels) or "?"
-        print(f"{dev.name} ({dev.direction})\n    rates: {rates}\n    channels: {channels}")
+    if args.write and not (args.test_speaker or args.test_mic):
+        print("appliance: --write needs --test-speaker and/or --test-mic", file=sys.stderr)
+        return 2
+    if not (args.test_speaker or args.test_mic):
+        device_setup.print_devices(sys.stdout)
+        return 0
+    if args.test_speaker:
+        device_setup.test_speaker(args.test_speaker, sys.stdout)
+    if args.test_mic:
+        device_setup.test_mic(args.test_mic, args.seconds, sys.stdout)
+    if args.write:
+        for done in device_setup.write_devices(
+            args.config, capture=args.test_mic, playback=args.test_speaker
+        ):
+            print(f"{args.config}: {done}")
+        print("Apply it: sudo systemctl reload appliance")
     return 0
 
 

@@ -1,7 +1,9 @@
 """The API key: where it comes from, and a wrapper that never prints it.
 
 Sources, in order: the systemd credential ``$CREDENTIALS_DIRECTORY/inworld-api-key``
-(``LoadCredential=`` in the unit), then the environment variable ``INWORLD_API_KEY``.
+(``LoadCredential=`` in the unit; empty when its file is missing, from the unit's
+``SetCredential=`` fallback, which is "no API key"), then the environment variable
+``INWORLD_API_KEY`` (for running by hand).
 The key is the Base64 string the Inworld portal shows; it is sent as ``Basic <key>``.
 """
 
@@ -53,7 +55,12 @@ def load_api_key(env: Mapping[str, str] | None = None) -> ApiKey:
                     f"cannot read credential {path}: {exc.__class__.__name__}"
                 ) from None
             if not value:
-                raise CredentialError(f"credential {path} is empty")
+                # The unit's SetCredential= fallback: LoadCredential='s file is missing.
+                raise CredentialError(
+                    f"no API key: the systemd credential {CREDENTIAL_NAME} is empty (the file "
+                    "the unit's LoadCredential= names is missing or empty); store the key "
+                    "with 'sudo make key' in the appliance checkout"
+                )
             return ApiKey(value, f"systemd credential {path}")
     value = env.get(ENV_NAME, "").strip()
     if value:

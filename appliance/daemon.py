@@ -377,8 +377,11 @@ class Daemon:
                     else:
                         log.warning("connection lost: %s", exc)
                 finally:
+                    # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel
+                    # that comes as its awaitable finishes, and a stop would be lost.
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), 2.0)
+                        async with asyncio.timeout(2.0):
+                            await conn.close()
                 healthy = loop.time() - started >= HEALTHY_AFTER_S
                 if healthy:
                     backoff.reset()
@@ -388,7 +391,12 @@ class Daemon:
             self._status_prefix = "" if planned else f"Reconnecting in {delay:.0f} s: {reason}"
             self.session.disconnected(reason, planned=planned)
             self._dispatch()
-            await asyncio.sleep(delay)
+            # A reconnect asked for while offline (a [realtime] reload) cuts the wait short.
+            if delay > 0 and not self._reconnect_requested.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._reconnect_requested.wait()
+            self._reconnect_requested.clear()
             self._status_prefix = ""
 
     async def _serve(self, conn: Connection) -> None:
@@ -465,8 +473,9 @@ class Daemon:
     async def _reader(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
         events = conn.events()
-        try:
-            first = await asyncio.wait_for(anext(events), self.config.realtime.open_timeout_s)
+        try:  # not wait_for (see _connection_loop): a stop during set-up must end this task
+            async with asyncio.timeout(self.config.realtime.open_timeout_s):
+                first = await anext(events)
         except TimeoutError:
             raise TransportError("no session.created from the server") from None
         self._on_event(first, loop.time())

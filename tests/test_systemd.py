@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -97,6 +98,13 @@ def test_unit_runs_the_daemon_the_way_the_brief_says() -> None:
         "ExecReload=/bin/kill -HUP $MAINPID",
         "RestartPreventExitStatus=78",
         "LoadCredential=inworld-api-key:/etc/appliance/credentials/inworld-api-key",
+        # Its fallback: a missing key file is the daemon's "no API key" (78), not 243.
+        "SetCredential=inworld-api-key:\\n",
+        "StartLimitIntervalSec=60",
+        "StartLimitBurst=10",
+        "BindPaths=-/dev/snd -/dev/gpiochip0 -/dev/gpiochip4",
+        "DeviceAllow=char-gpiochip rw",
+        "SupplementaryGroups=audio gpio",
         "StateDirectory=appliance",
         "MemoryDenyWriteExecute=yes",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
@@ -193,12 +201,17 @@ def test_webrtc_needs_its_drop_in_and_the_drop_in_verifies(tmp_path: Path) -> No
 # --- install / uninstall -------------------------------------------------------------------------
 
 
-def run_install(destdir: Path, action: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run_install(
+    destdir: Path, action: str, *, input: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``make <action> DESTDIR=...``; ``input`` is its standard input (the key, as in
+    ``sudo make key < keyfile``), else nothing (as in CI)."""
     base = {k: v for k, v in os.environ.items() if k != "INWORLD_API_KEY"}
     return subprocess.run(
         ["make", "-s", "-C", str(ROOT), action, f"DESTDIR={destdir}"],
         env={**base, "APPLIANCE_INSTALL_SKIP_VENV": "1", **env},
-        stdin=subprocess.DEVNULL,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
         capture_output=True,
         text=True,
         check=False,
@@ -217,7 +230,7 @@ def test_install_into_destdir_places_files_with_modes_and_keeps_the_config(
     cred = dest / "etc/appliance/credentials/inworld-api-key"
     unit = dest / "etc/systemd/system/appliance.service"
 
-    first = run_install(dest, "install", INWORLD_API_KEY=KEY)
+    first = run_install(dest, "install", input=KEY + "\n")
     assert first.returncode == 0, first.stdout + first.stderr
     assert unit.read_text() == UNIT.read_text() and mode(unit) == 0o644
     assert conf.read_text() == (ROOT / "config/appliance.toml").read_text()
@@ -225,10 +238,15 @@ def test_install_into_destdir_places_files_with_modes_and_keeps_the_config(
     assert cred.read_text() == KEY + "\n"
     assert mode(cred) == 0o600 and mode(cred.parent) == 0o700
     assert KEY not in first.stdout + first.stderr
+    tmpfiles = dest / "etc/tmpfiles.d/appliance.conf"
+    assert "d /dev/snd 0755 root root -" in tmpfiles.read_text().splitlines()
+    command = dest / "usr/local/bin/appliance"
+    assert os.readlink(command) == "/opt/appliance/venv/bin/appliance"
 
     conf.write_text("# edited by the owner\n")
-    again = run_install(dest, "install")  # no key given: the stored one stays
+    again = run_install(dest, "install", input="another-key\n")  # a stored key stays
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "keeping the existing API key" in again.stdout and "sudo make key" in again.stdout
     assert conf.read_text() == "# edited by the owner\n"
     assert cred.read_text() == KEY + "\n"
 
@@ -236,10 +254,35 @@ def test_install_into_destdir_places_files_with_modes_and_keeps_the_config(
     (dest / "var/lib/private/appliance").mkdir(parents=True)
     gone = run_install(dest, "uninstall")
     assert gone.returncode == 0, gone.stdout + gone.stderr
-    assert not unit.exists()
+    assert not unit.exists() and not tmpfiles.exists() and not command.is_symlink()
     assert not (dest / "opt/appliance").exists()
     assert not (dest / "var/lib/private/appliance").exists()
     assert conf.exists() and cred.exists()
+
+
+def test_the_key_never_comes_from_the_environment_and_make_key_replaces_it(
+    tmp_path: Path,
+) -> None:
+    """`sudo --preserve-env=INWORLD_API_KEY` made sudo log the key to the journal: the
+    install no longer reads that variable. The key comes on standard input (or at a
+    prompt that does not echo, on a terminal); `make key` replaces a stored one."""
+    dest = tmp_path / "root"
+    cred = dest / "etc/appliance/credentials/inworld-api-key"
+    plain = run_install(dest, "install", INWORLD_API_KEY=KEY)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert not cred.exists()
+    assert "no API key given" in plain.stdout and "sudo make key" in plain.stdout
+
+    empty = run_install(dest, "key")
+    assert empty.returncode != 0 and not cred.exists()
+    stored = run_install(dest, "key", input=f"  {KEY}\r\n")
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    assert cred.read_text() == KEY + "\n" and mode(cred) == 0o600
+    replaced = run_install(dest, "key", input="bmV3OmtleQ==\n")
+    assert replaced.returncode == 0 and cred.read_text() == "bmV3OmtleQ==\n"
+    assert KEY not in stored.stdout + stored.stderr + replaced.stdout + replaced.stderr
+    script = (ROOT / "scripts/install.sh").read_text()
+    assert "INWORLD_API_KEY" not in script
 
 
 def test_install_honours_prefix_and_sysconfdir(tmp_path: Path) -> None:
@@ -803,3 +846,74 @@ def test_a_hung_capture_thread_stops_the_watchdog_pings(tmp_path: Path) -> None:
                 feeder.close()
 
     asyncio.run(main())
+
+
+def test_a_stop_right_after_ready_is_never_lost(tmp_path: Path) -> None:
+    """SIGTERM a few ms after READY=1 lands while the session is being set up. Python
+    3.11's asyncio.wait_for swallows a cancel that arrives as its awaitable completes (here:
+    session.created), so the reader task ran on and systemd had to SIGKILL the service
+    (1 stop in 60). Every stop must end the process promptly."""
+    from appliance.simulator.server import RealtimeSimulator
+
+    rng = random.Random(11)
+
+    async def main() -> None:
+        async with RealtimeSimulator(api_key=KEY) as sim:
+            for cycle in range(8):
+                run_dir = tmp_path / str(cycle)
+                run_dir.mkdir()
+                async with run_daemon(run_dir, sim.url) as d:
+                    try:
+                        await d.notify.expect(lambda m: m == "READY=1", 20, "READY=1")
+                        await asyncio.sleep(rng.uniform(0.0, 0.05))
+                        d.proc.send_signal(signal.SIGTERM)
+                        assert await asyncio.wait_for(d.proc.wait(), 10) == 0
+                    except BaseException:
+                        print(f"cycle {cycle}:\n{d.log_text()}")
+                        raise
+
+    asyncio.run(main())
+
+
+def test_a_realtime_reload_while_offline_reconnects_at_once(tmp_path: Path) -> None:
+    """Offline, the daemon waits out a backoff delay (up to 30 s) between attempts; a
+    reload that changes [realtime] (the URL fixed) connects now, not after that wait."""
+    from appliance.simulator.server import RealtimeSimulator
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def main() -> None:
+        dead = f"ws://127.0.0.1:{port}/api/v1/realtime/session"
+        async with RealtimeSimulator(api_key=KEY) as sim, run_daemon(tmp_path, dead) as d:
+            n = d.notify
+            try:
+                await n.expect(lambda m: m == "READY=1", 20, "READY=1")
+                waiting = 0
+                while waiting < 4:  # full jitter: a delay of 4 s or more comes within a few
+                    status = await n.expect(
+                        lambda m: m.startswith("STATUS=Reconnecting in"), 60, "STATUS=Reconnecting"
+                    )
+                    found = re.match(r"STATUS=Reconnecting in (\d+) s", status)
+                    assert found, status
+                    waiting = int(found.group(1))
+                write_config(d.config, sim.url)
+                asked = time.monotonic()
+                d.proc.send_signal(signal.SIGHUP)
+                await n.expect(lambda m: m == "STATUS=Ready", 10, "STATUS=Ready")
+                assert time.monotonic() - asked < waiting - 1.0
+                d.proc.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(d.proc.wait(), 10) == 0
+            except BaseException:
+                print(d.log_text())
+                raise
+
+    asyncio.run(main())
+
+
+def test_the_unit_does_not_wait_for_network_online() -> None:
+    """network-online.target holds a Pi's boot up to a minute with the Wi-Fi down; the
+    daemon connects (and reconnects) by itself, so it starts without waiting."""
+    lines = UNIT.read_text().splitlines()
+    assert not any(line.startswith(("Wants=", "After=", "Requires=")) and "network-online" in line for line in lines)
