@@ -1007,7 +1007,7 @@ def listen_settings(gate: GateSettings) -> ListenSettings:
         mode=GateMode(gate.mode),
         detector=Detector(gate.detector),
         endpoint=endpoint,
-        guard_onset_ms=max(endpoint.onset_ms, gate.barge_in_min_speech_ms),
+        gate_frame_ms=gate.vad_frame_ms,
         frame_ms=10 if micro else gate.vad_frame_ms,
         start_frames=gate.start_frames,
         start_window=gate.start_window,

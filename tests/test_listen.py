@@ -93,8 +93,7 @@ def micro_frames(
     """10 ms frames of the micro detector, one per block; (frame index, decision)."""
     got: list[tuple[int, StartTurn | EndTurn | Hint]] = []
     now = 0
-    if listener.room_floor is None:
-        listener.room_floor = -70.0  # as the front end's level stage tells it on waking
+    listener.set_room_floor(-70.0)  # as the front end's level stage tells it on waking
     for i, p in enumerate(probabilities):
         now += RATE // 100
         listener.block(now)
@@ -132,13 +131,19 @@ def test_micro_discards_a_turn_with_too_little_voiced_speech() -> None:
     assert ends == [EndTurn(discarded=True, silence_ms=1000)]  # no hint came: incomplete_ms
 
 
-def test_micro_echo_guard_asks_for_more_speech_while_the_speaker_plays() -> None:
-    listener = Listener(replace(MICRO, guard_onset_ms=120), RATE)
+def test_micro_echo_guard_hands_the_turn_to_webrtcvad_while_the_speaker_plays() -> None:
+    listener = Listener(replace(MICRO, warmup_ms=0), RATE)
     listener.control(Control.SPEAKER_PLAYING)
-    listener.block(160)
-    assert micro_frames(listener, [0.9] * 8 + [0.0] * 20) == []  # 80 ms: not a barge-in
-    got = micro_frames(listener, [0.9] * 12)
-    assert [i for i, _ in got] == [11]
+    assert listener.block(160)[1] == (Guard(3),)
+    assert listener.uses_gate
+    # webrtcvad's 30 ms yes/no, 4 of 6 frames as before (the echo guard's figures).
+    got = [listener.frame(1.0, 0) for _ in range(4)]
+    assert got[:3] == [None] * 3 and isinstance(got[3], StartTurn)
+    listener.control(Control.SPEAKER_IDLE)
+    listener.block(320)
+    assert listener.uses_gate  # the turn it opened ends by the hang-over
+    ends = [d for _ in range(24) if (d := listener.frame(0.0, 0)) is not None]
+    assert ends == [HANGOVER_END] and not listener.uses_gate
 
 
 def test_mute_cancels_the_turn_and_drops_everything_until_unmuted() -> None:

@@ -40,6 +40,7 @@ import soxr
 from appliance.audio import prosody
 from appliance.audio.micro_vad import SpeechStage
 from appliance.audio.ring import SampleRing
+from appliance.audio.vad import WebRtcVad
 from appliance.core.listen import (
     LISTEN_BATCH_MS,
     WAKE_BATCH_MS,
@@ -235,6 +236,9 @@ class FrontEnd:
         if settings.uses_detector and settings.detector is Detector.MICRO:
             self._stage = speech or SpeechStage(speech_threshold=settings.endpoint.speech_threshold)
             self._hint = hint or prosody.complete
+            # The echo guard's (``ListenSettings.gate_frame_ms``): judged only while it is on.
+            self._vad = vad or WebRtcVad(settings.guard_aggressiveness, settings.gate_frame_ms)
+            self._frame = np.zeros(VAD_RATE * settings.gate_frame_ms // 1000, dtype=np.int16)
 
     # -- called on the loop thread --------------------------------------------------------------
 
@@ -292,11 +296,13 @@ class FrontEnd:
         if route is Route.DETECT:
             if pcm16k is None:
                 pcm16k = self._to16(mono)
-            if self._stage is not None:
+            if self._stage is not None and not self._listener.uses_gate:
                 if self._listener.streaming:
                     self._send(src)
                 self._stage.feed(pcm16k, self._on_speech, self._in_turn, self._on_wake)
             else:
+                if self._stage is not None:
+                    self._stage.gap()  # the echo guard's webrtcvad has this block
                 self._detect(pcm16k, src)
             window = self._listener.block_end()
             if window is not None:
@@ -376,7 +382,7 @@ class FrontEnd:
         return self._listener.in_turn
 
     def _on_wake(self, floor_db: float) -> None:
-        self._listener.room_floor = floor_db
+        self._listener.set_room_floor(floor_db)
 
     def _lookback(self) -> list[float] | None:
         """The wake word's lookback for ``Listener.wake_heard``: energies of the last

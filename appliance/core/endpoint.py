@@ -123,6 +123,7 @@ class Endpointer:
         """At STOP or DISCARD: the silence the turn ended on (end of speech -> decision)."""
         self._onset_ms = float(self.settings.onset_ms)
         self._onset_window_ms = float(self.settings.onset_window_ms)
+        self._onset_threshold = self.settings.speech_threshold
 
     def process(
         self, frame_ms: float, probability: float, level_db: float | None = None
@@ -135,7 +136,7 @@ class Endpointer:
             # Levels do not gate the onset: at 10 dB SNR a first syllable's frames are often
             # within the margin of the floor, and the VAD alone keeps noise out. After a turn
             # the VAD must let go first (its probability lingers past the end levels saw).
-            voiced = probability >= s.speech_threshold
+            voiced = probability >= self._onset_threshold
             self._armed = self._armed or not voiced
             return self._onset(frame_ms, voiced) if self._armed else None
         if quiet:
@@ -172,10 +173,12 @@ class Endpointer:
             self.floor_db += (level_db - self.floor_db) * min(1.0, frame_ms / s.floor_ms)
         return level_db < self.floor_db + s.floor_margin_db
 
-    def require(self, onset_ms: float) -> None:
-        """From now on ``onset_ms`` of voiced audio open a turn, with the settings' slack
-        (the echo guard asks for more while the speaker plays)."""
+    def require(self, onset_ms: float, threshold: float | None = None) -> None:
+        """From now on ``onset_ms`` of audio voiced at ``threshold`` (default: the
+        settings') open a turn, with the settings' slack (the echo guard asks for more, and
+        surer, speech while the speaker plays: the canceller's residue is speech too)."""
         s = self.settings
+        self._onset_threshold = s.speech_threshold if threshold is None else threshold
         self._onset_ms = max(1.0, onset_ms)
         self._onset_window_ms = self._onset_ms + s.onset_window_ms - s.onset_ms
 

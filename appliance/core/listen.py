@@ -18,12 +18,9 @@ and the buffers and feeds it, on the capture thread:
 It answers with typed decisions (``StartTurn``, ``EndTurn``, ``Hint``, ``WakeWindow``,
 ``Guard``) and a ``Route`` saying what the block's audio is for.
 
-The turn decision in ``vad`` mode and in the wake and follow-up windows is one of two
-(``Detector``): ``MICRO``, the endpoint core (``appliance.core.endpoint.Endpointer``: onset
-that noise does not pass, an end of turn adapted by a completeness hint at pauses, turns with
-too little voiced speech discarded), fed 10 ms frames of a neural VAD's probability and their
-levels; or ``WEBRTC``, the fixed hang-over gate (``appliance.core.gate.VadGate``) on
-webrtcvad's yes/no, the behaviour before it. Push-to-talk and ``always`` use neither. Imports: the standard library and
+The turn decision in ``vad`` mode and the wake-mode windows (``Detector``): ``MICRO``, the
+endpoint core (``appliance.core.endpoint``) on 10 ms frames of pymicro-vad, or ``WEBRTC``,
+the hang-over gate (``appliance.core.gate``) on webrtcvad's yes/no, the behaviour before. Imports: the standard library and
 ``appliance.core`` only.
 """
 
@@ -109,10 +106,12 @@ class ListenSettings:
     """The turn decision (``MICRO`` takes 10 ms frames)."""
     endpoint: EndpointSettings = EndpointSettings()
     """``MICRO``: the endpoint core's settings."""
-    guard_onset_ms: int = 120
-    """``MICRO``, echo guard: voiced time that opens a turn while the speaker plays."""
+    gate_frame_ms: int = 30
+    """``MICRO``: webrtcvad's frame for the echo guard. While the speaker plays a turn opens
+    (and then ends) as with ``WEBRTC``: the canceller's residue is speech to pymicro-vad, and
+    webrtcvad's onset is the faster barge-in."""
     frame_ms: int = 30
-    """The speech detector's frame."""
+    """The speech detector's frame (``MICRO``: 10)."""
     start_frames: int = 3
     """Speech starts when this many of the last ``start_window`` frames are voiced."""
     start_window: int = 5
@@ -137,10 +136,6 @@ class ListenSettings:
     """Wake mode: after a reply, how long the user may answer without the wake word."""
     send_wake_word: bool = False
     """Wake mode: send the wake word itself at the start of the turn."""
-
-    def __post_init__(self) -> None:
-        if self.detector is Detector.MICRO and self.frame_ms != 10:
-            raise ValueError("the micro detector takes 10 ms frames")
 
     @property
     def uses_detector(self) -> bool:
@@ -175,8 +170,7 @@ class EndTurn:
 
 @dataclass(frozen=True, slots=True)
 class Hint:
-    """A pause in the turn: judge whether the phrase is complete and call
-    ``Listener.hint`` with the probability (the audio before the block's end)."""
+    """A pause in the turn: call ``Listener.hint`` with P(the phrase so far is complete)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +220,9 @@ class Listener:
         self.settings = settings
         self.rate = rate
         self.mode = settings.mode
+        micro = settings.detector is Detector.MICRO
         self._gate = VadGate(
-            frame_ms=settings.frame_ms,
+            frame_ms=settings.gate_frame_ms if micro else settings.frame_ms,
             start_frames=settings.start_frames,
             start_window=settings.start_window,
             hangover_ms=settings.hangover_ms,
@@ -235,7 +230,8 @@ class Listener:
         )
         self._threshold = settings.speech_threshold
         self._ep: Endpointer | None = None
-        if settings.detector is Detector.MICRO:
+        self._gate_turn = False  # MICRO: this turn was opened by the echo guard's gate
+        if micro:
             self._ep = Endpointer(settings.endpoint)
             self._threshold = settings.endpoint.speech_threshold
         self._preroll = rate * settings.preroll_ms // 1000
@@ -343,7 +339,7 @@ class Listener:
         voiced = speech >= self._threshold
         self._last_voiced = voiced
         ep = self._ep
-        if ep is not None:
+        if ep is not None and not self.uses_gate:
             d = ep.process(self.settings.frame_ms, speech, level_db)
             if d is None:
                 return None
@@ -352,28 +348,30 @@ class Listener:
             if d is EndpointDecision.HINT:
                 return _HINT
             return self._ended(d, rest)
-        edge = self._gate.process(voiced)
+        edge = self._gate.process(speech >= self.settings.speech_threshold)
         if edge is None:
             return None
+        self._gate_turn = edge is Edge.START and ep is not None
         if edge is Edge.STOP:
             self.streaming = False
             return EndTurn(silence_ms=self._gate.silence_ms + rest * 1000 // self.rate)
         return self._start(rest)
 
+    @property
+    def uses_gate(self) -> bool:
+        """The next frame goes to the hang-over gate (webrtcvad's yes/no): ``WEBRTC``, or
+        ``MICRO`` while the echo guard is on outside a turn, and until a turn it opened ends."""
+        return self._ep is None or self._gate_turn or (self.guarded and not self.streaming)
+
     def hint(self, complete: float, rest: int = 0) -> EndTurn | None:
         """The answer to ``Hint``: the probability that the phrase is complete."""
-        if self._ep is None or not self.streaming:
+        if self._ep is None or not self.streaming or self._gate_turn:
             return None
         d = self._ep.hint(complete)
         return None if d is None else self._ended(d, rest)
 
-    @property
-    def room_floor(self) -> float | None:
+    def set_room_floor(self, level_db: float) -> None:
         """``MICRO``: the room's level (dB) the endpoint core judges silence against."""
-        return None if self._ep is None else self._ep.floor_db
-
-    @room_floor.setter
-    def room_floor(self, level_db: float) -> None:
         if self._ep is not None:
             self._ep.floor_db = level_db
 
@@ -393,7 +391,7 @@ class Listener:
         # The pre-roll is counted back from the first voiced frame of the onset (webrtcvad:
         # the frame that opened the turn), the rest rides with it; in wake mode never from
         # before the window (the wake word, its earcon).
-        if self._ep is not None:
+        if self._ep is not None and not self._gate_turn:
             rest += int(self._ep.onset_lag_ms) * self.rate // 1000 - self.rate // 100
         if self.mode is GateMode.WAKE:
             back = min(self._preroll, self._now - rest - self._window_start) + rest
@@ -450,6 +448,7 @@ class Listener:
 
     def _reset_detector(self) -> None:
         self._gate.reset()
+        self._gate_turn = False
         if self._ep is not None:
             self._ep.reset()
         self._last_voiced = False
@@ -460,8 +459,6 @@ class Listener:
         s = self.settings
         frames, window = s.guard_start if on else (s.start_frames, s.start_window)
         self._gate.require(frames, window)
-        if self._ep is not None:
-            self._ep.require(s.guard_onset_ms if on else s.endpoint.onset_ms)
         return Guard(s.guard_aggressiveness if on else s.aggressiveness)
 
 
