@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
+from appliance.core.listen import GateMode
 from appliance.errors import ApplianceError, ConfigError, CredentialError
 
 EX_CONFIG = 78
@@ -229,7 +230,7 @@ def _check(config_path: Path) -> int:
             problems.append(f"{key_path}: {problem}")
         else:
             print(f"ok: {direction} device {name!r} opens at {rate} Hz, {channels} channel(s)")
-    if config.gate.mode == "wake":
+    if config.gate.mode is GateMode.WAKE:
         from appliance.audio.wake import WakeWordDetector
 
         try:

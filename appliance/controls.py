@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from appliance.config import GpioSettings
+from appliance.config import GpioSettings, TalkMode
 from appliance.errors import AudioDeviceError
 from appliance.mixer import Mixer
 from appliance.persist import ControlState
@@ -159,7 +159,7 @@ class Controls:
 
     def talk_pressed(self) -> None:
         self._long_press = False
-        if self._settings.talk_mode == "toggle":
+        if self._settings.talk_mode is TalkMode.TOGGLE:
             self._talk(not self.talking)
         else:
             self._talk(True)
@@ -167,7 +167,7 @@ class Controls:
     def talk_released(self) -> None:
         if self._long_press:
             self._long_press = False  # the release that ends a long press does nothing
-        elif self._settings.talk_mode == "hold":
+        elif self._settings.talk_mode is TalkMode.HOLD:
             self._talk(False)
 
     def talk_held(self) -> None:

@@ -9,8 +9,8 @@ gpiozero's own choice ($GPIOZERO_PIN_FACTORY), never picked here.
 
 Threads: gpiozero runs blink/pulse in its own background threads, so ``Leds.show`` returns
 at once; button callbacks arrive on gpiozero's threads and only ``call_soon_threadsafe``.
-Imports: ``gpiozero``, ``appliance.config``, ``appliance.controls``, ``appliance.core``,
-``appliance.errors``.
+Imports: ``gpiozero``, ``appliance.config``, ``appliance.led_patterns``,
+``appliance.controls``, ``appliance.core``, ``appliance.errors``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from appliance.controls import Controls, Cue, Levels, Target
 from appliance.core.session import Action, StateChanged
 from appliance.core.state import State
 from appliance.errors import ConfigError
+from appliance.led_patterns import LedKind, LedMode
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _build(key: str, pin: object, make: Callable[[], Any]) -> Any:
 class Leds:
     """The status LED: ``show(state)`` applies that state's pattern and returns at once.
 
-    Defaults (``GpioSettings.SINGLE_DEFAULTS`` / ``RGB_DEFAULTS``): one LED is dark when
+    Defaults (``led_patterns.SINGLE_DEFAULTS`` / ``RGB_DEFAULTS``): one LED is dark when
     ready, on while listening, pulses while thinking (fast) and speaking (slow), and blinks
     while starting, connecting, muted (short flash every 3 s), offline and on error (fast).
     An RGB LED shows each state in a colour: dim green ready, blue listening, cyan thinking,
@@ -62,13 +63,13 @@ class Leds:
         self._settings = settings
         s = settings
         self.device: LED | PWMLED | RGBLED
-        if s.led == "rgb":
+        if s.led is LedKind.RGB:
             self.device = _build(
                 "red_pin",
                 (s.red_pin, s.green_pin, s.blue_pin),
                 lambda: RGBLED(s.red_pin, s.green_pin, s.blue_pin, active_high=s.active_high),
             )
-        elif s.led == "pwm":
+        elif s.led is LedKind.PWM:
             self.device = _build(
                 "led_pin", s.led_pin, lambda: PWMLED(s.led_pin, active_high=s.active_high)
             )
@@ -83,25 +84,25 @@ class Leds:
         if state is self.state:
             return
         self.state = state
-        p = self._settings.pattern(state.value)
+        p = self._settings.pattern(state)
         dev = self.device
         on_t, off_t = max(p.on_time, MIN_PHASE_S), max(p.off_time, MIN_PHASE_S)
         if isinstance(dev, RGBLED):
-            if p.mode == "on":
+            if p.mode is LedMode.ON:
                 dev.color = p.color
-            elif p.mode == "blink":
+            elif p.mode is LedMode.BLINK:
                 dev.blink(on_t, off_t, on_color=p.color)
-            elif p.mode == "pulse":
+            elif p.mode is LedMode.PULSE:
                 dev.pulse(p.fade_in, p.fade_out, on_color=p.color)
             else:
                 dev.off()
-        elif p.mode == "on":
+        elif p.mode is LedMode.ON:
             dev.on()
-        elif p.mode == "blink":
+        elif p.mode is LedMode.BLINK:
             dev.blink(on_t, off_t)
-        elif p.mode == "pulse" and isinstance(dev, PWMLED):
+        elif p.mode is LedMode.PULSE and isinstance(dev, PWMLED):
             dev.pulse(p.fade_in, p.fade_out)
-        elif p.mode == "pulse":
+        elif p.mode is LedMode.PULSE:
             dev.blink(max(p.fade_in, MIN_PHASE_S), max(p.fade_out, MIN_PHASE_S))
         else:
             dev.off()
@@ -216,7 +217,7 @@ def open_gpio(
         # pytest) that warning would abort the search before it ends in BadPinFactory.
         warnings.simplefilter("always", GPIOZeroWarning)
         try:
-            leds = Leds(s) if s.led != "none" else None
+            leds = Leds(s) if s.led is not LedKind.NONE else None
             buttons = Buttons(s, controls, _poster(loop))
         except BadPinFactory as exc:
             if leds is not None:

@@ -9,10 +9,11 @@ so the model can tell the user, and a warning in the journal.
 A ``[[tools]]`` command runs with ``asyncio`` subprocesses: an argv list, never a shell,
 the arguments as JSON on stdin, in its own process group (killed whole at the timeout), with
 an environment that holds neither the API key nor where it came from. Built-ins
-(``get_time``, ``set_volume``, ``mute``) run in the daemon through a ``ToolHost``.
+(``get_time``, ``set_volume``, ``mute``: their schemas are in ``appliance.builtin_tools``)
+run in the daemon through a ``ToolHost``.
 
-Imports: ``appliance.config``, ``appliance.core.schema``, ``appliance.credentials``,
-``appliance.errors``.
+Imports: ``appliance.builtin_tools``, ``appliance.config``, ``appliance.core.schema``,
+``appliance.credentials``, ``appliance.errors``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from appliance.builtin_tools import Builtin
 from appliance.config import ToolSettings
 from appliance.core.schema import SchemaError, validate
 from appliance.credentials import scrubbed_environ
@@ -111,7 +113,7 @@ class Toolbox:
     # --- built-ins ------------------------------------------------------------------------
 
     def _builtin(self, name: str, args: dict[str, Any]) -> str:
-        if name == "get_time":
+        if name == Builtin.GET_TIME:
             now = datetime.datetime.now().astimezone()
             return json.dumps(
                 {
@@ -123,9 +125,9 @@ class Toolbox:
         if self._host is None:
             raise ToolFailure(f"{name} is not available on this device")
         try:
-            if name == "set_volume":
+            if name == Builtin.SET_VOLUME:
                 return json.dumps({"volume_percent": self._host.set_volume(args["percent"])})
-            if name == "mute":
+            if name == Builtin.MUTE:
                 self._host.set_muted(args["muted"])
                 return json.dumps({"muted": args["muted"]})
         except ApplianceError as exc:

@@ -853,12 +853,12 @@ def test_a_stop_right_after_ready_is_never_lost(tmp_path: Path) -> None:
     3.11's asyncio.wait_for swallows a cancel that arrives as its awaitable completes (here:
     session.created), so the reader task ran on and systemd had to SIGKILL the service
     (1 stop in 60). Every stop must end the process promptly."""
-    from appliance.simulator.server import RealtimeSimulator
+    from realtime_sim.server import RealtimeSimulator
 
     rng = random.Random(11)
 
     async def main() -> None:
-        async with RealtimeSimulator(api_key=KEY) as sim:
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim:
             for cycle in range(8):
                 run_dir = tmp_path / str(cycle)
                 run_dir.mkdir()
@@ -878,7 +878,7 @@ def test_a_stop_right_after_ready_is_never_lost(tmp_path: Path) -> None:
 def test_a_realtime_reload_while_offline_reconnects_at_once(tmp_path: Path) -> None:
     """Offline, the daemon waits out a backoff delay (up to 30 s) between attempts; a
     reload that changes [realtime] (the URL fixed) connects now, not after that wait."""
-    from appliance.simulator.server import RealtimeSimulator
+    from realtime_sim.server import RealtimeSimulator
 
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -886,7 +886,7 @@ def test_a_realtime_reload_while_offline_reconnects_at_once(tmp_path: Path) -> N
 
     async def main() -> None:
         dead = f"ws://127.0.0.1:{port}/api/v1/realtime/session"
-        async with RealtimeSimulator(api_key=KEY) as sim, run_daemon(tmp_path, dead) as d:
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim, run_daemon(tmp_path, dead) as d:
             n = d.notify
             try:
                 await n.expect(lambda m: m == "READY=1", 20, "READY=1")

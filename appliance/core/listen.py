@@ -48,7 +48,7 @@ _WAKE_MARGIN_MS = 50
 _WAKE_RANGE = 100.0  # 20 dB in energy
 
 
-class GateMode(enum.Enum):
+class GateMode(enum.StrEnum):
     """How local audio is gated before anything is sent."""
 
     VAD = "vad"
@@ -57,7 +57,7 @@ class GateMode(enum.Enum):
     WAKE = "wake"
 
 
-class Detector(enum.Enum):
+class Detector(enum.StrEnum):
     """Which turn decision runs in ``vad`` mode and the wake-mode windows."""
 
     MICRO = "micro"  # pymicro-vad probabilities + the endpoint core

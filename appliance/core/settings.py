@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class BargeIn(enum.Enum):
-    """What interrupts the agent (``[gate] barge_in``)."""
+class BargeIn(enum.StrEnum):
+    """What interrupts the agent (``[gate] barge_in``); each value is its TOML spelling."""
 
     LOCAL = "local"
     """The local gate's speech onset (and, with server turns, the server's)."""
