@@ -157,6 +157,25 @@ def test_a_whole_local_turn() -> None:
     assert s.state is State.READY
 
 
+def test_the_journal_gets_end_of_turn_and_latency_per_turn(caplog: pytest.LogCaptureFixture) -> None:
+    s = make()
+    s.speech_started(0.0)
+    s.user_audio(PCM_100MS)
+    with caplog.at_level(logging.INFO, logger="appliance.core"):
+        s.speech_stopped(900, now=2.0, silence_ms=280)
+        start_reply(s, now=2.5)
+        s.playback_started("item_a", now=2.6)
+    fields = [
+        {k: getattr(r, k) for k in ("TURN_ID", "END_OF_TURN_MS", "LATENCY_MS") if hasattr(r, k)}
+        for r in caplog.records
+        if hasattr(r, "END_OF_TURN_MS") or hasattr(r, "LATENCY_MS")
+    ]
+    assert fields == [
+        {"TURN_ID": 1, "END_OF_TURN_MS": 280},  # at the commit
+        {"TURN_ID": 1, "END_OF_TURN_MS": 280, "LATENCY_MS": 880},  # at the first audio played
+    ]
+
+
 def test_a_discarded_turn_is_cleared_and_never_answered(caplog: pytest.LogCaptureFixture) -> None:
     s = make()
     s.speech_started(0.0)

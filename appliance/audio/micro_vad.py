@@ -138,8 +138,10 @@ class SpeechStage:
         frames = ring.last(end - start)[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES)
         levels, high = _levels(frames)
         if not in_turn():
-            self.floor_db = _follow(self.floor_db, levels)
-            self._floor_hp = _follow(self._floor_hp, high)
+            # The endpoint core's floor is an average level (its margin is set for that): the
+            # median; the wake-up's, the quiet quarter (it must wake on a soft syllable).
+            self.floor_db = _follow(self.floor_db, levels, 2)
+            self._floor_hp = _follow(self._floor_hp, high, 4)
         floor = self.floor_db if self.floor_db is not None else float(levels.min())
         floor_hp = self._floor_hp if self._floor_hp is not None else float(high.min())
         loud = floor_hp + self.margin_db
@@ -203,10 +205,10 @@ def _levels(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _follow(floor: float | None, levels: np.ndarray) -> float:
-    """A floor that follows the quiet quarter of each block outside turns: down at once, up
-    over about a second (a fan switched on stops waking the model soon after)."""
-    k = len(levels) // 4
+def _follow(floor: float | None, levels: np.ndarray, part: int) -> float:
+    """A floor that follows the level ``1/part`` up each block outside turns: down at once,
+    up over about a second (a fan switched on stops waking the model soon after)."""
+    k = len(levels) // part
     quiet = float(np.partition(levels, k)[k]) if k else float(levels.min())
     if floor is None or quiet < floor:
         return quiet
