@@ -1,6 +1,6 @@
 """appliance: a Raspberry Pi voice appliance for the Inworld Realtime API.
 
-Layout (see README "Architecture"):
+Layout (see docs/architecture.md):
 - ``appliance.core``: sans-I/O logic (protocol, session state machine, audio gate, backoff).
   It imports nothing from the adapters and never touches sockets, threads or clocks.
 - ``appliance.audio``: ALSA capture/playback threads, ring buffers, resampling, VAD adapter.

@@ -276,7 +276,7 @@ class GateSettings:
 
 @dataclass(frozen=True)
 class GpioSettings:
-    """GPIO LEDs and buttons (see README). A pin is "" (not wired), a number or a gpiozero
+    """GPIO LEDs and buttons (see docs/gpio.md). A pin is "" (not wired), a number or a gpiozero
     name ("GPIO17", "BOARD11"); ``patterns`` map a ``State`` to an ``LedPattern``."""
 
     Pattern = LedPattern  # the name tests and older callers know

@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 _SET_SAMPLING_RATE = 24  # SPEEX_ECHO_SET_SAMPLING_RATE (speex/speex_echo.h)
 FILTER_S = 0.25  # the MDF's echo tail: the room's delay and reverberation past the tap
-# The decision (bench.aec, 10 min in three rooms: see README "Measured performance"):
+# The decision (bench.aec, 10 min in three rooms: see docs/performance.md):
 # a frame is the user's when the MDF took less than _NEAR_DB off the microphone, the
 # microphone is _ABOVE_FLOOR_DB over its floor (at the floor the MDF cannot take anything
 # off, echo or not), and the MDF has converged: over the last _CONVERGE_FRAMES frames with

@@ -5,8 +5,8 @@ events, Opus RTP plus a data channel, binary PCM frames plus control messages), 
 daemon the OpenAI Realtime GA server events the sans-I/O ``Session`` understands, as
 ``ServerEvent`` (``Malformed`` for a frame it could not use), and accepts the typed client
 events the ``Session`` produces (``appliance.core.protocol``). So the session, gate, player,
-LEDs and systemd parts never know which transport is in use, nor its wire format (README
-"Transports"). Imports only the standard library and ``appliance.core.protocol``.
+LEDs and systemd parts never know which transport is in use, nor its wire format
+(docs/transports.md). Imports only the standard library and ``appliance.core.protocol``.
 """
 
 from __future__ import annotations

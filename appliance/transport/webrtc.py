@@ -16,7 +16,7 @@ channel's JSON is ``appliance.transport.codec``; audio never passes through JSON
   is closed.** Muting it (handing aiortc no frames, so no RTP) was tried and rejected: a
   receiver's jitter buffer holds the last packets of a turn until more packets come, so
   the end of every turn would reach the service only with the next one. Silence costs
-  about 1.4 kB/s and the Opus encoding (README "Transports"). So that the service's input
+  about 1.4 kB/s and the Opus encoding (docs/transports.md). So that the service's input
   buffer holds the turn and not the silence before it, the first append of a turn is
   preceded by ``input_audio_buffer.clear`` on the channel.
 - ``input_audio_buffer.commit`` waits until the track has sent what was queued (the channel
