@@ -394,7 +394,7 @@ class Listener:
         if self._ep is not None and not self._gate_turn:
             rest += int(self._ep.onset_lag_ms) * self.rate // 1000 - self.rate // 100
         if self.mode is GateMode.WAKE:
-            back = min(self._preroll, self._now - rest - self._window_start) + rest
+            back = min(self._preroll + rest, self._now - self._window_start)
             lead = None
             if self._wake_start is not None:
                 lead = (self._wake_start, self._wake_end)
