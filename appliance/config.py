@@ -218,7 +218,7 @@ def _gate(t: Table) -> GateSettings:
         mode=t.choice("mode", GateMode.VAD),
         detector=t.choice("detector", Detector.MICRO),
         end_complete_ms=t.whole("end_complete_ms", 250, 120, 5000),
-        end_incomplete_ms=t.whole("end_incomplete_ms", 1200, 120, 10000),
+        end_incomplete_ms=t.whole("end_incomplete_ms", 1000, 120, 10000),
         min_speech_ms=t.whole("min_speech_ms", 200, 0, 5000),
         vad_aggressiveness=t.whole("vad_aggressiveness", 2, 0, 3),
         vad_frame_ms=t.whole("vad_frame_ms", 30, choices=(10, 20, 30)),
