@@ -5,6 +5,8 @@ Layout (see docs/architecture.md):
   It imports nothing from the adapters and never touches sockets, threads or clocks.
 - ``appliance.audio``: ALSA capture/playback threads, ring buffers, resampling, VAD adapter.
 - ``appliance.transport``: the websockets client.
+- ``appliance.app``: the application layer: audio path, action router, connection (link and
+  supervisor), reload applier.
 - ``appliance.daemon``: the composition root that wires everything under one TaskGroup.
 
 The loopback realtime server used by the demo and the tests is the separate top-level

@@ -1,6 +1,6 @@
 """What a reload (SIGHUP, ``systemctl reload appliance``) changes: a pure plan from two configs.
 
-Owns the rules; ``Daemon.reload`` carries them out:
+Owns the rules; ``appliance.app.reloader.ReloadApplier`` carries them out:
 
 - ``[session]``: the difference of the two ``session.update`` objects goes to the live
   session as a partial ``session.update``. Top-level fields are sent when they changed;

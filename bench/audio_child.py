@@ -28,11 +28,12 @@ from typing import Any
 
 import numpy as np
 
+import appliance.app.audio as audio_path_module
 import appliance.audio.alsa as alsa_module
-import appliance.daemon as daemon_module
 from appliance.audio.alsa import Pcm, PcmParams
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput
 from appliance.config import load_config
+from appliance.core.protocol import AUDIO_DELTA, Incoming, ServerEvent
 from appliance.credentials import load_api_key
 from appliance.daemon import Daemon
 from appliance.logs import setup_logging
@@ -128,13 +129,13 @@ def timed_open_pcm(device: str, direction: Any, **kw: Any) -> tuple[Pcm, PcmPara
 
 
 class TimedDaemon(Daemon):
-    def _on_frame(self, frame: str | bytes, now: float) -> None:
+    def _on_event(self, event: Incoming, now: float) -> None:
         at = time.monotonic()
-        if isinstance(frame, str) and '"response.output_audio.delta"' in frame[:200]:
-            deltas.append((at, str(json.loads(frame)["item_id"])))
-        elif isinstance(frame, str) and "input_audio_buffer.speech_started" in frame[:200]:
+        if isinstance(event, ServerEvent) and event.type == AUDIO_DELTA:
+            deltas.append((at, event.get_str("item_id")))
+        elif isinstance(event, ServerEvent) and event.type == "input_audio_buffer.speech_started":
             speech_started.append(at)
-        super()._on_frame(frame, now)
+        super()._on_event(event, now)
 
 
 async def run(config_path: str) -> None:
@@ -148,7 +149,7 @@ async def run(config_path: str) -> None:
 
 def main() -> None:
     config_path, out = sys.argv[1], Path(sys.argv[2])
-    daemon_module.FrontEnd = TimedFrontEnd  # type: ignore[misc]
+    audio_path_module.FrontEnd = TimedFrontEnd  # type: ignore[misc]
     alsa_module.open_pcm = timed_open_pcm
     setup_logging("warning")
     asyncio.run(run(config_path))

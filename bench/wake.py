@@ -27,6 +27,7 @@ from appliance.audio.frontend import FrontEnd, GateOutput
 from appliance.audio.vad import WebRtcVad
 from appliance.audio.wake import WakeWordDetector
 from appliance.config import GateSettings, listen_settings
+from appliance.core.listen import GateMode
 from bench.wake_corpus import OTHER, RATE, REQUESTS, SPEEDS, VOICES, WAKE, synthesize
 
 Samples = npt.NDArray[np.int16]
@@ -89,7 +90,7 @@ def run_vad(stream: Samples) -> float:
 
 
 def run_frontend(stream: Samples, mode: str) -> tuple[float, int]:
-    gate = GateSettings(mode=mode)
+    gate = GateSettings(mode=GateMode(mode))
     out: list[GateOutput] = []
     fe = FrontEnd(
         device_rate=RATE,

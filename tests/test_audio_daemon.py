@@ -349,7 +349,8 @@ def levels_db(x: np.ndarray, rate: int) -> np.ndarray:
     """RMS level of each 10 ms block, in dBFS."""
     block = rate // 100
     f = x[: len(x) // block * block].astype(np.float64).reshape(-1, block)
-    return 20 * np.log10(np.sqrt(np.mean(f**2, axis=1)) / 32768 + 1e-9)
+    db: np.ndarray = 20 * np.log10(np.sqrt(np.mean(f**2, axis=1)) / 32768 + 1e-9)
+    return db
 
 
 def test_first_appended_audio_holds_the_speech_onset(vad_scenario: Scenario) -> None:

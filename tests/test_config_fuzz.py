@@ -116,7 +116,7 @@ def mutated(draw: st.DrawFn) -> tuple[dict[str, Any], Path_, str]:
     if how == "unknown":
         table = draw(st.sampled_from(TABLES))
         name = draw(st.text(min_size=1, max_size=10))
-        parent = doc
+        parent: Any = doc
         for part in table:
             parent = parent[part]
         if name in parent:

@@ -30,6 +30,7 @@ from appliance.audio.playback import (
     PlaybackStarted,
     PlaybackStopped,
     PlaybackThread,
+    PlayerEvent,
 )
 from appliance.audio.vad import WebRtcVad
 from appliance.config import (
@@ -49,7 +50,7 @@ from appliance.core.cues import (
     Hold,
     Route,
 )
-from appliance.core.listen import Control
+from appliance.core.listen import Control, Detector, GateMode
 from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
@@ -200,7 +201,7 @@ def run_frontend(
 
 
 def frontend(mode: str, out: list[GateOutput], detector: str = "micro") -> FrontEnd:
-    gate = GateSettings(mode=mode, detector=detector)
+    gate = GateSettings(mode=GateMode(mode), detector=Detector(detector))
     vad = WebRtcVad(gate.vad_aggressiveness, gate.vad_frame_ms) if mode == "vad" else None
     return FrontEnd(device_rate=16000, settings=listen_settings(gate), chunk_ms=40, vad=vad, emit=out.append)
 
@@ -277,7 +278,7 @@ def test_a_cue_is_queued_with_its_own_end_of_stream_and_holds_the_gate() -> None
     assert cues.held
     # The player never reports (a device in outage): the fallback lets the gate go.
     due = cues.next_deadline()
-    assert due == pytest.approx(10.0 + CUE_S + FALLBACK_S)
+    assert due is not None and due == pytest.approx(10.0 + CUE_S + FALLBACK_S)
     cues.tick(due - 0.01)
     assert cues.take() == [] and cues.held
     cues.tick(due)
@@ -450,13 +451,16 @@ def test_earcons_play_on_the_reply_player_and_never_reach_the_session(alsa_env: 
                 changed.clear()
                 await asyncio.wait_for(changed.wait(), 5)
 
+        def post(ev: PlayerEvent) -> None:  # on the player thread
+            loop.call_soon_threadsafe(handle, ev)
+
         timer = DeadlineTimer(loop, tick)
         player = PlaybackThread(
             device="spk",
             rate=24000,
             channels=1,
             period_frames=240,
-            on_event=lambda ev: loop.call_soon_threadsafe(handle, ev),
+            on_event=post,
         )
         player.start()
         try:

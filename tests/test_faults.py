@@ -209,7 +209,7 @@ def test_handshake_refused(
         assert run.daemon.gpio is not None and run.daemon.gpio.leds is not None
         assert run.daemon.gpio.leds.state is State.OFFLINE  # the LED says so too
         await run.turn()
-        assert run.daemon.gpio.leds.state is State.READY
+        assert run.daemon.gpio.leds.state is State.READY  # type: ignore[comparison-overlap]  # after the turn
 
     run = asyncio.run(with_daemon(alsa_env, [Fault("refuse", str(status))], body, gpio))
     assert run.sim.connections == 1

@@ -21,7 +21,7 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from appliance.config import GpioSettings, parse_config
+from appliance.config import GpioSettings, LedKind, LedMode, parse_config
 from appliance.controls import Levels
 from appliance.core.session import StateChanged
 from appliance.core.state import State
@@ -145,7 +145,7 @@ def test_single_led_default_patterns(tmp_path: Path, mock_pins: MockFactory) -> 
 
 
 def test_pwm_led_pulses_through_intermediate_levels(tmp_path: Path, mock_pins: MockFactory) -> None:
-    pulse = GpioSettings.Pattern("pulse", fade_in=0.1, fade_out=0.1)
+    pulse = GpioSettings.Pattern(LedMode.PULSE, fade_in=0.1, fade_out=0.1)
     s = settings(tmp_path, led="pwm", led_pin=25, talk_pin="", patterns={"speaking": pulse})
 
     async def body(gpio: Gpio, _: Daemonish) -> None:
@@ -163,7 +163,7 @@ def test_pwm_led_pulses_through_intermediate_levels(tmp_path: Path, mock_pins: M
 
 
 def test_rgb_led_colours_and_polarity(tmp_path: Path, mock_pins: MockFactory) -> None:
-    custom = {"error": GpioSettings.Pattern("on", color=(1.0, 0.5, 0.0))}
+    custom = {"error": GpioSettings.Pattern(LedMode.ON, color=(1.0, 0.5, 0.0))}
     s = settings(tmp_path, led="rgb", talk_pin="", patterns=custom)
 
     def body(gpio: Gpio, _: Daemonish) -> None:
@@ -188,7 +188,7 @@ def test_rgb_led_colours_and_polarity(tmp_path: Path, mock_pins: MockFactory) ->
 
 
 def test_every_state_has_a_pattern_for_both_kinds() -> None:
-    for kind in ("pwm", "rgb"):
+    for kind in (LedKind.PWM, LedKind.RGB):
         s = GpioSettings(led=kind)
         for state in State:
             assert s.pattern(state.value).mode in ("off", "on", "blink", "pulse")

@@ -45,7 +45,8 @@ def of_type(events: list[Json], event_type: str) -> list[Json]:
 
 def tone(ms: int) -> np.ndarray[Any, np.dtype[np.int16]]:
     t = np.arange(RATE * ms // 1000) / RATE
-    return np.rint(8000 * np.sin(2 * np.pi * 300 * t)).astype(np.int16)
+    pcm: np.ndarray[Any, np.dtype[np.int16]] = np.rint(8000 * np.sin(2 * np.pi * 300 * t)).astype(np.int16)
+    return pcm
 
 
 def silence(ms: int) -> np.ndarray[Any, np.dtype[np.int16]]:

@@ -641,7 +641,7 @@ def test_lifecycle_ready_status_reload_stop(tmp_path: Path) -> None:
 
                 # Only what changed is re-opened: [audio] playback keys re-open the speaker...
                 def opened(device: str) -> int:
-                    return d.log_text().count(f"{device} open:")
+                    return int(d.log_text().count(f"{device} open:"))
 
                 async def reload_with(old: str, new: str, done: str) -> None:
                     d.config.write_text(d.config.read_text().replace(old, new))

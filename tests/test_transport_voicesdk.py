@@ -31,7 +31,8 @@ def sdk_config(api_url: str) -> Config:
 
 def tone(ms: int, rate: int = 24000) -> np.ndarray:
     t = np.arange(rate * ms // 1000) / rate
-    return np.rint(8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    pcm: np.ndarray = np.rint(8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    return pcm
 
 
 def test_voice_sdk_turn_through_the_adapter() -> None:
@@ -105,7 +106,7 @@ def test_session_ended_and_errors_reach_the_session_as_realtime_events() -> None
                 await ws.send_str("not json")
                 error = (await until(frames, "error"))[-1]
                 assert error.data["error"] == {"type": "voice_sdk_error", "code": "rate_limited", "message": "slow down"}
-                assert protocol.check(error.data | {"type": error.type}) == "error"  # what the session checks
+                assert protocol.check({**error.data, "type": error.type}) == "error"  # what the session checks
                 await sim.end_sessions("agent_disconnected")
                 with pytest.raises(TransportError, match="session ended: agent_disconnected"):
                     await until_end(frames)

@@ -34,7 +34,7 @@ from appliance.audio.frontend import (
 from appliance.audio.vad import WebRtcVad
 from appliance.audio.wake import PACKAGE, WakeWordDetector
 from appliance.config import GateSettings, listen_settings, parse_config, session_settings
-from appliance.core.listen import Control
+from appliance.core.listen import Control, GateMode
 from appliance.core.session import Action, Send, Session, StateChanged, StopPlayback
 from appliance.core.state import State
 from appliance.credentials import ApiKey
@@ -272,7 +272,7 @@ def test_session_shows_listening_and_interrupts_by_name() -> None:
     actions = s.take()
     assert any(isinstance(a, StopPlayback) for a in actions)
     assert [a.event.type for a in actions if isinstance(a, Send)] == ["response.cancel"]
-    assert s.state is State.LISTENING
+    assert s.state is State.LISTENING  # type: ignore[comparison-overlap]  # changed by the call above
     # The follow-up window (no wake word) never interrupts; with barge_in "off" nor does the name.
     quiet = ready_session(barge_in="off")
     speaking(quiet)
@@ -288,7 +288,7 @@ class Run:
     from the loop (follow-up, earcon hold, mute)."""
 
     def __init__(self, **gate: Any) -> None:
-        self.gate = GateSettings(mode="wake", **gate)
+        self.gate = GateSettings(mode=GateMode.WAKE, **gate)
         self.out: list[GateOutput] = []
         self.detector = WakeWordDetector(self.gate.wake_word)
         self.vad = WebRtcVad(self.gate.vad_aggressiveness, self.gate.vad_frame_ms)
@@ -309,7 +309,7 @@ class Run:
         return np.frombuffer(b"".join(o.pcm for o in self.out if isinstance(o, AudioChunk)), np.int16)
 
     def kinds(self) -> list[str]:
-        names = []
+        names: list[str] = []
         for o in self.out:
             name = type(o).__name__
             if isinstance(o, WakeWindow):
