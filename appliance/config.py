@@ -9,6 +9,7 @@ The rest lives beside it and is re-exported here, so ``from appliance.config imp
 keeps working for every name it had:
 
     config_table   Table: the typed reader of one table (key paths in errors)
+    config_home    the [control] and [mqtt] tables' readers
     settings       the frozen settings dataclasses and the adapter-side mode enums
     api_shapes     the settings in the realtime API's shape (``session.update``)
     led_patterns   LED kinds, pattern modes, colours, the default pattern per state
@@ -28,14 +29,16 @@ from typing import Any
 
 from appliance.api_shapes import session_object, tool_object
 from appliance.builtin_tools import BUILTIN_DESCRIPTIONS, BUILTIN_PARAMETERS, BUILTIN_TOOLS
+from appliance.config_home import read_control, read_mqtt
 from appliance.config_table import Table, describe
 from appliance.core.endpoint import EndpointSettings
 from appliance.core.listen import Detector, GateMode, ListenSettings
 from appliance.core.schema import SchemaError, check_schema
 from appliance.core.settings import BargeIn, SessionOptions
 from appliance.core.state import State
+from appliance.core.timers import TimerSettings
 from appliance.errors import ConfigError
-from appliance.led_patterns import COLORS, LedKind, LedMode, LedPattern, parse_color
+from appliance.led_patterns import COLORS, RINGING, LedKind, LedMode, LedPattern, parse_color
 from appliance.settings import (
     DEFAULT_API_URL,
     DEFAULT_URL,
@@ -290,6 +293,7 @@ def _gpio(t: Table) -> GpioSettings:
 
     pt = t.table("patterns")
     patterns = {state: pattern(pt.table(state.value)) for state in State if pt.has(state.value)}
+    ringing = pattern(pt.table(RINGING)) if pt.has(RINGING) else None
     pt.done()
     s = GpioSettings(
         enabled=t.flag("enabled", True),
@@ -302,6 +306,7 @@ def _gpio(t: Table) -> GpioSettings:
         blue_pin=pin("blue_pin", "GPIO13"),
         active_high=t.flag("active_high", True),
         patterns=patterns,
+        ringing=ringing,
         talk_pin=pin("talk_pin", "GPIO17"),
         mute_pin=pin("mute_pin", ""),
         volume_up_pin=pin("volume_up_pin", ""),
@@ -420,6 +425,15 @@ def _session_policy(t: Table) -> SessionPolicySettings:
     return s
 
 
+def _timers(t: Table) -> TimerSettings:
+    s = TimerSettings(
+        max_ring_s=t.number("max_ring_s", 60.0, 5.0, 3600.0),
+        ring_interval_s=t.number("ring_interval_s", 2.5, 1.0, 30.0),
+    )
+    t.done()
+    return s
+
+
 def parse_config(data: Mapping[str, Any], source: str = "<string>") -> Config:
     """Validate a parsed TOML document into a ``Config``; raises ``ConfigError``."""
     root = Table(data, "")
@@ -433,6 +447,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<string>") -> Config:
         logging=_logging(root.table("logging")),
         tools=_tools(root, "tools"),
         session_policy=_session_policy(root.table("session_policy")),
+        timers=_timers(root.table("timers")),
+        control=read_control(root.table("control")),
+        mqtt=read_mqtt(root.table("mqtt")),
         source=source,
     )
     root.done()

@@ -7,7 +7,7 @@ the enums of the adapter-side modes: ``Transport``, ``WireFormat``, ``TalkMode``
 a settings object built in code with a spelling ("wake") holds the member all the same.
 Reading the TOML is ``appliance.config``'s; the API shapes are ``appliance.api_shapes``'.
 Imports only the standard library, ``appliance.api_shapes``, ``appliance.led_patterns`` and
-``appliance.core``.
+``appliance.core`` (``[timers]`` is the core's ``TimerSettings``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from appliance import api_shapes
 from appliance.core.listen import Detector, GateMode
 from appliance.core.settings import BargeIn
 from appliance.core.state import State
-from appliance.led_patterns import LedKind, LedPattern, default_pattern
+from appliance.core.timers import TimerSettings
+from appliance.led_patterns import LedKind, LedPattern, default_pattern, default_ringing
 
 DEFAULT_URL = "wss://api.inworld.ai/api/v1/realtime/session"
 DEFAULT_API_URL = "https://api.inworld.ai"
@@ -304,6 +305,8 @@ class GpioSettings:
     """LED polarity: false for LEDs wired to 3.3 V (common-anode RGB)."""
     patterns: Mapping[State, LedPattern] = field(default_factory=dict)
     """One pattern per state; states not configured use the defaults for ``led``."""
+    ringing: LedPattern | None = None
+    """``[gpio.patterns.ringing]``: while a timer or alarm rings; None: the default."""
     talk_pin: str | int = "GPIO17"
     """Talk button; a long press (``hold_time``) reconnects."""
     mute_pin: str | int = ""
@@ -342,8 +345,12 @@ class GpioSettings:
         configured = self.patterns.get(state)
         return configured if configured is not None else default_pattern(self.led, state)
 
+    def ringing_pattern(self) -> LedPattern:
+        """The pattern while a timer or alarm rings."""
+        return self.ringing if self.ringing is not None else default_ringing(self.led)
 
-EARCON_NAMES = ("listening", "mute", "unmute", "error", "too_short", "wake")
+
+EARCON_NAMES = ("listening", "mute", "unmute", "error", "too_short", "wake", "alarm")
 
 
 @dataclass(frozen=True)
@@ -366,11 +373,14 @@ class EarconSettings:
     """A push-to-talk press held too little audio to send."""
     wake: str = "default"
     """The wake word was heard (gate mode "wake")."""
+    alarm: str = "default"
+    """A timer or alarm rings (repeated); plays even when ``enabled`` is false."""
 
     def sound(self, name: str) -> str:
-        """The configured value for one earcon name ("" when earcons are off)."""
+        """The configured value for one earcon name ("" when earcons are off, except the
+        alarm: turning cues off must not silence a timer)."""
         value: str = getattr(self, name)
-        return value if self.enabled else ""
+        return value if self.enabled or name == "alarm" else ""
 
 
 @dataclass(frozen=True)
@@ -428,6 +438,51 @@ class LoggingSettings:
         _coerce(self, "level", LogLevel)
 
 
+DEFAULT_CONTROL_SOCKET = "/run/appliance/control.sock"
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """The local control socket (``appliance.control``) and announcements."""
+
+    enabled: bool = True
+    """Serve the control socket (``appliance status``, ``say``, ``ask``, ``mute``, ...)."""
+    socket: str = DEFAULT_CONTROL_SOCKET
+    """Its path; the unit's ``RuntimeDirectory=appliance`` makes ``/run/appliance``."""
+    group: str = ""
+    """Members of this group may use it (mode 0660); "" = the service and root only (0600).
+    The service must be a member of the group (the unit's ``SupplementaryGroups=``)."""
+    announce_earcon: str = "wake"
+    """The earcon played before an announcement (one of the earcon names; "" = none)."""
+    announce_wait_s: float = 120.0
+    """An announcement waiting longer than this for a quiet moment is dropped (logged)."""
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Home Assistant through an MQTT broker (``appliance.mqtt``); off by default."""
+
+    enabled: bool = False
+    """Connect to the broker and publish the device by MQTT discovery."""
+    host: str = "localhost"
+    """The broker's host name or address."""
+    port: int = 1883
+    """The broker's port (8883 is the usual one with TLS)."""
+    tls: bool = False
+    """Connect with TLS (the system's CA certificates)."""
+    username: str = ""
+    """"" = connect without credentials; the password is the systemd credential
+    ``mqtt-password`` (``LoadCredential=``), never in this file."""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant's discovery prefix."""
+    device_name: str = "Voice appliance"
+    """The device's name in Home Assistant."""
+    node_id: str = "appliance"
+    """The device's id in topics and unique ids (letters, digits, ``_`` and ``-``)."""
+    keepalive_s: int = 30
+    """MQTT keep-alive; the broker publishes "offline" (the last will) after 1.5 times this."""
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
@@ -442,5 +497,9 @@ class Config:
     tools: tuple[ToolSettings, ...] = ()
     """``[[tools]]``: functions offered to the model, in order."""
     session_policy: SessionPolicySettings = field(default_factory=SessionPolicySettings)
+    timers: TimerSettings = field(default_factory=TimerSettings)
+    """``[timers]``: how timers and alarms ring (``appliance.core.timers``)."""
+    control: ControlSettings = field(default_factory=ControlSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     source: str = "<defaults>"
     """The file this was read from."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from appliance.app.audio import AudioPath
 from appliance.audio.frontend import (
@@ -58,6 +58,16 @@ from appliance.notify import Notifier
 log = logging.getLogger(__name__)
 
 
+class AfterDispatch(Protocol):
+    """A part that acts once the session's actions are routed (announcements)."""
+
+    def step(self) -> bool:
+        """True when it gave the session more to dispatch."""
+        ...
+
+    def allows_follow_up(self, state: State) -> bool: ...
+
+
 class Router:
     """Routes the session's and the cues' actions; ``start`` before the first input.
 
@@ -90,11 +100,15 @@ class Router:
         self.observers = observers
         self.status_prefix = ""
         """Shown instead of the state's words while set (the supervisor's "Reconnecting in")."""
+        self.status_suffix: Callable[[], str] = lambda: ""
+        """Appended after "; " when not empty (the next timer due, a ring: ``appliance.alarms``)."""
+        self._status_words = ""
         self._device_errors: dict[str, str] = {"capture": "", "playback": ""}
         self._last_state = State.STARTING  # for the wake mode's follow-up window
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: DeadlineTimer | None = None
         self._cue_timer: DeadlineTimer | None = None
+        self.after: AfterDispatch | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -138,7 +152,7 @@ class Router:
             elif isinstance(action, TooShort):
                 self.cue("too_short")
             elif isinstance(action, StateChanged):
-                self._notifier.status(self.status_prefix or action.state.words)
+                self.show_status(self.status_prefix or action.state.words)
                 self.earcons.state_changed(action.state, self.now())
                 self.apply_cues()
                 self._follow_up(action.state)
@@ -152,6 +166,9 @@ class Router:
                 self._reconnect(action.reason, action.immediate)
             for observer in self.observers:
                 observer(action)
+        if self.after is not None and self.after.step():
+            self.dispatch()  # what it asked of the session
+            return
         if self._clock is not None:
             self._clock.schedule(self.session.next_tick())
 
@@ -159,10 +176,19 @@ class Router:
         self.session.tick(now)
         self.dispatch()
 
+    def show_status(self, words: str = "") -> None:
+        """STATUS=: ``words`` (or the last ones), then ``status_suffix`` if any."""
+        words = self._status_words = words or self._status_words
+        if words:
+            suffix = self.status_suffix()
+            self._notifier.status(f"{words}; {suffix}" if suffix else words)
+
     def _follow_up(self, state: State) -> None:
         """Wake mode: a reply just ended (speaking or thinking, then ready), so the front end
         listens without the wake word for ``[gate] follow_up_s``."""
         before, self._last_state = self._last_state, state
+        if self.after is not None and not self.after.allows_follow_up(state):
+            return
         if (
             state is State.READY
             and before in (State.SPEAKING, State.THINKING)
