@@ -191,8 +191,19 @@ def _print_status(status: dict[str, Any]) -> None:
     print(f"volume: {'-' if volume is None else f'{volume}%'}")
     if status.get("announcements_waiting"):
         print(f"announcements waiting: {status['announcements_waiting']}")
-    for timer in status.get("timers") or []:
-        print(f"timer: {timer}")
+    listing = status.get("timers") or {}
+    for name in listing.get("ringing", []):
+        print(f"ringing: {name}")
+    for timer in listing.get("timers", []):
+        print(f"timer: {_timer_name(timer, 'timer')}, {timer.get('remaining')} left")
+    for alarm in listing.get("alarms", []):
+        repeat = ", every " + ", ".join(alarm["repeat"]) if alarm.get("repeat") else ""
+        print(f"alarm: {_timer_name(alarm, 'alarm')}, rings {alarm.get('rings')}{repeat}")
+
+
+def _timer_name(entry: dict[str, Any], kind: str) -> str:
+    """"tea timer" (``list_timers`` gives the label; the core names it so)."""
+    return f"{entry['label']} {kind}" if entry.get("label") else kind
 
 
 def _fault(spec: str) -> Any:

@@ -49,7 +49,7 @@ from appliance.credentials import ApiKey
 from appliance.earcons import load_earcons
 from appliance.errors import AudioDeviceError, ConfigError
 from appliance.gpio import Gpio, open_gpio
-from appliance.home import Facts, run_home
+from appliance.home import Facts, run_home, timer_facts
 from appliance.mixer import Mixer
 from appliance.notify import Notifier, watchdog_interval
 from appliance.persist import ControlState as SavedControls
@@ -139,6 +139,9 @@ class Daemon:
         # announcements they ask for, spoken at the router's quiet moments.
         self.facts = Facts(transcripts=config.logging.transcripts)
         self._observers.append(self.facts)
+        self.levels.on_change = lambda: self.facts.update(
+            muted=self.levels.muted, volume=self.levels.volume
+        )
         self.announcements = Announcements(
             config, self.session, cue=self._router.cue, dispatch=self._dispatch
         )
@@ -331,8 +334,10 @@ class Daemon:
         return TimerSettings(t.max_ring_s, max(t.ring_interval_s, sound_s + 1.0))
 
     def _timers_changed(self) -> None:
-        """STATUS= again with the next timer due (the router is built after the alarms)."""
+        """STATUS= again with the next timer due (the router is built after the alarms), and
+        the home's view (``appliance.home``)."""
         self._router.show_status()
+        self.facts.update(**timer_facts(self.alarms))
 
     def _show_ringing(self, ringing: bool) -> None:
         if self.gpio is not None:

@@ -10,6 +10,10 @@ One device (``[mqtt] node_id``, named ``device_name``) with these entities, each
     volume       number         the speaker volume, 0-100 %
     announce     text           write a sentence: it is spoken as an announcement
     ask          text           write a prompt: the agent answers, the user may reply
+    next_timer   sensor (timestamp)  when the next timer or alarm rings; its name, label and
+                                kind in the attributes (``<node_id>/next_timer/attributes``)
+    ringing      binary_sensor  on while a timer or alarm rings
+    stop_ringing button         stops a ringing timer or alarm (as the talk button does)
     user_text    sensor         the last user transcript   (only with [logging] transcripts)
     agent_text   sensor         the last agent transcript  (only with [logging] transcripts)
 
@@ -20,14 +24,22 @@ Imports the standard library and ``appliance`` settings and state.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
 from appliance.core.state import State
 from appliance.settings import MqttSettings
 
+if TYPE_CHECKING:
+    from appliance.home import NextTimer
+
 ONLINE, OFFLINE = "online", "offline"
+PRESS = "PRESS"
+NONE = "None"
+"""A sensor payload Home Assistant takes as unknown (no timer set)."""
 TEXT_MAX = 255
 """Home Assistant's longest text entity value."""
 
@@ -42,6 +54,8 @@ class Entity:
     """It takes commands at ``<node_id>/<key>/set``."""
     state: bool = True
     """It has a state at ``<node_id>/<key>``."""
+    attributes: bool = False
+    """It has JSON attributes at ``<node_id>/<key>/attributes``."""
 
 
 class Topics:
@@ -54,6 +68,9 @@ class Topics:
 
     def state(self, key: str) -> str:
         return f"{self.node}/{key}"
+
+    def attributes(self, key: str) -> str:
+        return f"{self.node}/{key}/attributes"
 
     def command(self, key: str) -> str:
         return f"{self.node}/{key}/set"
@@ -84,6 +101,15 @@ def entities(*, transcripts: bool) -> list[Entity]:
         }, command=True, state=False),
         Entity("ask", "text", "Ask", {
             "mode": "text", "max": TEXT_MAX, "icon": "mdi:chat-question",
+        }, command=True, state=False),
+        Entity("next_timer", "sensor", "Next timer", {
+            "device_class": "timestamp", "icon": "mdi:timer-outline",
+        }, attributes=True),
+        Entity("ringing", "binary_sensor", "Ringing", {
+            "payload_on": "ON", "payload_off": "OFF", "icon": "mdi:alarm-bell",
+        }),
+        Entity("stop_ringing", "button", "Stop ringing", {
+            "payload_press": PRESS, "icon": "mdi:alarm-off",
         }, command=True, state=False),
     ]
     if transcripts:
@@ -117,15 +143,29 @@ def discovery(settings: MqttSettings, entity: Entity, topics: Topics) -> dict[st
         config["state_topic"] = topics.state(entity.key)
     if entity.command:
         config["command_topic"] = topics.command(entity.key)
+    if entity.attributes:
+        config["json_attributes_topic"] = topics.attributes(entity.key)
     return config
 
 
 def state_payloads(
     *, state: State, muted: bool, volume: int | None, latency_ms: int | None,
     user_text: str, agent_text: str, transcripts: bool,
+    next_timer: NextTimer | None = None, ringing: str = "",
 ) -> dict[str, str]:
-    """Each entity's state payload (key -> text); an unknown value is left out."""
+    """Each entity's state payload (key -> text; "<key>/attributes" for the attributes);
+    an unknown value is left out."""
     out = {"state": state.value, "mute": "ON" if muted else "OFF"}
+    if next_timer is None:
+        out["next_timer"] = NONE
+        out["next_timer/attributes"] = "{}"
+    else:
+        due = dt.datetime.fromtimestamp(next_timer.due, dt.UTC)
+        out["next_timer"] = due.isoformat()
+        out["next_timer/attributes"] = json.dumps({
+            "name": next_timer.name, "label": next_timer.label, "kind": next_timer.kind,
+        })
+    out["ringing"] = "ON" if ringing else "OFF"
     if volume is not None:
         out["volume"] = str(volume)
     if latency_ms is not None:

@@ -21,8 +21,10 @@ from appliance.control import ControlServer, NoDirectory
 from appliance.core.actions import Action, StateChanged, Transcript, TurnTimings
 from appliance.core.state import State
 from appliance.errors import ApplianceError
+from appliance.timer_tools import TimerTools
 
 if TYPE_CHECKING:
+    from appliance.alarms import AlarmClock
     from appliance.daemon import Daemon
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,34 @@ class Snapshot:
     """The last user transcript ("" unless ``[logging] transcripts``)."""
     agent_text: str = ""
     """The last agent transcript ("" unless ``[logging] transcripts``)."""
+    next_timer: NextTimer | None = None
+    """The next timer or alarm due (None: none set)."""
+    ringing: str = ""
+    """What rings now ("tea timer"; "": nothing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NextTimer:
+    name: str
+    """"tea timer", "alarm"."""
+    label: str
+    kind: str
+    """"timer" or "alarm"."""
+    due: int
+    """Its wall-clock time, whole seconds (a timer's wall time moves with the clocks' offset
+    by a hair: rounding keeps it from being republished for that)."""
+
+
+def timer_facts(alarms: AlarmClock) -> dict[str, Any]:
+    """The ``Snapshot`` fields of the timers now (``Facts.update(**timer_facts(...))``)."""
+    core = alarms.timers
+    nxt = core.next_due()
+    return {
+        "next_timer": None if nxt is None else NextTimer(
+            nxt[0].name, nxt[0].label, nxt[0].kind.value, round(nxt[1])
+        ),
+        "ringing": core.ringing[0].name if core.ringing else "",
+    }
 
 
 class Facts:
@@ -103,6 +133,7 @@ class Home:
                 else None
             ),
             "announcements_waiting": d.announcements.core.queued,
+            "timers": TimerTools(d.alarms).listing(),
         }
 
     def levels(self) -> tuple[bool, int | None]:
@@ -115,6 +146,10 @@ class Home:
     def set_muted(self, muted: bool) -> None:
         self._daemon.set_muted(muted)
         self.facts.update(muted=muted)
+
+    def stop_ringing(self, how: str) -> bool:
+        """Stop a ringing timer or alarm, as the talk button does; False if none rang."""
+        return self._daemon.alarms.stop_ringing(how)
 
     def set_volume(self, percent: int) -> int:
         volume = self._daemon.levels.set_volume(percent)
@@ -129,7 +164,9 @@ async def run_home(daemon: Daemon, facts: Facts) -> None:
     path never depends on the home's parts.
     """
     home = Home(daemon, facts)
-    facts.update(muted=daemon.levels.muted, volume=daemon.levels.volume)
+    facts.update(
+        muted=daemon.levels.muted, volume=daemon.levels.volume, **timer_facts(daemon.alarms)
+    )
     server: ControlServer | None = None
     if daemon.config.control.enabled:
         server = ControlServer(daemon.config.control, home)

@@ -162,6 +162,7 @@ class Bridge:
                 state=now.state, muted=muted, volume=volume,
                 latency_ms=now.last_latency_ms, user_text=now.user_text,
                 agent_text=now.agent_text, transcripts=self.transcripts,
+                next_timer=now.next_timer, ringing=now.ringing,
             )
             for key, payload in states.items():
                 if self._published.get(key) != payload:
@@ -195,5 +196,8 @@ class Bridge:
                 log.warning("mqtt: volume: %s", exc)
                 self._published.pop("volume", None)  # Home Assistant gets the real one back
                 self._changed.set()
+        elif key == "stop_ringing":
+            if not self.home.stop_ringing("Home Assistant"):
+                log.info("mqtt: stop ringing: nothing rings")
         elif key in ("announce", "ask") and text:
             self.home.announce(text, ask=key == "ask")

@@ -24,6 +24,7 @@ from appliance.core.session import Action, Play, StateChanged, Transcript
 from appliance.core.state import State
 from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
+from appliance.timer_tools import TimerTools
 from realtime_sim.server import RealtimeSimulator
 
 if TYPE_CHECKING:
@@ -317,3 +318,38 @@ def test_no_runtime_directory_is_an_info_line_not_an_error(tmp_path: Path, caplo
     lines = [r for r in caplog.records if "no control socket" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("appliance")]
+
+
+def test_status_shows_the_timers_alarms_and_a_ring(tmp_path: Path) -> None:
+    sock = tmp_path / "control.sock"
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim:
+            daemon = Daemon(config(sim.url, sock), ApiKey(KEY, "test"))
+            async with running(daemon):
+                await until(lambda: daemon.session.state is State.READY and sock.exists(), 10, "ready")
+                out["none"] = await cli_run("status", "--socket", str(sock))
+                tools = TimerTools(daemon.alarms)  # the tools the model calls
+                tools.call("set_timer", {"seconds": 600, "label": "stew"})
+                tools.call("set_alarm", {"time": "07:30", "label": "wake", "repeat": ["weekdays"]})
+                out["set"] = await cli_run("status", "--socket", str(sock))
+                tools.call("set_timer", {"seconds": 1, "label": "egg"})
+                await until(lambda: daemon.alarms.is_ringing, 10, "the egg timer ringing")
+                out["ringing"] = await cli_run("status", "--socket", str(sock))
+                daemon.alarms.stop_ringing("the test")
+                out["stopped"] = await cli_run("status", "--socket", str(sock))
+        return out
+
+    out = asyncio.run(scenario())
+    code, text, _ = out["none"]
+    assert code == 0 and "timer:" not in text and "alarm:" not in text and "ringing:" not in text
+    code, text, _ = out["set"]
+    lines = text.splitlines()
+    assert code == 0
+    assert any(line.startswith("timer: stew timer, ") and line.endswith(" left") and "minutes" in line for line in lines), text
+    assert any(line.startswith("alarm: wake alarm, rings 07:30 on ") and line.endswith(", every monday, tuesday, wednesday, thursday, friday") for line in lines), text
+    code, text, _ = out["ringing"]
+    assert code == 0 and "ringing: egg timer" in text.splitlines() and "timer: stew timer" in text
+    code, text, _ = out["stopped"]
+    assert code == 0 and "ringing:" not in text and "timer: stew timer" in text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import shutil
 import socket
@@ -28,10 +29,11 @@ from appliance.daemon import Daemon
 from appliance.ha_discovery import Topics, entities
 from appliance.mqtt import CREDENTIAL_NAME, ENV_NAME, load_password
 from appliance.settings import MqttSettings
+from appliance.timer_tools import TimerTools
 from realtime_sim.server import RealtimeSimulator
 
 if TYPE_CHECKING:
-    from alsa_env import AlsaEnv
+    from alsa_env import AlsaEnv, PulseEnv
 
 pytest_plugins = ["alsa_env"]
 
@@ -46,6 +48,8 @@ REQUIRED = {
     "switch": {"command_topic"},
     "number": {"command_topic"},
     "text": {"command_topic"},
+    "binary_sensor": {"state_topic"},
+    "button": {"command_topic"},
 }
 
 
@@ -97,12 +101,12 @@ def silent_mic(alsa_env: AlsaEnv) -> Iterator[None]:
     yield
 
 
-def config(url: str, port: int, tmp: Path, *, transcripts: bool = True) -> Config:
+def config(url: str, port: int, tmp: Path, *, transcripts: bool = True, **gpio: Any) -> Config:
     return parse_config({
         "realtime": {"url": url},
         "audio": {"capture_device": "mic", "playback_device": "spk"},
         "gate": {"mode": "push_to_talk"},
-        "gpio": {"enabled": False, "state_dir": str(tmp / "state")},
+        "gpio": {"enabled": False, "state_dir": str(tmp / "state"), **gpio},
         "logging": {"transcripts": transcripts},
         "control": {"enabled": False},
         "mqtt": {"enabled": True, "host": "127.0.0.1", "port": port, "device_name": "Kitchen"},
@@ -168,7 +172,7 @@ def test_discovery_state_commands_and_a_broker_restart(broker: Broker, tmp_path:
             ha = HomeAssistant(broker.port)
             async with running(daemon), ha.connected():
                 await until(lambda: ha.latest.get("appliance/state") == "ready", 15, "state ready")
-                await until(lambda: len(configs(ha)) == 8, 5, "eight discovery configs")
+                await until(lambda: len(configs(ha)) == 11, 5, "eleven discovery configs")
                 seen["configs"] = configs(ha)
                 seen["availability"] = ha.latest.get("appliance/availability")
                 # Commands act at once, and the new state comes back.
@@ -177,7 +181,8 @@ def test_discovery_state_commands_and_a_broker_restart(broker: Broker, tmp_path:
                 await until(lambda: ha.latest.get("appliance/mute") == "ON", 5, "mute ON")
                 await until(lambda: ha.latest.get("appliance/state") == "muted", 5, "state muted")
                 await ha.send("appliance/mute/set", "OFF")
-                await until(lambda: ha.latest.get("appliance/state") == "ready", 5, "unmuted")
+                # The state and the mute are two messages: wait for both.
+                await until(lambda: ha.latest.get("appliance/state") == "ready" and ha.latest.get("appliance/mute") == "OFF", 5, "unmuted")
                 seen["mute_states"] = [p for t, p in ha.history if t == "appliance/mute"]
                 await ha.send("appliance/announce/set", "The washing machine is done")
                 await until(
@@ -209,8 +214,15 @@ def test_discovery_state_commands_and_a_broker_restart(broker: Broker, tmp_path:
         assert cfg["device"]["identifiers"] == ["appliance"] and cfg["device"]["name"] == "Kitchen"
         assert cfg["availability_topic"] == "appliance/availability"
         by_key[key] = (component, cfg)
-    assert sorted(by_key) == ["agent_text", "announce", "ask", "latency", "mute", "state", "user_text", "volume"]
+    assert sorted(by_key) == [
+        "agent_text", "announce", "ask", "latency", "mute", "next_timer", "ringing", "state",
+        "stop_ringing", "user_text", "volume",
+    ]
     assert by_key["state"][1]["device_class"] == "enum" and "listening" in by_key["state"][1]["options"]
+    assert by_key["next_timer"][1]["device_class"] == "timestamp"
+    assert by_key["next_timer"][1]["json_attributes_topic"] == "appliance/next_timer/attributes"
+    assert by_key["ringing"][0] == "binary_sensor" and by_key["stop_ringing"][0] == "button"
+    assert "state_topic" not in by_key["stop_ringing"][1]
     assert by_key["mute"][0] == "switch" and by_key["volume"][0] == "number" and by_key["announce"][0] == "text"
     assert seen["mute_states"][-2:] == ["ON", "OFF"]
     assert "thinking" in seen["states"] and "speaking" in seen["states"]
@@ -234,7 +246,7 @@ def test_the_bridge_survives_a_broker_restart_while_running(broker: Broker, tmp_
                 ha = HomeAssistant(broker.port)
                 async with ha.connected():
                     # Back within the backoff (first retries within 1 s, then 2 s, ...).
-                    await until(lambda: len(configs(ha)) == 8 and ha.latest.get("appliance/state") == "ready", 15, "republished")
+                    await until(lambda: len(configs(ha)) == 11 and ha.latest.get("appliance/state") == "ready", 15, "republished")
                     await ha.send("appliance/mute/set", "ON")
                     await until(lambda: daemon.levels.muted, 5, "a command after the restart")
                     return ha.latest.get("appliance/availability"), daemon, down_state
@@ -243,6 +255,59 @@ def test_the_bridge_survives_a_broker_restart_while_running(broker: Broker, tmp_
     availability, daemon, down_state = asyncio.run(scenario())
     assert availability == "online" and daemon.levels.muted
     assert down_state is State.READY
+
+
+def test_timers_ring_and_stop_in_home_assistant_and_a_button_volume_at_once(
+    broker: Broker, tmp_path: Path, pulse_env: PulseEnv
+) -> None:
+    """The timer entities follow the alarm clock; a ring is seen by a second client and
+    stopped by the button entity; a volume step (as the volume button makes it, on the
+    ``pmixer`` ALSA control) reaches Home Assistant with no other state change."""
+    async def scenario() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        async with RealtimeSimulator(api_key=KEY, profile="fast") as sim:
+            cfg = config(sim.url, broker.port, tmp_path, mixer_control="Master", mixer_device="pmixer")
+            daemon = Daemon(cfg, ApiKey(KEY, "test"))
+            ha = HomeAssistant(broker.port)
+            async with running(daemon), ha.connected():
+                await until(lambda: ha.latest.get("appliance/state") == "ready", 15, "state ready")
+                await until(lambda: ha.latest.get("appliance/ringing") == "OFF", 5, "not ringing")
+                seen["none"] = ha.latest.get("appliance/next_timer")
+                tools = TimerTools(daemon.alarms)  # the tools the model calls
+                seen["set_at"] = time.time()
+                tools.call("set_timer", {"seconds": 600, "label": "stew"})
+                await until(lambda: ha.latest.get("appliance/next_timer") not in (None, "None"), 5, "next timer")
+                seen["next"] = ha.latest["appliance/next_timer"]
+                await until(lambda: "stew" in ha.latest.get("appliance/next_timer/attributes", ""), 5, "attributes")
+                seen["attributes"] = json.loads(ha.latest["appliance/next_timer/attributes"])
+                tools.call("set_timer", {"seconds": 1, "label": "egg"})
+                await until(lambda: ha.latest.get("appliance/ringing") == "ON", 10, "ringing ON")
+                seen["ringing"] = daemon.alarms.is_ringing
+                await ha.send("appliance/stop_ringing/set", "PRESS")
+                await until(lambda: ha.latest.get("appliance/ringing") == "OFF", 5, "ringing OFF")
+                seen["stopped"] = not daemon.alarms.is_ringing and daemon.alarms.rings == ["egg timer"]
+                seen["next_after"] = ha.latest["appliance/next_timer"]
+                # A volume button's step, no state change: Home Assistant has it at once.
+                before = ha.latest.get("appliance/volume")
+                stepped = daemon.levels.step_volume(-10)
+                seen["volume"] = (before, stepped)
+                await until(lambda: ha.latest.get("appliance/volume") == str(stepped), 5, "the new volume")
+        return seen
+
+    pulse_env.pactl("set-sink-volume", "spk", "50%")
+    try:
+        seen = asyncio.run(scenario())
+    finally:
+        pulse_env.pactl("set-sink-volume", "spk", "100%")  # as the other tests expect it
+    assert seen["none"] == "None"
+    due = dt.datetime.fromisoformat(seen["next"])
+    assert due.tzinfo is not None
+    assert seen["set_at"] + 599 <= due.timestamp() <= seen["set_at"] + 602
+    assert seen["attributes"] == {"name": "stew timer", "label": "stew", "kind": "timer"}
+    assert seen["ringing"] and seen["stopped"]
+    assert seen["next_after"] == seen["next"]  # the stew timer is still the next one
+    before, stepped = seen["volume"]
+    assert stepped == 40 and before != str(stepped)
 
 
 def test_transcript_sensors_only_when_transcripts_are_logged() -> None:
