@@ -18,6 +18,7 @@ from appliance.audio.frontend import (
 from appliance.audio.micro_vad import SpeechStage
 from appliance.audio.vad import WebRtcVad
 from appliance.config import GateSettings, listen_settings
+from appliance.core.listen import Detector
 from bench.turn_corpus import KINDS, active_rms, noise
 from bench.wake_corpus import synthesize
 
@@ -128,7 +129,7 @@ def test_webrtc_remains_reachable() -> None:
     pcm, _ = mix([speech], "white", -70.0, snr_db=30.0)
 
     got: list[GateOutput] = []
-    gate = GateSettings(detector="webrtc")
+    gate = GateSettings(detector=Detector.WEBRTC)
     fe = FrontEnd(
         device_rate=RATE,
         settings=listen_settings(gate),
