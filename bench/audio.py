@@ -677,7 +677,7 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
         print("  (perf is not installed: PulseAudio's code in the daemon's threads not separated)")
     else:
         shares = ", ".join(
-            f"{name} {idle.pulse_share.get(name, 0) * 100:.0f} / {share * 100:.0f} %"
+            f"{name} {(idle.pulse_share or {}).get(name, 0) * 100:.0f} / {share * 100:.0f} %"
             for name, share in sorted((streaming.pulse_share or {}).items())
             if name != "threaded-ml" and streaming.threads.get(name, (0.0, 0))[0] > 0
         )
