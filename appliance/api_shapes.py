@@ -9,6 +9,7 @@ the settings types, for annotations only).
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ def session_object(s: SessionSettings, *, turn_detection_null: bool) -> dict[str
         if value is not None:
             audio_out[api_name] = value
     session["audio"] = {"input": audio_in, "output": audio_out}
+    if s.provider_data is not None:
+        session["providerData"] = copy.deepcopy(dict(s.provider_data))
     return session
 
 

@@ -155,6 +155,9 @@ def _session(t: Table) -> SessionSettings:
         tr.done()
     turn = _turn_detection(in_t.table("turn_detection")) if in_t.has("turn_detection") else None
     in_t.done()
+    provider_data = t.raw("providerData")  # free-form: the service owns its meaning
+    if provider_data is not None and not isinstance(provider_data, Mapping):
+        raise ConfigError(t.key("providerData"), f"expected a table, got {describe(provider_data)}")
     settings = SessionSettings(
         model=t.text("model"),
         instructions=t.text("instructions"),
@@ -167,6 +170,7 @@ def _session(t: Table) -> SessionSettings:
         speed=out_t.number("speed", None, 0.5, 1.5),
         transcription=trans,
         turn_detection=turn,
+        provider_data=provider_data,
     )
     out_t.done()
     audio.done()

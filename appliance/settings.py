@@ -129,6 +129,9 @@ class SessionSettings:
     """``session.audio.input.transcription``: model, prompt, language."""
     turn_detection: Mapping[str, Any] | None = None
     """The configured turn detection; the gate mode may override it (see ``to_api``)."""
+    provider_data: Mapping[str, Any] | None = None
+    """``[session.providerData]``: Inworld's extensions, copied into ``session.providerData``
+    (the daemon adds the keys it depends on: ``appliance.core.confirmed``)."""
 
     def to_api(self, *, turn_detection_null: bool) -> dict[str, Any]:
         """The ``session`` object for ``session.update`` (``api_shapes.session_object``)."""

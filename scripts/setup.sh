@@ -12,6 +12,7 @@ debs+=(libspeexdsp1)  # [audio.processing] double_talk (appliance/audio/nearend.
 if [ "$want" = test ]; then
   debs+=(pulseaudio pulseaudio-utils libasound2-plugins alsa-utils systemd)
   debs+=(espeak-ng)  # synthesized wake-word recordings (bench/wake_corpus.py), agent speech (tests/test_aec.py)
+  debs+=(sox)  # an independent G.711 encoder/decoder (tests/test_g711_sox.py)
 fi
 
 missing=()

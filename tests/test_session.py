@@ -245,10 +245,16 @@ def test_errors_and_malformed_frames_are_survived() -> None:
 
 
 def test_rejected_session_update_does_not_leave_it_connecting() -> None:
-    s = new_session({})
+    # The refused key is left out and the rest sent again; the service's default applies.
+    s = new_session({"session": {"audio": {"input": {"transcription": {"model": "assemblyai/u3-rt-pro"}}}}})
     s.connected()
     feed(s, {"type": "session.created", "session": {"id": "x"}})
+    s.take()
     feed(s, {"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value", "message": "bad", "param": "session.audio.input.transcription.model"}})
+    again = sent(s.take())
+    assert [e["type"] for e in again] == ["session.update"]
+    assert "model" not in again[0]["session"]["audio"]["input"]["transcription"]
+    feed(s, {"type": "session.updated", "session": {}})
     assert s.state is State.READY
 
 

@@ -130,8 +130,8 @@ def test_the_response_lifecycle_is_one_explicit_phase() -> None:
     assert reply.done() == 0  # a stray response.done counts no calls twice
     reply.server_will_create(3.0)
     assert reply.phase is Phase.REQUESTED
-    reply.lost_race()
-    assert reply.phase is Phase.IDLE and reply.pending_create and reply.expected_since is None
+    reply.refused()  # no response is coming for our create
+    assert reply.phase is Phase.IDLE and reply.expected_since is None
     reply.reset()
     assert reply.phase is Phase.IDLE and not reply.pending_create
 

@@ -73,9 +73,8 @@ class Reply:
         if self.phase is Phase.IDLE:
             self._set(Phase.REQUESTED)
 
-    def lost_race(self) -> None:
-        """Our ``response.create`` met a response we did not see start: ask again after it."""
-        self.pending_create = True
+    def refused(self) -> None:
+        """The service refused our ``response.create``: no response is coming for it."""
         self.expected_since = None
         if self.phase is Phase.REQUESTED:
             self._set(Phase.IDLE)

@@ -10,8 +10,8 @@ Imports the standard library and ``appliance.core``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from appliance.core.actions import (
     CallTool,
@@ -22,7 +22,14 @@ from appliance.core.actions import (
     Transcript,
     TurnTimings,
 )
-from appliance.core.protocol import AppendAudio, ServerEvent, UserText
+from appliance.core.confirmed import TurnTerms, quoted_key, turn_detection_of, without
+from appliance.core.protocol import (
+    AppendAudio,
+    CreateResponse,
+    ServerEvent,
+    SessionUpdate,
+    UserText,
+)
 from appliance.core.settings import BargeIn
 
 if TYPE_CHECKING:
@@ -45,8 +52,50 @@ def on_session_created(s: Session, ev: ServerEvent, now: float) -> None:
 
 
 def on_session_updated(s: Session, ev: ServerEvent, now: float) -> None:
+    """Work from what the service configured, not from what was asked (``confirmed``)."""
+    terms = s._terms
+    terms.rejected, terms.retry_at, terms.retries = "", None, 0
+    reported, td = turn_detection_of(ev.data["session"])
+    opts = s._options
+    if not reported:  # not echoed: as asked
+        turns = TurnTerms(not opts.local_turns, opts.server_creates, opts.server_interrupts)
+    elif td is None:
+        if not opts.local_turns:
+            log.error("the service turned its turn detection off; [gate] mode \"always\" "
+                      "needs it: no turn will end")
+        turns = TurnTerms()
+    else:
+        creates = td.get("create_response", True) is not False
+        interrupts = td.get("interrupt_response", True) is not False
+        turns = TurnTerms(True, creates, interrupts)
+        if opts.local_turns and not (creates or interrupts):
+            turns = TurnTerms()  # on, but it neither answers nor interrupts: the device's turns
+        elif opts.local_turns and not terms.quiet_asked:
+            terms.quiet_asked = True
+            s._habits.ignores_null_turn_detection = True
+            log.warning(
+                "the service kept its turn detection (%s) although the daemon sent null; "
+                "asking it to leave turns to the device",
+                td.get("type") or "?",
+            )
+            s.session_update({"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+            return  # configured once that is confirmed
+        elif opts.local_turns:
+            log.warning(
+                "the service keeps its turn detection (%s) whatever the daemon asks: turns "
+                "end when the service says so, not at the device's hang-over",
+                td.get("type") or "?",
+            )
+    if turns != terms.turns:
+        log.info(
+            "turns end %s", "at the service" if turns.server_turns else "at the device",
+            extra={"SESSION_ID": s.session_id},
+        )
+    terms.turns = turns
     if not s._configured:
         became_configured(s, now)
+    else:
+        s._refresh()
 
 
 def became_configured(s: Session, now: float) -> None:
@@ -67,28 +116,35 @@ def became_configured(s: Session, now: float) -> None:
 
 
 def on_error(s: Session, ev: ServerEvent, now: float) -> None:
+    """An error is handled by the client event it is about (``error.event_id``)."""
     err = ev.data["error"]
     code = err.get("code") or ""
-    param = err.get("param") or ""
+    about = err.get("event_id")  # the client event the error is about (not the error's own)
+    sent = s.sent_event(about) if isinstance(about, str) else None
+    if sent is None and not about and not s._configured and s._connected:
+        sent = s._last_update  # a service that names no event: the update is what is pending
     if code == "response_cancel_not_active":
         log.debug("response.cancel arrived after the response ended", extra={"ERROR_CODE": code})
         return
-    if code == "conversation_already_has_active_response":
-        # Our response.create lost a race with a response we did not see start (a
-        # server-VAD turn): ask again once the active one is done.
-        s._reply.lost_race()
+    if isinstance(sent, SessionUpdate):
+        update_refused(s, sent, err, now)
+        return
+    if code == "conversation_already_has_active_response" and (
+        sent is None or isinstance(sent, CreateResponse)
+    ):
+        # The service made a response itself (its turn detection, or its answer to tool
+        # outputs) before ours arrived; it answers the same input, so ours is dropped.
+        if sent is not None and sent.event_id == s._tool_create_id:
+            s._habits.server_answers_tools = True
         log.info(
-            "a response is already active; response.create is sent again after it",
+            "the service already has a response under way; the daemon's response.create "
+            "was not needed%s",
+            " (it answers tool outputs by itself)" if s._habits.server_answers_tools else "",
             extra={"ERROR_CODE": code},
         )
         return
-    where = ""
-    if param.startswith("session."):
-        where = f" (param {param}: {config_key_for(param, s._options.local_turns)})"
-    elif param:
-        where = f" (param {param})"
-    about = err.get("event_id")  # the client event the error is about (not the error's own)
-    sent = s.sent_event(about) if isinstance(about, str) else None
+    param = err.get("param") or ""
+    where = f" (param {param}: {config_key_for(param, s._options.local_turns)})" if param else ""
     log.error(
         "server error %s/%s: %s%s%s",
         err.get("type") or "error",
@@ -101,20 +157,82 @@ def on_error(s: Session, ev: ServerEvent, now: float) -> None:
     if code in SESSION_ENDING_CODES:
         s._actions.append(Reconnect(f"server ended the session ({code})", immediate=True))
         return
-    if code == "input_audio_buffer_commit_empty":
+    if isinstance(sent, CreateResponse):
+        s._reply.refused()  # no response is coming for it
         s._awaiting_reply = False
         s._refresh()
-    if param.startswith("session.") and not s._configured:
-        # The update was rejected whole; the server's defaults apply. Keep working.
-        became_configured(s, now)
+    elif code == "input_audio_buffer_commit_empty":
+        s._awaiting_reply = False
+        s._refresh()
+
+
+def update_refused(
+    s: Session, update: SessionUpdate, err: Mapping[str, Any], now: float
+) -> None:
+    """The service refused one of the daemon's ``session.update`` events."""
+    message = str(err.get("message") or err.get("code") or "no reason given")
+    param = str(err.get("param") or "")
+    habits, terms = s._habits, s._terms
+    if (
+        "providerData" in update.session
+        and "providerData" in f"{param} {message}"
+        and not habits.provider_data_refused
+    ):
+        habits.provider_data_refused = True
+        log.warning(
+            "the service refused session.providerData (%s); it is sent without "
+            "Inworld's extensions from now on",
+            message,
+        )
+        s._send_update(dict(update.session), whole=update.event_id in terms.whole_ids)
+        return
+    whole = update.event_id in terms.whole_ids
+    key = param or quoted_key(update.session, message)
+    where = f" ({key}: {config_key_for(key, s._options.local_turns)})" if key else ""
+    if update.event_id == terms.quiet_event_id:
+        log.warning("the service refused a quiet turn detection (%s): turns end when the "
+                    "service says so", message)
+        terms.turns = TurnTerms(True, True, True)
+        if not s._configured:
+            became_configured(s, now)
+        return
+    fallback = without(update.session, key) if key and whole else None
+    if fallback is not None and "not a config key" not in where:
+        log.error(
+            "the service refused the session: %s%s; sent without it (the service's default "
+            "applies until the config is fixed)",
+            message, where, extra={"EVENT_TYPE": "error"},
+        )
+        # Shown with the state (STATUS=) until a reload sends the whole session again.
+        terms.degraded = f"{key} refused: {message}"
+        s._send_update(fallback, whole=True)
+        s._refresh()
+        return
+    if s._configured:
+        log.error(
+            "the service refused the reloaded session settings: %s%s; the session keeps "
+            "its previous settings",
+            message, where, extra={"EVENT_TYPE": "error"},
+        )
+        return
+    delay = terms.retry_delay()
+    terms.rejected = f"session refused: {message}"
+    terms.retry_at = now + delay
+    log.error(
+        "the service refused the session: %s%s; sent again in %.0f s, or at once after "
+        "a reload",
+        message, where, delay, extra={"EVENT_TYPE": "error"},
+    )
+    s._refresh()
 
 
 def on_speech_started(s: Session, ev: ServerEvent, now: float) -> None:
-    if s._options.local_turns:
+    turns = s._terms.turns
+    if not turns.server_turns:
         return
     # With server turns this is the only speech onset we get, so "local" uses it too.
     if s._agent_audible() and s._options.barge_in is not BargeIn.OFF:
-        s._interrupt(send_cancel=not s._options.server_interrupts)
+        s._interrupt(send_cancel=not turns.server_interrupts)
     s.turn_id += 1
     s._user_speaking = True
     s._last_activity = now
@@ -122,11 +240,11 @@ def on_speech_started(s: Session, ev: ServerEvent, now: float) -> None:
 
 
 def on_speech_stopped(s: Session, ev: ServerEvent, now: float) -> None:
-    if s._options.local_turns:
+    if not s._terms.turns.server_turns:
         return
     s._user_speaking = False
     s._last_activity = now
-    if s._options.server_creates:
+    if s._terms.turns.server_creates:
         s._awaiting_reply = True
         s._turn_end_at = now
         s._reply.server_will_create(now)
@@ -137,7 +255,7 @@ def on_timeout_triggered(s: Session, ev: ServerEvent, now: float) -> None:
     # server_vad's idle_timeout_ms: no speech for that long. The server commits the
     # silence and may answer it ("are you still there?"); nobody is speaking any more.
     s._user_speaking = False
-    if not s._options.server_creates:
+    if not s._terms.turns.server_creates:
         s._awaiting_reply = False
     log.info("server turn detection: idle timeout", extra={"TURN_ID": s.turn_id})
     s._refresh()
@@ -164,6 +282,7 @@ def on_user_transcript(s: Session, ev: ServerEvent, now: float) -> None:
 def on_response_created(s: Session, ev: ServerEvent, now: float) -> None:
     s._reply.created(ev.data["response"]["id"])
     s._transcript_parts.clear()
+    s._transcribed.clear()
     s._refresh()
 
 
@@ -204,14 +323,24 @@ def on_audio_delta(s: Session, ev: ServerEvent, now: float) -> None:
 
 
 def on_transcript_delta(s: Session, ev: ServerEvent, now: float) -> None:
+    # One buffer per stream and item: with audio+text output both streams come, interleaved.
     if s._reply.active:
-        s._transcript_parts.append(ev.data["delta"])
+        s._transcript_parts.setdefault((ev.type, ev.get_str("item_id")), []).append(
+            ev.data["delta"]
+        )
 
 
 def on_transcript_done(s: Session, ev: ServerEvent, now: float) -> None:
-    text = ev.get_str("transcript") or ev.get_str("text") or "".join(s._transcript_parts)
-    s._transcript_parts.clear()
+    """One transcript per item: the first stream to finish gives it (the audio transcript,
+    or the text of a text-only reply); the other stream's copy is not logged again."""
+    item_id = ev.get_str("item_id")
+    delta_type = ev.type.removesuffix(".done") + ".delta"
+    parts = s._transcript_parts.pop((delta_type, item_id), [])
+    if item_id in s._transcribed:
+        return
+    text = ev.get_str("transcript") or ev.get_str("text") or "".join(parts)
     if text and not s._reply.cancelled:
+        s._transcribed.add(item_id)
         s._actions.append(Transcript("agent", text))
 
 

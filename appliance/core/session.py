@@ -9,11 +9,13 @@ timings, tool calls to run and reconnects to make. No sockets, threads, sleeps, 
 or wire formats here.
 
 Besides turns and barge-in it owns the session's life: the greeting, function calls (all
-answered before one ``response.create``), the response-expected deadline, renewal at a quiet
-moment before the service's duration cap, and the conversation policy (a fresh conversation
-after an idle period, at most N turns kept: ``appliance.core.conversation``). The response
-lifecycle is ``appliance.core.reply``; what each server event does is
-``appliance.core.server_events``. Each client event gets an ``event_id`` ("evt_<n>"; appends
+answered before one ``response.create``, or by the service itself when it says so), the
+response-expected deadline, renewal at a quiet moment before the service's duration cap, and
+the conversation policy (a fresh conversation after an idle period, at most N turns kept:
+``appliance.core.conversation``). The response lifecycle is ``appliance.core.reply``; what
+each server event does is ``appliance.core.server_events``; what the service confirmed and
+how the session adapts to it (one answer per turn) is ``appliance.core.confirmed``; the
+clock-driven decisions are ``appliance.core.deadlines``. Each client event gets an ``event_id`` ("evt_<n>"; appends
 excepted: the hot path, and the server names no append in its errors that the session could
 act on) and the last ``RECENT_EVENTS`` are kept for ``sent_event``.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from appliance.core import deadlines
 from appliance.core.actions import (
     Action,
     CallTool,
@@ -40,6 +43,7 @@ from appliance.core.actions import (
     Transcript,
     TurnTimings,
 )
+from appliance.core.confirmed import Habits, Terms
 from appliance.core.conversation import Conversation
 from appliance.core.protocol import (
     AppendAudio,
@@ -71,7 +75,6 @@ __all__ = [  # the actions, re-exported: the daemon, GPIO and tests import them 
 log = logging.getLogger(__name__)
 
 MIN_COMMIT_MS = 100  # the API rejects a commit of less audio
-QUIET_S = 3.0  # renewal and a fresh conversation wait this long after the last activity
 # A turn that begins while there is no configured session (start-up, a reconnect): this
 # much of its audio (5 s) waits for one rather than lose its start.
 HOLD_BYTES = 5000 * BYTES_PER_MS
@@ -101,7 +104,8 @@ class Session:
         self._received_ms: dict[str, float] = {}
         self._played_item: str | None = None
         self._truncate_pending: str | None = None
-        self._transcript_parts: list[str] = []
+        self._transcript_parts: dict[tuple[str, str], list[str]] = {}
+        self._transcribed: set[str] = set()  # items of this response already transcribed
         self.turn_id = 0
         self._turn_end_at: float | None = None
         self.session_id = ""
@@ -123,6 +127,12 @@ class Session:
         self._greeted = False
         self._event_seq = 0
         self._recent: dict[str, ClientEvent] = {}
+        # What the service confirmed (per connection) and how it behaves (per run).
+        self._terms = Terms()
+        self._habits = Habits()
+        self._last_update: SessionUpdate | None = None
+        self._tool_create_id = ""  # the response.create sent after tool outputs
+        self._last_create_id = ""
 
     # --- outputs ------------------------------------------------------------------------------
 
@@ -157,6 +167,7 @@ class Session:
         self._connected = True
         self._connecting = False
         self._configured = False
+        self._terms = Terms()
         self._refresh()
 
     def disconnected(self, reason: str, *, planned: bool = False) -> None:
@@ -193,8 +204,22 @@ class Session:
 
     def session_update(self, partial: dict[str, Any] | None = None) -> None:
         """Send the configured session (or a partial update, e.g. after a reload)."""
-        session = partial or self._options.full_session()
-        self._send(SessionUpdate(session, event_id=self._next_id()))
+        if partial:
+            self._send_update(dict(partial), whole=False)
+        else:
+            self._send_update(self._options.full_session(), whole=True)
+
+    def _send_update(self, session: dict[str, Any], *, whole: bool) -> None:
+        """A ``session.update`` as this service needs it (``confirmed.Habits``)."""
+        session, quiet = self._habits.apply(session, whole=whole)
+        update = SessionUpdate(session, event_id=self._next_id())
+        if whole:
+            self._terms.whole_ids.add(update.event_id)
+        if quiet:
+            self._terms.quiet_asked = True
+            self._terms.quiet_event_id = update.event_id
+        self._last_update = update
+        self._send(update)
 
     def reconfigure(self, options: SessionOptions, partial: dict[str, Any] | None = None) -> None:
         """Use reloaded settings from now on; ``partial`` goes to a configured session now.
@@ -202,7 +227,13 @@ class Session:
         A session not configured yet gets the whole new session at ``session.created``.
         """
         self._options = options
-        if partial and self._configured:
+        terms = self._terms
+        if self._connected and (terms.rejected or terms.degraded):
+            # The session was refused, or a key of it: the reload may have fixed it.
+            terms.retry_at, terms.retries, terms.degraded = None, 0, ""
+            self.session_update()
+            self._refresh()
+        elif partial and self._configured:
             self.session_update(partial)
 
     # --- local gate ----------------------------------------------------------------------------
@@ -273,7 +304,7 @@ class Session:
                 )
             self._refresh()
             return
-        if not self._options.local_turns:
+        if self._terms.turns.server_turns:  # the service ends turns (as configured, or it insists)
             self._refresh()
             return
         if cancelled:
@@ -294,7 +325,8 @@ class Session:
 
     def _request_response(self, now: float) -> None:
         if self._reply.request(now):  # else sent when the active response is done
-            self._send(CreateResponse(event_id=self._next_id()))
+            self._last_create_id = self._next_id()
+            self._send(CreateResponse(event_id=self._last_create_id))
 
     # --- playback ---------------------------------------------------------------------------
 
@@ -340,91 +372,29 @@ class Session:
     def _maybe_continue_after_tools(self, now: float) -> None:
         if self._tools_need_response and not self._calls_running and not self._reply.exists:
             self._tools_need_response = False
-            self._request_response(now)
+            if self._habits.server_answers_tools:
+                self._reply.server_will_create(now)  # the service answers tool outputs itself
+            else:
+                self._request_response(now)
+                self._tool_create_id = self._last_create_id
             self._awaiting_reply = True
 
     # --- time: deadlines, renewal, conversation policy -------------------------------------
 
     def tick(self, now: float) -> None:
         """Checks the response deadline, renewal and idle; due at ``next_tick``."""
-        if not self._connected or not self._configured:
-            return
-        deadline = self.response_deadline()
-        if deadline is not None and now >= deadline and not self._dead_reported:
-            self._dead_reported = True
-            waited = now - max(self._last_event_at, self._reply.expected_since or 0.0)
-            log.warning(
-                "no server event for %.0f s while a response was expected",
-                waited,
-                extra={"TURN_ID": self.turn_id},
-            )
-            self._actions.append(
-                Reconnect(f"no server event for {waited:.0f} s while a response was expected")
-            )
-            return
-        if not self._quiet(now):
-            return
-        started = self._session_started_at
-        if started is not None and now - started >= self._options.renew_after_s:
-            if not self._renewal_requested:
-                self._renewal_requested = True
-                log.info(
-                    "renewing the session after %.0f min, at a quiet moment",
-                    (now - started) / 60,
-                    extra={"SESSION_ID": self.session_id},
-                )
-                self._actions.append(Reconnect("session renewal", immediate=True))
-            return
-        idle = self._options.fresh_after_idle_s
-        if idle and self._conversation and now - self._last_activity >= idle:
-            self._delete(self._conversation.fresh(now - self._last_activity, self.session_id))
+        deadlines.tick(self, now)
 
     def response_deadline(self) -> float | None:
         """When the connection counts as dead if no server event arrives (None: not waiting)."""
-        expected = self._reply.expected_since
-        if expected is None and not self._reply.exists:
-            return None
-        since = max(self._last_event_at, expected or 0.0)
-        return since + self._options.response_timeout_s
+        return deadlines.response_deadline(self)
 
     def next_tick(self) -> float | None:
-        """When ``tick`` could next act if nothing else happens first (None: not before
-        another event, after which this is asked again): the response deadline, or the
-        quiet moment when a renewal or a fresh conversation is due. The daemon sleeps until
-        then rather than waking on a clock while the appliance waits for its user."""
-        if not self._connected or not self._configured:
-            return None
-        deadline = self.response_deadline()
-        if deadline is not None:  # a response is awaited: the rest waits for a quiet moment
-            return None if self._dead_reported else deadline
-        if self._busy() or self._renewal_requested:
-            return None
-        quiet_at = self._last_activity + QUIET_S
-        due = []
-        if self._session_started_at is not None:
-            due.append(max(quiet_at, self._session_started_at + self._options.renew_after_s))
-        idle = self._options.fresh_after_idle_s
-        if idle and self._conversation:
-            due.append(max(quiet_at, self._last_activity + idle))
-        return min(due, default=None)
-
-    def _quiet(self, now: float) -> bool:
-        """Nothing is going on and nothing has for a moment: no turn, reply, call or audio."""
-        return not self._busy() and now - self._last_activity >= QUIET_S
+        """When ``tick`` could next act if nothing else happens first (``deadlines``)."""
+        return deadlines.next_tick(self)
 
     def _busy(self) -> bool:
-        """A turn, reply, tool call or wake-word window is under way."""
-        return bool(
-            self._user_speaking
-            or self._awake  # a wake-word window is open: the user is about to speak
-            or self._playing
-            or self._awaiting_reply
-            or self._reply.exists
-            or self._reply.pending_create
-            or self._calls_running
-            or self._tools_need_response
-            or self._reply.expected_since is not None
-        )
+        return deadlines.busy(self)
 
     def _delete(self, item_ids: list[str]) -> None:
         for item_id in item_ids:
@@ -485,7 +455,8 @@ class Session:
             state = State.CONNECTING if self._connecting else State.OFFLINE
             detail = "" if self._connecting else self._offline_reason
         elif not self._configured:
-            state = State.CONNECTING
+            state, detail = (State.ERROR, self._terms.rejected) if self._terms.rejected else (
+                State.CONNECTING, "")
         elif self._user_speaking or self._awake:
             state = State.LISTENING
         elif self._playing:
@@ -495,7 +466,7 @@ class Session:
         elif self.muted:
             state = State.MUTED
         else:
-            state = State.READY
+            state, detail = State.READY, self._terms.degraded  # a refused key, until a reload
         if state is self.state and detail == self._detail:
             return
         self.state, self._detail = state, detail
