@@ -13,6 +13,8 @@ Figures:
 - capture-to-wire: for every sample sent live (not pre-roll, which is old by design), from
   its capture (the read of its capture period, less its age in that period) to its append
   frame arriving at the simulator's socket;
+- end of turn: for each committed turn, from the capture of its last live sample to the
+  commit arriving at the simulator (the flush at the turn's end, whatever the chunk length);
 - delta-to-device: the first audio delta of each reply, from the daemon receiving it to the
   first ``write()`` to the playback PCM returning;
 - barge-in, local VAD: the start of the capture period holding the onset (the first period
@@ -249,6 +251,23 @@ def capture_to_wire(run: dict[str, Any]) -> list[float]:
             captured = read_at - (length - np.arange(first, end)) / 24000
             lat.append((arrived - captured) * 1000)
     return np.concatenate(lat).tolist() if lat else []
+
+
+def end_to_commit(run: dict[str, Any]) -> list[float]:
+    """Per committed turn, ms from the capture of its last live sample to its commit's arrival
+    (what the user waits for before the reply can start: the turn's last, partial chunk and
+    the commit must leave when the turn ends, whatever the chunk length)."""
+    chunks = iter(run["timed"]["chunks"])
+    last = None
+    out = []
+    for e, arrived in zip(run["received"], run["arrivals"], strict=True):
+        if e.get("type") == "input_audio_buffer.append":
+            for read_at, length, _, end in next(chunks, []):
+                last = read_at - (length - end + 1) / 24000
+        elif e.get("type") == "input_audio_buffer.commit" and last is not None:
+            out.append((arrived - last) * 1000)
+            last = None
+    return out
 
 
 def delta_to_device(timed: dict[str, Any]) -> list[float]:
@@ -640,6 +659,7 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
     chunk_handed, _ = await chunk_floor(notify=True)
 
     wire = capture_to_wire(vad)
+    commit = end_to_commit(vad)
     device = delta_to_device(vad["timed"])
     local = local_barge_in(vad)
     remote = server_barge_in(server["timed"])
@@ -651,6 +671,7 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
     print(f"{'what':<46} {'p50':>8} {'p95':>8} {'n':>7}  target")
     rows = [
         ("capture-to-wire (live samples)", wire, "p95 <= 50 ms"),
+        ("a turn's last sample -> its commit arrived", commit, "no more than capture-to-wire"),
         ("delta-to-device (first delta of a reply)", device, "p95 <= 5 ms"),
         ("barge-in, local VAD: onset -> drop()", local, "p95 <= 150 ms"),
         ("barge-in, server speech_started -> drop()", remote, "p95 <= 10 ms"),
