@@ -33,8 +33,9 @@ from appliance.core.listen import GateMode, ListenSettings
 from appliance.core.schema import SchemaError, check_schema
 from appliance.core.settings import BargeIn, SessionOptions
 from appliance.core.state import State
+from appliance.core.timers import TimerSettings
 from appliance.errors import ConfigError
-from appliance.led_patterns import COLORS, LedKind, LedMode, LedPattern, parse_color
+from appliance.led_patterns import COLORS, RINGING, LedKind, LedMode, LedPattern, parse_color
 from appliance.settings import (
     DEFAULT_API_URL,
     DEFAULT_URL,
@@ -293,6 +294,7 @@ def _gpio(t: Table) -> GpioSettings:
 
     pt = t.table("patterns")
     patterns = {state: pattern(pt.table(state.value)) for state in State if pt.has(state.value)}
+    ringing = pattern(pt.table(RINGING)) if pt.has(RINGING) else None
     pt.done()
     s = GpioSettings(
         enabled=t.flag("enabled", True),
@@ -305,6 +307,7 @@ def _gpio(t: Table) -> GpioSettings:
         blue_pin=pin("blue_pin", "GPIO13"),
         active_high=t.flag("active_high", True),
         patterns=patterns,
+        ringing=ringing,
         talk_pin=pin("talk_pin", "GPIO17"),
         mute_pin=pin("mute_pin", ""),
         volume_up_pin=pin("volume_up_pin", ""),
@@ -423,6 +426,15 @@ def _session_policy(t: Table) -> SessionPolicySettings:
     return s
 
 
+def _timers(t: Table) -> TimerSettings:
+    s = TimerSettings(
+        max_ring_s=t.number("max_ring_s", 60.0, 5.0, 3600.0),
+        ring_interval_s=t.number("ring_interval_s", 2.5, 1.0, 30.0),
+    )
+    t.done()
+    return s
+
+
 def parse_config(data: Mapping[str, Any], source: str = "<string>") -> Config:
     """Validate a parsed TOML document into a ``Config``; raises ``ConfigError``."""
     root = Table(data, "")
@@ -436,6 +448,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<string>") -> Config:
         logging=_logging(root.table("logging")),
         tools=_tools(root, "tools"),
         session_policy=_session_policy(root.table("session_policy")),
+        timers=_timers(root.table("timers")),
         source=source,
     )
     root.done()

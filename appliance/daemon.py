@@ -24,21 +24,24 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from appliance.alarms import AlarmClock
 from appliance.app.audio import AudioPath
 from appliance.app.link import OUTGOING_FRAMES, Link
 from appliance.app.reloader import ReloadApplier
 from appliance.app.router import Router
 from appliance.app.supervisor import AUTH_RETRY_S, HEALTHY_AFTER_S, Down, RetryPolicy, Supervisor
 from appliance.audio.capture import CaptureThread
-from appliance.audio.frontend import FrontEnd, GateOutput
+from appliance.audio.frontend import FrontEnd, GateOutput, SpeechStarted, SpeechStopped, WakeWindow
 from appliance.audio.playback import PlaybackThread
 from appliance.config import Config, GpioSettings, session_settings
 from appliance.controls import Levels
+from appliance.core.cues import RATE as CUE_RATE
 from appliance.core.cues import Cues
 from appliance.core.listen import ControlState, GateMode
 from appliance.core.protocol import ClientEvent, Incoming
 from appliance.core.session import Action, CallTool, Session
 from appliance.core.state import State
+from appliance.core.timers import TimerSettings
 from appliance.credentials import ApiKey
 from appliance.earcons import load_earcons
 from appliance.errors import AudioDeviceError, ConfigError
@@ -47,6 +50,7 @@ from appliance.mixer import Mixer
 from appliance.notify import Notifier, watchdog_interval
 from appliance.persist import ControlState as SavedControls
 from appliance.persist import state_dir
+from appliance.timer_tools import TimerTools
 from appliance.tools import Toolbox
 from appliance.transport import open_transport
 from appliance.transport.base import Connection
@@ -92,7 +96,21 @@ class Daemon:
             apply_muted=self._apply_muted,
             mixer=self._open_mixer,
         )
-        self.toolbox = Toolbox(config.tools, _ToolHost(self), secret=key.reveal())
+        # Cue sounds through the reply player, hidden from the session (appliance.core.cues).
+        self.earcons = Cues(load_earcons(config.earcons))
+        # Timers and alarms (appliance.alarms): they ring through the cues, offline too.
+        self.alarms = AlarmClock(
+            self._timer_settings(),
+            state_dir(config.gpio.state_dir),
+            chime=lambda: self.cue("alarm"),
+            show_ringing=self._show_ringing,
+            status_changed=self._timers_changed,
+        )
+        self._swallow_turn = False  # the speech that stopped a ring is not a turn
+        self._swallow_talk = False  # nor the talk button press
+        self.toolbox = Toolbox(
+            config.tools, _ToolHost(self), secret=key.reveal(), timers=TimerTools(self.alarms)
+        )
         self._link = Link(
             self.session,
             self.toolbox,
@@ -101,8 +119,6 @@ class Daemon:
             stop_clock=self._stop_clock,
             open_timeout=lambda: self.config.realtime.open_timeout_s,
         )
-        # Cue sounds through the reply player, hidden from the session (appliance.core.cues).
-        self.earcons = Cues(load_earcons(config.earcons))
         self._router = Router(
             self._get_config,
             self.session,
@@ -114,6 +130,7 @@ class Daemon:
             reconnect=lambda reason, immediate: self.reconnect(reason, immediate=immediate),
             observers=list(observers or []),
         )
+        self._router.status_suffix = self.alarms.status
         self._reloader = ReloadApplier(
             self._get_config,
             self.session,
@@ -176,6 +193,7 @@ class Daemon:
             # then the mute and volume as the user left them, with or without GPIO.
             self.session.connecting()
             self.levels.start()
+            self.alarms.start(loop)  # what fell due while the daemon was down rings now
             async with asyncio.TaskGroup() as tg:
                 self._supervisor = self._make_supervisor()
                 self._conn_task = tg.create_task(self._supervisor.run(), name="connection")
@@ -188,6 +206,7 @@ class Daemon:
                 self.notifier.stopping()
                 await _stop_within([self._conn_task, watchdog], STOP_TASKS_S)
         finally:
+            self.alarms.close()
             if self.gpio is not None:
                 self.gpio.close()
             self.levels.close()
@@ -226,6 +245,7 @@ class Daemon:
         self.gpio = open_gpio(settings, self, self._loop, levels=self.levels, cue=self.cue)
         if self.gpio is not None:
             self._observers.append(self.gpio.on_action)
+            self.gpio.show_ringing(self.alarms.is_ringing)
 
     def _reopen_gpio(self, previous: GpioSettings) -> None:
         """Close the LEDs and buttons and open them with ``[gpio]`` as reloaded.
@@ -267,7 +287,41 @@ class Daemon:
 
     def _on_gate(self, out: GateOutput) -> None:
         """A gate output, as the capture side posts it (the soak bench drives this)."""
-        self._router.on_gate(out)
+        if not self._ring_stopped_by(out):
+            self._router.on_gate(out)
+
+    # --- timers and alarms (appliance.alarms) ---------------------------------------------------
+
+    def _ring_stopped_by(self, out: GateOutput) -> bool:
+        """A ring stops at the user's voice (a turn starting, the wake word); that turn is
+        not sent. The chime holds the gate while it plays (``Cues``), so its own echo cannot
+        start a turn: the user is heard in the pauses between chimes."""
+        if self._swallow_turn:
+            if isinstance(out, SpeechStopped):
+                self._swallow_turn = False
+            return not isinstance(out, WakeWindow)
+        if isinstance(out, SpeechStarted) and self.alarms.stop_ringing("the user's voice"):
+            self._swallow_turn = True
+            return True
+        if isinstance(out, WakeWindow) and out.wake_word:
+            # The wake word stops it, and the request that may follow goes through.
+            self.alarms.stop_ringing("the wake word")
+        return False
+
+    def _timer_settings(self) -> TimerSettings:
+        """``[timers]``, the chimes at least the alarm sound plus a second apart: the pause
+        is where the user's voice (not the chime's echo) can stop the ring."""
+        t = self.config.timers
+        sound_s = len(self.earcons.sounds.get("alarm", b"")) / 2 / CUE_RATE
+        return TimerSettings(t.max_ring_s, max(t.ring_interval_s, sound_s + 1.0))
+
+    def _timers_changed(self) -> None:
+        """STATUS= again with the next timer due (the router is built after the alarms)."""
+        self._router.show_status()
+
+    def _show_ringing(self, ringing: bool) -> None:
+        if self.gpio is not None:
+            self.gpio.show_ringing(ringing)
 
     def _on_player(self, ev: Any) -> None:
         self._router.on_player(ev)
@@ -294,6 +348,12 @@ class Daemon:
         starts the turn once the cue has played (``Control.EARCON_RELEASE``).
         """
         if self.frontend is None:
+            return
+        if held and self.alarms.stop_ringing("the talk button"):
+            self._swallow_talk = True  # this press stopped a ring: no turn, nor at release
+            return
+        if not held and self._swallow_talk:
+            self._swallow_talk = False
             return
         c = self.controls
         if held and not c.talking and not c.muted and self._audio.gate_mode is GateMode.PUSH_TO_TALK:
@@ -325,6 +385,7 @@ class Daemon:
     async def reload(self, new: Config) -> None:
         """Apply a re-read, validated config (SIGHUP); see ``appliance.reload`` for the rules."""
         await self._reloader.apply(new)
+        self.alarms.reconfigure(self._timer_settings())
 
 
 async def _stop_within(tasks: list[asyncio.Task[Any]], deadline: float) -> None:

@@ -30,7 +30,7 @@ from appliance.controls import Controls, Cue, Levels, Target
 from appliance.core.session import Action, StateChanged
 from appliance.core.state import State
 from appliance.errors import ConfigError
-from appliance.led_patterns import LedKind, LedMode
+from appliance.led_patterns import LedKind, LedMode, LedPattern
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,27 @@ class Leds:
                 "led_pin", s.led_pin, lambda: LED(s.led_pin, active_high=s.active_high)
             )
         self.state: State | None = None
+        self.ringing = False
         self.show(State.STARTING)
 
     def show(self, state: State) -> None:
         if state is self.state:
             return
         self.state = state
-        p = self._settings.pattern(state)
+        if not self.ringing:  # a ring keeps the LED; the state shows again when it ends
+            self._apply(self._settings.pattern(state))
+
+    def show_ringing(self, ringing: bool) -> None:
+        """A timer or alarm rings: the ``ringing`` pattern over any state until it stops."""
+        if ringing == self.ringing:
+            return
+        self.ringing = ringing
+        if ringing:
+            self._apply(self._settings.ringing_pattern())
+        elif self.state is not None:
+            self._apply(self._settings.pattern(self.state))
+
+    def _apply(self, p: LedPattern) -> None:
         dev = self.device
         on_t, off_t = max(p.on_time, MIN_PHASE_S), max(p.off_time, MIN_PHASE_S)
         if isinstance(dev, RGBLED):
@@ -174,6 +188,10 @@ class Gpio:
     def on_action(self, action: Action) -> None:
         if isinstance(action, StateChanged) and self.leds is not None:
             self.leds.show(action.state)
+
+    def show_ringing(self, ringing: bool) -> None:
+        if self.leds is not None:
+            self.leds.show_ringing(ringing)
 
     def close(self) -> None:
         if self.buttons is not None:

@@ -134,6 +134,19 @@ RGB_DEFAULTS: Mapping[State, LedPattern] = {
 }
 
 
+RINGING = "ringing"
+"""``[gpio.patterns.ringing]``: a timer or alarm rings (over whatever the state shows)."""
+RINGING_DEFAULTS: Mapping[LedKind, LedPattern] = {
+    LedKind.RGB: _blink(0.25, 0.25, "purple"),
+}
+"""An even 4 Hz-ish blink, unlike any state's (an RGB LED in purple)."""
+
+
+def default_ringing(kind: LedKind) -> LedPattern:
+    """The ``ringing`` pattern when ``[gpio.patterns]`` does not set one."""
+    return RINGING_DEFAULTS.get(kind, _blink(0.25, 0.25))
+
+
 def default_pattern(kind: LedKind, state: State) -> LedPattern:
     """The pattern a state has when ``[gpio.patterns]`` does not set one."""
     defaults = RGB_DEFAULTS if kind is LedKind.RGB else SINGLE_DEFAULTS

@@ -7,7 +7,7 @@ the enums of the adapter-side modes: ``Transport``, ``WireFormat``, ``TalkMode``
 a settings object built in code with a spelling ("wake") holds the member all the same.
 Reading the TOML is ``appliance.config``'s; the API shapes are ``appliance.api_shapes``'.
 Imports only the standard library, ``appliance.api_shapes``, ``appliance.led_patterns`` and
-``appliance.core``.
+``appliance.core`` (``[timers]`` is the core's ``TimerSettings``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from appliance import api_shapes
 from appliance.core.listen import GateMode
 from appliance.core.settings import BargeIn
 from appliance.core.state import State
-from appliance.led_patterns import LedKind, LedPattern, default_pattern
+from appliance.core.timers import TimerSettings
+from appliance.led_patterns import LedKind, LedPattern, default_pattern, default_ringing
 
 DEFAULT_URL = "wss://api.inworld.ai/api/v1/realtime/session"
 DEFAULT_API_URL = "https://api.inworld.ai"
@@ -293,6 +294,8 @@ class GpioSettings:
     """LED polarity: false for LEDs wired to 3.3 V (common-anode RGB)."""
     patterns: Mapping[State, LedPattern] = field(default_factory=dict)
     """One pattern per state; states not configured use the defaults for ``led``."""
+    ringing: LedPattern | None = None
+    """``[gpio.patterns.ringing]``: while a timer or alarm rings; None: the default."""
     talk_pin: str | int = "GPIO17"
     """Talk button; a long press (``hold_time``) reconnects."""
     mute_pin: str | int = ""
@@ -331,8 +334,12 @@ class GpioSettings:
         configured = self.patterns.get(state)
         return configured if configured is not None else default_pattern(self.led, state)
 
+    def ringing_pattern(self) -> LedPattern:
+        """The pattern while a timer or alarm rings."""
+        return self.ringing if self.ringing is not None else default_ringing(self.led)
 
-EARCON_NAMES = ("listening", "mute", "unmute", "error", "too_short", "wake")
+
+EARCON_NAMES = ("listening", "mute", "unmute", "error", "too_short", "wake", "alarm")
 
 
 @dataclass(frozen=True)
@@ -355,11 +362,14 @@ class EarconSettings:
     """A push-to-talk press held too little audio to send."""
     wake: str = "default"
     """The wake word was heard (gate mode "wake")."""
+    alarm: str = "default"
+    """A timer or alarm rings (repeated); plays even when ``enabled`` is false."""
 
     def sound(self, name: str) -> str:
-        """The configured value for one earcon name ("" when earcons are off)."""
+        """The configured value for one earcon name ("" when earcons are off, except the
+        alarm: turning cues off must not silence a timer)."""
         value: str = getattr(self, name)
-        return value if self.enabled else ""
+        return value if self.enabled or name == "alarm" else ""
 
 
 @dataclass(frozen=True)
@@ -431,5 +441,7 @@ class Config:
     tools: tuple[ToolSettings, ...] = ()
     """``[[tools]]``: functions offered to the model, in order."""
     session_policy: SessionPolicySettings = field(default_factory=SessionPolicySettings)
+    timers: TimerSettings = field(default_factory=TimerSettings)
+    """``[timers]``: how timers and alarms ring (``appliance.core.timers``)."""
     source: str = "<defaults>"
     """The file this was read from."""

@@ -10,10 +10,12 @@ A ``[[tools]]`` command runs with ``asyncio`` subprocesses: an argv list, never 
 the arguments as JSON on stdin, in its own process group (killed whole at the timeout), with
 an environment that holds neither the API key nor where it came from. Built-ins
 (``get_time``, ``set_volume``, ``mute``: their schemas are in ``appliance.builtin_tools``)
-run in the daemon through a ``ToolHost``.
+run in the daemon through a ``ToolHost``; the timer and alarm ones (``appliance.timer_tools``)
+through its ``TimerTools``.
 
 Imports: ``appliance.builtin_tools``, ``appliance.config``, ``appliance.core.schema``,
-``appliance.credentials``, ``appliance.errors``.
+``appliance.core.timers``, ``appliance.credentials``, ``appliance.errors``,
+``appliance.timer_tools``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from typing import Any, Protocol
 from appliance.builtin_tools import Builtin
 from appliance.config import ToolSettings
 from appliance.core.schema import SchemaError, validate
+from appliance.core.timers import TimerError
 from appliance.credentials import scrubbed_environ
 from appliance.errors import ApplianceError
+from appliance.timer_tools import TIMER_TOOLS, TimerTools
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +67,10 @@ class Toolbox:
         *,
         env: Mapping[str, str] | None = None,
         secret: str = "",
+        timers: TimerTools | None = None,
     ) -> None:
         self._tools = {tool.name: tool for tool in tools}
+        self._timers = timers
         self._index = {tool.name: i for i, tool in enumerate(tools)}
         self._host = host
         # Children get the daemon's environment minus the key, under any variable name.
@@ -122,6 +128,13 @@ class Toolbox:
                     "timezone": now.tzname() or "",
                 }
             )
+        if name in TIMER_TOOLS:
+            if self._timers is None:
+                raise ToolFailure(f"{name} is not available on this device")
+            try:
+                return self._timers.call(name, args)
+            except TimerError as exc:
+                raise ToolFailure(str(exc)) from None
         if self._host is None:
             raise ToolFailure(f"{name} is not available on this device")
         try:

@@ -57,13 +57,21 @@ SOUNDS: dict[str, Samples] = {
     "error": seq(note(329.6, 120, decay=2.0), gap(30), note(261.6, 170, decay=2.5)),
     # the press held too little audio to send: two short low blips
     "too_short": seq(note(392.0, 50), gap(40), note(392.0, 50)),
+    # a timer or alarm rings (repeated, with a pause to speak in): a bright three-note chime,
+    # louder than the cues (``PEAKS``), long enough to be heard across a kitchen
+    "alarm": seq(
+        note(1046.5, 160, decay=3.0), gap(40), note(1318.5, 160, decay=3.0), gap(40),
+        note(1568.0, 420, decay=3.5),
+    ),
 }
+PEAKS = {"alarm": 10 ** (-3 / 20)}
+"""Per-sound peak where it is not ``PEAK``."""
 
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, x in SOUNDS.items():
-        pcm = np.round(x / np.max(np.abs(x)) * PEAK * 32767).astype("<i2")
+        pcm = np.round(x / np.max(np.abs(x)) * PEAKS.get(name, PEAK) * 32767).astype("<i2")
         with wave.open(str(OUT / f"{name}.wav"), "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)

@@ -45,7 +45,8 @@ plain import before pytest registers the plugin defeats its assertion rewriting.
     sinks run in real time from the first test), started once and stopped by PID at the
     end; costs ~2.5 s once per session. Fails, never skips, when PulseAudio is not
     installed. Helpers: ``feed`` (play samples into the mic), ``record`` (what a sink
-    rendered, from its monitor), ``suspend``, ``add_sink``/``remove_module``, ``pactl``,
+    rendered, from its monitor), ``suspend``, ``add_sink``/``remove_module``,
+    ``add_loopback`` (an echo path from the speaker into the microphone), ``pactl``,
     ``env()`` for subprocesses.
 """
 
@@ -242,6 +243,25 @@ class PulseEnv:
 
     def remove_module(self, module_id: str) -> None:
         self.pactl("unload-module", module_id)
+
+    def add_loopback(
+        self,
+        latency_ms: int,
+        *,
+        adjust: bool = True,
+        source: str = "spk.monitor",
+        sink: str = "micfeed",
+    ) -> str:
+        """An echo path: everything ``source`` delivers (by default what the speaker
+        ``spk`` plays) is played into ``sink`` (the microphone ``pmic`` hears) after
+        ``latency_ms``, at unity gain. ``adjust``: the loopback adapts its rate to hold that
+        latency, as between two devices with their own clocks (PulseAudio's default);
+        without it the rate stays fixed. Returns the module id for ``remove_module``."""
+        args = [f"source={source}", f"sink={sink}", f"latency_msec={latency_ms}"]
+        args += ["source_dont_move=true", "sink_dont_move=true"]
+        if not adjust:
+            args.append("adjust_time=0")
+        return self.pactl("load-module", "module-loopback", *args).strip()
 
     def suspend(self, sink: str, suspended: bool) -> None:
         """Suspend a sink (its streams and its monitor's stall) or resume it."""

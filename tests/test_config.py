@@ -254,7 +254,8 @@ def test_builtin_tools_take_their_schema_from_builtin_tools() -> None:
     assert api == tool_object(volume)
     assert api["parameters"]["required"] == ["percent"]
     assert error_of({"tools": [{"name": "weather"}]}) == (
-        "tools[0].command: missing: 'weather' is not a built-in tool (get_time, set_volume, mute)"
+        "tools[0].command: missing: 'weather' is not a built-in tool (get_time, set_volume, mute, "
+        "set_timer, set_alarm, cancel_timer, cancel_alarm, list_timers)"
     )
 
 

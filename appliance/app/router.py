@@ -90,6 +90,9 @@ class Router:
         self.observers = observers
         self.status_prefix = ""
         """Shown instead of the state's words while set (the supervisor's "Reconnecting in")."""
+        self.status_suffix: Callable[[], str] = lambda: ""
+        """Appended after "; " when not empty (the next timer due, a ring: ``appliance.alarms``)."""
+        self._status_words = ""
         self._device_errors: dict[str, str] = {"capture": "", "playback": ""}
         self._last_state = State.STARTING  # for the wake mode's follow-up window
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,7 +141,7 @@ class Router:
             elif isinstance(action, TooShort):
                 self.cue("too_short")
             elif isinstance(action, StateChanged):
-                self._notifier.status(self.status_prefix or action.state.words)
+                self.show_status(self.status_prefix or action.state.words)
                 self.earcons.state_changed(action.state, self.now())
                 self.apply_cues()
                 self._follow_up(action.state)
@@ -158,6 +161,13 @@ class Router:
     def _tick(self, now: float) -> None:
         self.session.tick(now)
         self.dispatch()
+
+    def show_status(self, words: str = "") -> None:
+        """STATUS=: ``words`` (or the last ones), then ``status_suffix`` if any."""
+        words = self._status_words = words or self._status_words
+        if words:
+            suffix = self.status_suffix()
+            self._notifier.status(f"{words}; {suffix}" if suffix else words)
 
     def _follow_up(self, state: State) -> None:
         """Wake mode: a reply just ended (speaking or thinking, then ready), so the front end

@@ -47,7 +47,13 @@ While the speaker plays, a frame the canceller took far below what the microphon
 Double talk (``appliance.audio.nearend``, ``[audio.processing] double_talk``): AEC3 also
 silences the user who starts while the reply is loud. A linear canceller (speexdsp's MDF)
 runs beside it on the same frames and reference; a frame it judges the user's goes on as
-the MDF's output instead, and one it judges the echo alone goes on as silence.
+the MDF's output instead, and one it judges the echo alone goes on as silence. Through
+real devices the echo path moves with every playback run (the sound server's latency at
+each stream start), with underruns and with a rate-adapting path, and AEC3 then lets bursts
+of echo through as loud as a voice (issue 23). So the MDF starts afresh with each run, and
+while the speaker sounds nothing AEC3 lets through is handed on until the MDF has proved
+itself on the current path (``DoubleTalk.cancels``): until then the voice cannot interrupt
+the reply, and a whole reply like that is logged once (``voice_barge_in``).
 
 Imports: numpy, soxr, ``appliance.config``, ``appliance.audio.nearend``; pywebrtc_audio
 lazily, in ``load_canceller``.
@@ -106,6 +112,21 @@ _RESYNC = RATE * 30 // 1000
 # (12 in 5 min at 10 dB above), so the rule keeps >= 6 dB of margin (bench.aec prints it).
 _TRUST_DB = 3.0
 _LOUD_DBFS = -45.0  # a reference frame this loud counts as "the speaker plays"
+# A sound server's idle source is digital silence: a floor of -120 dBFS made "15 dB over the
+# floor" (the double-talk rule) true of the faintest sound, and "dB over the floor" of the
+# coupling rule meaningless. Frames below _SILENT_DBFS are no floor, and none is taken below
+# _FLOOR_MIN_DBFS (a real microphone's self-noise is far above it).
+_SILENT_DBFS = -100.0
+_FLOOR_MIN_DBFS = -90.0
+# The coupling rule judges the microphone _RUN_SETTLE_S into each playback run (the echo
+# path's delay and the sound server's start-up, during which the reference is loud and the
+# microphone still hears nothing), and by the 75th percentile of its level over loud frames,
+# not the median: a reference misaligned by a few tens of ms against speech puts many loud
+# frames on the echo's pauses. Through a PulseAudio loop with a digitally silent floor the
+# median made it trust the raw microphone with the speaker clearly audible (issue 23: "0 dB
+# over its floor") and the reply was cut.
+_RUN_SETTLE_S = 0.3
+_ECHO_PERCENTILE = 75
 _LEVEL_FRAMES = 1000  # levels kept: the last 10 s of frames...
 _LOUD_FRAMES = 300  # ...and of frames with the speaker loud (3 s of them)
 _LOUD_MIN = 50  # no decision before the speaker was loud for 0.5 s
@@ -127,6 +148,13 @@ _RESIDUAL_DB = 28.0
 # nothing it lets through while the speaker sounds is handed on: the first seconds of the
 # first reply cannot be interrupted (unless the coupling rule finds no echo to cancel).
 _SETTLE_FRAMES = 300
+# Since issue 23, what AEC3 lets through while the speaker sounds is handed on only when
+# the double-talk rule's linear canceller has proved itself on the current echo path (see
+# nearend._PROVE_FRAMES); until then the voice cannot interrupt the reply. A reply with at
+# least _UNSAFE_FRAMES loud frames (3 s) in which it never did is logged once (and the
+# return, once), so a microphone that hears its speaker too loud or too distorted to
+# cancel says so instead of cutting its replies.
+_UNSAFE_FRAMES = 300
 
 Samples = npt.NDArray[np.int16]
 
@@ -408,6 +436,7 @@ class EchoCanceller:
         self._track: int | None = None  # reference position of the next frame
         self._track_run = -1
         self._track_err = 0.0
+        self._run_at = -math.inf  # when the current playback run was first heard
         self.resyncs = 0
         self.frames = 0
         self.bypassed = 0
@@ -419,6 +448,7 @@ class EchoCanceller:
         self._loud = np.full(_LOUD_FRAMES, np.nan)
         self._n_level = 0
         self._n_loud = 0
+        self._n_judged = 0  # loud frames the coupling rule judged (see _RUN_SETTLE_S)
         self._f32: npt.NDArray[np.float32] = np.zeros(FRAME, dtype=np.float32)
         self._raw: Samples = np.zeros(FRAME, dtype=np.int16)
         self.trusted = False  # the microphone hears no echo: the VAD gets it unprocessed
@@ -429,6 +459,9 @@ class EchoCanceller:
         self._mdf = mdf
         self.double_talk = DoubleTalk()
         self._mic: Samples = np.zeros(FRAME, dtype=np.int16)
+        self._run_loud = 0  # loud frames of the current playback run
+        self._run_proved = False  # the double-talk rule could judge the user in it
+        self.voice_barge_in = True  # False: the last long reply could not be interrupted
 
     @property
     def idle(self) -> bool:
@@ -519,15 +552,41 @@ class EchoCanceller:
         if track is None or run != self._track_run or abs(target - track) > _RESYNC:
             if track is not None and run == self._track_run:
                 self.resyncs += 1
+            if run != self._track_run:
+                self._run_at = at
+                if self._mdf is not None:
+                    self._run_ended()
+                    self._mdf.reset()
             track, self._track_run, self._track_err = target, run, 0.0
+            self.double_talk.moved()
         else:
             self._track_err += 0.05 * ((target - track) - self._track_err)
             if self._track_err > _CATCH_UP:
                 track, self._track_err = target, 0.0
+                self.double_talk.moved()
             elif self._track_err > _SLEW:  # never back: see _SLEW
                 track, self._track_err = track + 1, self._track_err - 1
         self._track = track + FRAME
         return tap.read(at, self._far_view, track)
+
+    def _run_ended(self) -> None:
+        """A playback run is over: say once when voice barge-in was off for a whole reply
+        (the linear canceller never proved itself on its echo path: the echo cannot be told
+        from the user's voice, so nothing the canceller let through was handed on), and
+        once when it is back."""
+        heard, self._run_loud = self._run_loud, 0
+        proved, self._run_proved = self._run_proved, False
+        if heard < _UNSAFE_FRAMES or proved != (not self.voice_barge_in):
+            return
+        self.voice_barge_in = proved
+        if proved:
+            log.info("echo cancellation: the user's voice can interrupt the reply again")
+        else:
+            log.warning(
+                "echo cancellation: cannot tell the user's voice from the speaker's echo"
+                " through this microphone (a reply played without it); the voice does not"
+                " interrupt the reply (the talk button does)"
+            )
 
     def _db(self, frame: Samples) -> float:
         np.copyto(self._f32, frame)
@@ -545,14 +604,17 @@ class EchoCanceller:
             self.trusted = False
             return
         level = self._level[~np.isnan(self._level)]
-        floor = float(np.percentile(level, 10))
+        level = level[level > _SILENT_DBFS]
+        floor = float(np.percentile(level, 10)) if len(level) else _FLOOR_MIN_DBFS
+        floor = max(floor, _FLOOR_MIN_DBFS)
         self._floor = floor
-        trusted = float(np.median(loud)) <= floor + _TRUST_DB
+        echo = float(np.percentile(loud, _ECHO_PERCENTILE))
+        trusted = echo <= floor + _TRUST_DB
         if trusted != self.trusted:
             log.info(
                 "echo cancellation: the microphone %s its speaker (%.0f dB over its floor)",
                 "hardly hears" if trusted else "hears",
-                float(np.median(loud)) - floor,
+                max(0.0, echo - floor),
             )
         self.trusted = trusted
 
@@ -568,8 +630,10 @@ class EchoCanceller:
             self._n_level += 1
             loud = sounding and self._db(self._far_view) >= _LOUD_DBFS
             if loud:
-                self._loud[self._n_loud % _LOUD_FRAMES] = mic_db
                 self._n_loud += 1
+                if at - self._run_at >= _RUN_SETTLE_S:
+                    self._loud[self._n_judged % _LOUD_FRAMES] = mic_db
+                    self._n_judged += 1
             if self._n_level % _DECIDE_EVERY == 0 or (sounding and self._floor_stale):
                 self._decide()
         if sounding:
@@ -596,11 +660,15 @@ class EchoCanceller:
             self.double_talk.silent()
         self._apm.process_stream(self._near_frame)
         mdf_db = 0.0 if mdf is None else self._db(mdf)
+        if mdf is not None and loud:
+            self._run_loud += 1
+            self._run_proved = self._run_proved or self.double_talk.cancels
         if mdf is not None and self.double_talk(mic_db, mdf_db, loud, self._floor):
             # The user talks over the reply: AEC3 would hand on silence (see nearend.py).
             self._near_view[:] = mdf
         elif sounding and (
             self._n_loud < _SETTLE_FRAMES
+            or (mdf is not None and not self.double_talk.cancels)
             or self._db(self._near_view) < mic_db - _RESIDUAL_DB
             or (mdf is not None and self.double_talk.echo_only(mic_db, mdf_db))
         ):

@@ -59,6 +59,25 @@ _HOLD = 4
 # bench.aec, 10 min: the self-interruption at 506 s (AEC3 alone: in three of five rooms)
 # goes, 0 in all five, from 10 to 14 dB; at 16-18 dB it stays.
 _ECHO_ONLY_DB = 12.0
+# Through real devices the echo path moves: every reply is a new playback run whose sound
+# server latency differs by tens of ms, a playback underrun pushes what follows later, and
+# a rate-adapting loop (two clocks) slides. The MDF then takes little off the echo until it
+# has re-converged (0.3-1 s), exactly what the user's voice looks like: through PulseAudio
+# loops (bench.echo_loop) 14 of 24 replies were cut by their own echo, each within 0.1 s of
+# frames this rule handed on. So a frame is only the user's when the MDF has proved itself
+# on the current path: its reduction, smoothed over the loud frames since the path last
+# moved (_PROVE_ALPHA: about 0.2 s, from 0 dB), is at least _PROVE_DB, over at least
+# _PROVE_FRAMES of them. The user's onset comes after such frames; a moved path's first frames do not (the
+# MDF takes 0-6 dB off them; the simulated rooms' first utterance, 5 s in, comes at 14 dB).
+_PROVE_FRAMES = 30
+_PROVE_DB = 10.0
+_PROVE_ALPHA = 0.05
+# An MDF whose output is louder than its input added its own misprediction of the echo (it
+# diverged): never the user's voice.
+_DIVERGED_DB = 1.0
+# A frame the MDF took down to within this of the microphone's floor counts as cancelled
+# (a faint echo, a few dB over the room noise, cannot lose 15 dB).
+_AT_FLOOR_DB = 6.0
 
 Samples = npt.NDArray[np.int16]
 
@@ -85,6 +104,10 @@ class MdfCanceller:
         )
         return self.out
 
+    def reset(self) -> None:
+        """Forget the echo path (a new one starts: its filter would be wrong for it)."""
+        self._lib.speex_echo_state_reset(self._state)
+
     def close(self) -> None:
         self._finalizer()
 
@@ -104,6 +127,8 @@ def load_mdf(frame: int, rate: int, library: str | None = None) -> MdfCanceller:
         lib.speex_echo_ctl.restype = ctypes.c_int
         lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
         lib.speex_echo_state_destroy.restype = None
+        lib.speex_echo_state_reset.restype = None
+        lib.speex_echo_state_reset.argtypes = [ctypes.c_void_p]
         lib.speex_echo_state_destroy.argtypes = [ctypes.c_void_p]
     except (OSError, AttributeError) as exc:
         raise OSError(f"{name}: not a usable speexdsp library: {exc}") from exc
@@ -120,15 +145,32 @@ class DoubleTalk:
         self._recent = [-math.inf] * _RECENT  # the microphone's last levels
         self._k = 0
         self._hold = 0  # frames still handed on after one judged the user's
+        self._proved = 0.0  # the MDF's smoothed reduction on the current path (dB)
+        self._proved_n = 0  # loud frames since the path moved
         self.converged = False
         self.frames = 0  # frames judged the user's
+
+    @property
+    def cancels(self) -> bool:
+        """The MDF cancels the echo on the current path (see _PROVE_FRAMES): only then is
+        the other canceller's output believed while the speaker sounds
+        (``aec.EchoCanceller``): the path has not just moved under both."""
+        return self._proved_n >= _PROVE_FRAMES and self._proved >= _PROVE_DB
+
+    @property
+    def proved(self) -> bool:
+        """``cancels``, and the MDF has converged: only then can a frame be judged the
+        user's."""
+        return self.converged and self.cancels
 
     def __call__(self, mic_db: float, mdf_db: float, loud: bool, floor_db: float) -> bool:
         """Whether to hand on the MDF's output for this frame (the user's, or held after
         one): ``mic_db`` the microphone, ``mdf_db`` the MDF's output, ``loud`` the speaker
         playing loud, ``floor_db`` the microphone's floor. Called while the speaker sounds."""
+        proved = self.proved  # judged before this frame counts: an onset keeps its own bar
+        reduction = mic_db - mdf_db
         if loud:
-            self._reduction[self._n % _CONVERGE_FRAMES] = mic_db - mdf_db
+            self._reduction[self._n % _CONVERGE_FRAMES] = reduction
             self._n += 1
             if self._n % _CHECK_EVERY == 0:
                 self._typical = float(np.nanmedian(self._reduction))
@@ -136,13 +178,26 @@ class DoubleTalk:
         self._recent[self._k % _RECENT] = mic_db
         self._k += 1
         if (
-            self.converged
+            proved
             and not math.isinf(floor_db)
             and mic_db > floor_db + _ABOVE_FLOOR_DB
-            and mdf_db > mic_db - _NEAR_DB
+            and mic_db - _NEAR_DB < mdf_db <= mic_db + _DIVERGED_DB
             and mdf_db > max(self._recent) - self._typical
         ):
             self._hold = _HOLD + 1
+        elif loud and self._hold == 0 and mic_db > floor_db + 2 * _AT_FLOOR_DB:
+            # The proof follows the echo alone: the user's frames (judged, or held) leave it,
+            # and so do frames with nothing to cancel (the echo path's delay at the start of
+            # a run: the MDF's output is at the floor there whatever its filter).
+            if mdf_db <= floor_db + _AT_FLOOR_DB:
+                # Cancelled down to the room's noise: all that a faint echo can lose.
+                reduction = max(reduction, _CONVERGED_DB + _AT_FLOOR_DB)
+            # It falls four times slower than it rises: a user who starts talking while the
+            # MDF is still converging (no frame judged theirs yet) must keep the other
+            # canceller's output for the VAD's few hundred ms.
+            rate = _PROVE_ALPHA if reduction > self._proved else _PROVE_ALPHA / 4
+            self._proved += rate * (reduction - self._proved)
+            self._proved_n += 1
         if self._hold == 0:
             return False
         self._hold -= 1
@@ -152,6 +207,11 @@ class DoubleTalk:
     def echo_only(self, mic_db: float, mdf_db: float) -> bool:
         """Whether this frame is the echo alone (called when ``__call__`` said no)."""
         return self.converged and mic_db - mdf_db >= _ECHO_ONLY_DB
+
+    def moved(self) -> None:
+        """The echo path moved (a new playback run, the reference re-synchronised): no
+        frame is the user's until the MDF has proved itself again, and any hold ends."""
+        self._proved, self._proved_n, self._hold = 0.0, 0, 0
 
     def silent(self) -> None:
         """The speaker is silent this frame: no decision, and any hold ends."""
