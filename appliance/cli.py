@@ -1,4 +1,5 @@
-"""Command line: ``appliance run|check|devices|simulate|demo``.
+"""Command line: ``appliance run|check|devices|simulate|demo`` and, for the running daemon
+through its control socket, ``appliance status|say|ask|mute|volume``.
 
 Exit codes: 0 success, 1 ``check`` found a problem or a device test failed, 2 bad usage,
 78 (EX_CONFIG) invalid config or no API key. Expected failures print one line naming what was wrong, never a traceback.
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         "auto-tool-response, param-less-errors, slow-first-audio, text-and-audio, strict, "
         "fast (default realistic; see realtime_sim/profiles.py)",
     )
+    _control_parsers(sub)
     demo = sub.add_parser("demo", help="one voice turn offline: simulator + ALSA file devices")
     demo.add_argument(
         "--out", type=Path, default=Path("out/demo"), help="where to write the demo files"
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             server = simulator_module("server")
             server.run_simulator(args.port, _simulator_key(), args.fault, profile=args.profile)
             return 0
+        if args.command in CONTROL_COMMANDS:
+            return _control(args)
         if args.command == "demo":
             from appliance.demo import run_demo
 
@@ -106,6 +110,100 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+CONTROL_COMMANDS = ("status", "say", "ask", "mute", "volume")
+
+
+def _control_parsers(sub: Any) -> None:
+    """The commands that talk to the running daemon (``appliance.control``)."""
+    from appliance.settings import DEFAULT_CONTROL_SOCKET
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_)
+        p.add_argument(
+            "--socket",
+            default=DEFAULT_CONTROL_SOCKET,
+            help=f"the daemon's control socket ([control] socket; default {DEFAULT_CONTROL_SOCKET})",
+        )
+        return p
+
+    add("status", "the running daemon's state, session, last turn and settings")
+    add("say", "speak an announcement (after a cue, at the next quiet moment)").add_argument(
+        "text", nargs="+", help="what to say"
+    )
+    add("ask", "start a conversation with a text prompt; answer by voice").add_argument(
+        "text", nargs="+", help="the prompt"
+    )
+    add("mute", "the microphone's privacy mute").add_argument("on", choices=("on", "off"))
+    add("volume", "set the speaker volume").add_argument(
+        "percent", type=_percent, help="0 to 100"
+    )
+
+
+def _percent(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 100, got {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 100, got {value}")
+    return value
+
+
+def _control(args: argparse.Namespace) -> int:
+    from appliance.control import request
+
+    command = args.command
+    req: dict[str, Any] = {"command": command}
+    if command in ("say", "ask"):
+        req["text"] = " ".join(args.text)
+    elif command == "mute":
+        req["on"] = args.on == "on"
+    elif command == "volume":
+        req["percent"] = args.percent
+    answer = request(args.socket, req)
+    if not isinstance(answer, dict) or not answer.get("ok"):
+        error = answer.get("error") if isinstance(answer, dict) else None
+        print(f"appliance: {error or 'the daemon refused the request'}", file=sys.stderr)
+        return 1
+    if command == "status":
+        _print_status(answer.get("status", {}))
+    elif command in ("say", "ask"):
+        print(f"{command}: {answer.get('outcome')}")
+    elif command == "mute":
+        print(f"mute: {'on' if answer.get('muted') else 'off'}")
+    else:
+        print(f"volume: {answer.get('volume')}%")
+    return 0
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    detail = f" ({status['detail']})" if status.get("detail") else ""
+    print(f"state: {status.get('state')}{detail}")
+    print(f"session: {status.get('session_id') or '-'}")
+    print(f"turns: {status.get('turn', 0)}")
+    last = status.get("last_turn")
+    if last:
+        print(f"last turn: #{last.get('turn')}, first reply audio after {last.get('latency_ms')} ms")
+    print(f"mute: {'on' if status.get('muted') else 'off'}")
+    volume = status.get("volume")
+    print(f"volume: {'-' if volume is None else f'{volume}%'}")
+    if status.get("announcements_waiting"):
+        print(f"announcements waiting: {status['announcements_waiting']}")
+    listing = status.get("timers") or {}
+    for name in listing.get("ringing", []):
+        print(f"ringing: {name}")
+    for timer in listing.get("timers", []):
+        print(f"timer: {_timer_name(timer, 'timer')}, {timer.get('remaining')} left")
+    for alarm in listing.get("alarms", []):
+        repeat = ", every " + ", ".join(alarm["repeat"]) if alarm.get("repeat") else ""
+        print(f"alarm: {_timer_name(alarm, 'alarm')}, rings {alarm.get('rings')}{repeat}")
+
+
+def _timer_name(entry: dict[str, Any], kind: str) -> str:
+    """"tea timer" (``list_timers`` gives the label; the core names it so)."""
+    return f"{entry['label']} {kind}" if entry.get("label") else kind
 
 
 def _fault(spec: str) -> Any:

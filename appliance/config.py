@@ -9,6 +9,7 @@ The rest lives beside it and is re-exported here, so ``from appliance.config imp
 keeps working for every name it had:
 
     config_table   Table: the typed reader of one table (key paths in errors)
+    config_home    the [control] and [mqtt] tables' readers
     settings       the frozen settings dataclasses and the adapter-side mode enums
     api_shapes     the settings in the realtime API's shape (``session.update``)
     led_patterns   LED kinds, pattern modes, colours, the default pattern per state
@@ -28,6 +29,7 @@ from typing import Any
 
 from appliance.api_shapes import session_object, tool_object
 from appliance.builtin_tools import BUILTIN_DESCRIPTIONS, BUILTIN_PARAMETERS, BUILTIN_TOOLS
+from appliance.config_home import read_control, read_mqtt
 from appliance.config_table import Table, describe
 from appliance.core.listen import GateMode, ListenSettings
 from appliance.core.schema import SchemaError, check_schema
@@ -449,6 +451,8 @@ def parse_config(data: Mapping[str, Any], source: str = "<string>") -> Config:
         tools=_tools(root, "tools"),
         session_policy=_session_policy(root.table("session_policy")),
         timers=_timers(root.table("timers")),
+        control=read_control(root.table("control")),
+        mqtt=read_mqtt(root.table("mqtt")),
         source=source,
     )
     root.done()

@@ -40,6 +40,8 @@ class Levels:
         self._apply_muted = apply_muted
         self._open_mixer = mixer
         self._mixer: Mixer | None = None
+        self.on_change: Callable[[], None] | None = None
+        """Called after each mute or volume set (the home publishes it at once)."""
 
     @property
     def muted(self) -> bool:
@@ -68,6 +70,7 @@ class Levels:
             self._state.save()
         log.info("privacy mute %s", "on" if muted else "off")
         self._apply_muted(muted)
+        self._changed()
 
     def set_volume(self, percent: int) -> int:
         """Set the speaker volume (clamped to 0-100) and keep it; returns what was set.
@@ -109,7 +112,12 @@ class Levels:
             raise
         self._state.volume = volume
         log.info("volume %d%%", volume)
+        self._changed()
         return volume
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _mixer_now(self) -> Mixer:
         if self._mixer is None:

@@ -7,9 +7,10 @@ Audio threads reach the loop only through ``call_soon_threadsafe``; the session 
 
 ``Daemon`` builds the parts of ``appliance.app`` and wires them: the audio path
 (``app.audio``), the action router (``app.router``), the connection (``app.link``) and its
-supervisor (``app.supervisor``), the reload applier (``app.reloader``), plus GPIO, the
-persisted levels, the tools and the watchdog. ``run`` runs the supervisor and the watchdog
-under one ``asyncio.TaskGroup`` and stops them within ``STOP_TASKS_S`` when asked. Its
+supervisor (``app.supervisor``), the reload applier (``app.reloader``), the announcements
+(``app.announcements``), plus GPIO, the persisted levels, the tools, the watchdog and the
+home's parts (``appliance.home``: the control socket, Home Assistant). ``run`` runs the
+supervisor, the watchdog and the home's parts under one ``asyncio.TaskGroup`` and stops them within ``STOP_TASKS_S`` when asked. Its
 public methods are the inputs other parts use (buttons, tools, SIGHUP, tests).
 
 Imports: anything in ``appliance``; nothing imports it but the entry points (cli, demo).
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.alarms import AlarmClock
+from appliance.app.announcements import Announcements
 from appliance.app.audio import AudioPath
 from appliance.app.link import OUTGOING_FRAMES, Link
 from appliance.app.reloader import ReloadApplier
@@ -35,6 +37,7 @@ from appliance.audio.frontend import FrontEnd, GateOutput, SpeechStarted, Speech
 from appliance.audio.playback import PlaybackThread
 from appliance.config import Config, GpioSettings, session_settings
 from appliance.controls import Levels
+from appliance.core.announce import Outcome
 from appliance.core.cues import RATE as CUE_RATE
 from appliance.core.cues import Cues
 from appliance.core.listen import ControlState, GateMode
@@ -46,6 +49,7 @@ from appliance.credentials import ApiKey
 from appliance.earcons import load_earcons
 from appliance.errors import AudioDeviceError, ConfigError
 from appliance.gpio import Gpio, open_gpio
+from appliance.home import Facts, run_home, timer_facts
 from appliance.mixer import Mixer
 from appliance.notify import Notifier, watchdog_interval
 from appliance.persist import ControlState as SavedControls
@@ -131,6 +135,17 @@ class Daemon:
             observers=list(observers or []),
         )
         self._router.status_suffix = self.alarms.status
+        # What the control socket and Home Assistant see (appliance.home), and the
+        # announcements they ask for, spoken at the router's quiet moments.
+        self.facts = Facts(transcripts=config.logging.transcripts)
+        self._observers.append(self.facts)
+        self.levels.on_change = lambda: self.facts.update(
+            muted=self.levels.muted, volume=self.levels.volume
+        )
+        self.announcements = Announcements(
+            config, self.session, cue=self._router.cue, dispatch=self._dispatch
+        )
+        self._router.after = self.announcements
         self._reloader = ReloadApplier(
             self._get_config,
             self.session,
@@ -185,6 +200,7 @@ class Daemon:
         # would wait that long. 1 ms bounds it; threads seldom contend, so it costs nothing.
         sys.setswitchinterval(GIL_SWITCH_S)
         self._router.start(loop)
+        self.announcements.start(loop)
         self._audio.start(loop)
         try:
             # GPIO LEDs and buttons (appliance.gpio); None when disabled or absent.
@@ -201,16 +217,18 @@ class Daemon:
                     run_watchdog(self.notifier, self._audio_problem, watchdog_interval()),
                     name="watchdog",
                 )
+                home = tg.create_task(run_home(self, self.facts), name="home")
                 self.notifier.ready()
                 await stop.wait()
                 self.notifier.stopping()
-                await _stop_within([self._conn_task, watchdog], STOP_TASKS_S)
+                await _stop_within([self._conn_task, watchdog, home], STOP_TASKS_S)
         finally:
             self.alarms.close()
             if self.gpio is not None:
                 self.gpio.close()
             self.levels.close()
             self._router.close()
+            self.announcements.close()
             self._audio.stop()
             log.info("stopped")
 
@@ -316,8 +334,10 @@ class Daemon:
         return TimerSettings(t.max_ring_s, max(t.ring_interval_s, sound_s + 1.0))
 
     def _timers_changed(self) -> None:
-        """STATUS= again with the next timer due (the router is built after the alarms)."""
+        """STATUS= again with the next timer due (the router is built after the alarms), and
+        the home's view (``appliance.home``)."""
         self._router.show_status()
+        self.facts.update(**timer_facts(self.alarms))
 
     def _show_ringing(self, ringing: bool) -> None:
         if self.gpio is not None:
@@ -365,6 +385,13 @@ class Daemon:
         too_short, wake); False when it is silent or skipped because the agent speaks."""
         return self._router.cue(name)
 
+    def announce(self, text: str, *, ask: bool = False) -> Outcome:
+        """Speak ``text`` at the next quiet moment, after the announcement earcon (``ask``:
+        as a prompt the agent answers in the conversation); see ``app.announcements``."""
+        outcome = self.announcements.request(text, ask=ask)
+        self._dispatch()
+        return outcome
+
     def set_muted(self, muted: bool) -> None:
         """The privacy switch, kept across restarts (``Daemon.levels``)."""
         self.levels.set_muted(muted)
@@ -384,8 +411,10 @@ class Daemon:
 
     async def reload(self, new: Config) -> None:
         """Apply a re-read, validated config (SIGHUP); see ``appliance.reload`` for the rules."""
+        old = self.config
         await self._reloader.apply(new)
         self.alarms.reconfigure(self._timer_settings())
+        self.announcements.reload(old, self.config)
 
 
 async def _stop_within(tasks: list[asyncio.Task[Any]], deadline: float) -> None:

@@ -427,6 +427,51 @@ class LoggingSettings:
         _coerce(self, "level", LogLevel)
 
 
+DEFAULT_CONTROL_SOCKET = "/run/appliance/control.sock"
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """The local control socket (``appliance.control``) and announcements."""
+
+    enabled: bool = True
+    """Serve the control socket (``appliance status``, ``say``, ``ask``, ``mute``, ...)."""
+    socket: str = DEFAULT_CONTROL_SOCKET
+    """Its path; the unit's ``RuntimeDirectory=appliance`` makes ``/run/appliance``."""
+    group: str = ""
+    """Members of this group may use it (mode 0660); "" = the service and root only (0600).
+    The service must be a member of the group (the unit's ``SupplementaryGroups=``)."""
+    announce_earcon: str = "wake"
+    """The earcon played before an announcement (one of the earcon names; "" = none)."""
+    announce_wait_s: float = 120.0
+    """An announcement waiting longer than this for a quiet moment is dropped (logged)."""
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Home Assistant through an MQTT broker (``appliance.mqtt``); off by default."""
+
+    enabled: bool = False
+    """Connect to the broker and publish the device by MQTT discovery."""
+    host: str = "localhost"
+    """The broker's host name or address."""
+    port: int = 1883
+    """The broker's port (8883 is the usual one with TLS)."""
+    tls: bool = False
+    """Connect with TLS (the system's CA certificates)."""
+    username: str = ""
+    """"" = connect without credentials; the password is the systemd credential
+    ``mqtt-password`` (``LoadCredential=``), never in this file."""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant's discovery prefix."""
+    device_name: str = "Voice appliance"
+    """The device's name in Home Assistant."""
+    node_id: str = "appliance"
+    """The device's id in topics and unique ids (letters, digits, ``_`` and ``-``)."""
+    keepalive_s: int = 30
+    """MQTT keep-alive; the broker publishes "offline" (the last will) after 1.5 times this."""
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
@@ -443,5 +488,7 @@ class Config:
     session_policy: SessionPolicySettings = field(default_factory=SessionPolicySettings)
     timers: TimerSettings = field(default_factory=TimerSettings)
     """``[timers]``: how timers and alarms ring (``appliance.core.timers``)."""
+    control: ControlSettings = field(default_factory=ControlSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     source: str = "<defaults>"
     """The file this was read from."""

@@ -134,7 +134,7 @@ class TimerTools:
             gone = core.cancel(kind, label, bool(args.get("all", False)), mono, wall)
             return {"ok": True, "cancelled": [e.name for e in gone]}
         if name == "list_timers":
-            return self._list(core, mono)
+            return self.listing()
         raise TimerError(f"unknown timer tool {name!r}")
 
     def _set_alarm(
@@ -164,7 +164,10 @@ class TimerTools:
             "in": spoken_duration(core.remaining(entry, mono)),
         }
 
-    def _list(self, core: Timers, mono: float) -> dict[str, Any]:
+    def listing(self) -> dict[str, Any]:
+        """What ``list_timers`` answers (also shown by ``appliance status``)."""
+        core = self._host.timers
+        mono, _ = self._host.clocks()
         timers = [
             {"label": e.label, "remaining": spoken_duration(core.remaining(e, mono))}
             for e in core.pending

@@ -578,7 +578,7 @@ class SimSession:
             text_too=self.profile.text_and_audio and "text" in modalities,
             transcript_lockstep=self.profile.transcript_lockstep,
             in_conversation=in_conversation,
-            plan=None if use_calls else self._reply_plan(),
+            plan=None if use_calls else self._reply_plan(options, in_conversation),
             tool_calls=calls if use_calls else (),
             input_tokens=self._context_tokens(),
             issued_calls=self._issued_calls,
@@ -586,7 +586,11 @@ class SimSession:
         self._active = ResponseStream(self._ids, self.conversation, setup)
         self._emit({"type": "response.created", "response": copy.deepcopy(response)})
 
-    def _reply_plan(self) -> ReplyPlan:
+    def _reply_plan(self, options: Json, in_conversation: bool) -> ReplyPlan:
+        instructions = options.get("instructions", "")
+        if not in_conversation and instructions.startswith(SAY_EXACTLY):
+            # An out-of-band announcement: the model would say the text it was given.
+            return ReplyPlan(pcm=reply_tone(), transcript=instructions[len(SAY_EXACTLY):].strip())
         records = self.conversation.records()
         user_index = next((i for i in range(len(records) - 1, -1, -1)
                            if records[i].is_user_message), None)
@@ -615,6 +619,10 @@ class SimSession:
             text += len(json.dumps(record.item)) // 4
             audio += round(duration_ms(len(record.audio) // 2) / 100)
         return text, audio
+
+
+SAY_EXACTLY = "Say exactly:"
+"""An out-of-band response whose instructions start so is spoken as the rest."""
 
 
 def _reject_constant(name: str) -> Any:

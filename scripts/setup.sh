@@ -13,6 +13,7 @@ if [ "$want" = test ]; then
   debs+=(pulseaudio pulseaudio-utils libasound2-plugins alsa-utils systemd)
   debs+=(espeak-ng)  # synthesized wake-word recordings (bench/wake_corpus.py), agent speech (tests/test_aec.py)
   debs+=(sox)  # an independent G.711 encoder/decoder (tests/test_g711_sox.py)
+  debs+=(mosquitto)  # the MQTT broker tests/test_mqtt.py starts on a loopback port (not as a service)
 fi
 
 missing=()

@@ -571,11 +571,15 @@ def test_daemon_does_not_interrupt_its_own_replies_through_an_echo_loop(
     double-talk rule took the linear canceller's unconverged output on a moved path for the
     user's voice): bench.echo_loop, 14 of 24 replies. About 45 s."""
     types, states = _daemon_through_a_loop(pulse_env, replies=3, latency_ms=30)
-    assert states.count(State.SPEAKING) == 3, states
+    # A cut is a barge-in (cancel or truncate, the reply followed by Listening) or the echo
+    # answered as a turn of its own (a fourth commit). A reply whose playback ran dry under
+    # load and resumed shows Speaking twice; that is not a cut, so Speaking is not counted
+    # exactly.
     assert "response.cancel" not in types and "conversation.item.truncate" not in types, types
     assert types.count("input_audio_buffer.commit") == 3, types
     after_speaking = [b for a, b in zip(states, states[1:], strict=False) if a is State.SPEAKING]
-    assert after_speaking == [State.READY] * 3, states
+    assert State.LISTENING not in after_speaking, states
+    assert states.count(State.SPEAKING) >= 3 and states[-1] is State.READY, states
 
 
 def test_without_the_canceller_the_daemon_interrupts_itself(pulse_env: PulseEnv) -> None:

@@ -8,6 +8,8 @@
   runs, all in a TaskGroup scoped to the connection.
 - ``supervisor``: connect, serve, back off, again; each failure classed retryable or fatal.
 - ``reloader``: carries out the plan ``appliance.reload`` makes from two configs.
+- ``announcements``: the announcement queue (``appliance.core.announce``) at the router's
+  quiet moments, its expiry timer, and no wake-mode follow-up after a "say".
 
 Modules here may import ``appliance.core``, the adapters (``appliance.audio``,
 ``appliance.transport``, ...) and each other in the order above (a later module may import an

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from appliance.app.audio import AudioPath
 from appliance.audio.frontend import (
@@ -56,6 +56,16 @@ from appliance.errors import AudioDeviceError
 from appliance.notify import Notifier
 
 log = logging.getLogger(__name__)
+
+
+class AfterDispatch(Protocol):
+    """A part that acts once the session's actions are routed (announcements)."""
+
+    def step(self) -> bool:
+        """True when it gave the session more to dispatch."""
+        ...
+
+    def allows_follow_up(self, state: State) -> bool: ...
 
 
 class Router:
@@ -98,6 +108,7 @@ class Router:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: DeadlineTimer | None = None
         self._cue_timer: DeadlineTimer | None = None
+        self.after: AfterDispatch | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -155,6 +166,9 @@ class Router:
                 self._reconnect(action.reason, action.immediate)
             for observer in self.observers:
                 observer(action)
+        if self.after is not None and self.after.step():
+            self.dispatch()  # what it asked of the session
+            return
         if self._clock is not None:
             self._clock.schedule(self.session.next_tick())
 
@@ -173,6 +187,8 @@ class Router:
         """Wake mode: a reply just ended (speaking or thinking, then ready), so the front end
         listens without the wake word for ``[gate] follow_up_s``."""
         before, self._last_state = self._last_state, state
+        if self.after is not None and not self.after.allows_follow_up(state):
+            return
         if (
             state is State.READY
             and before in (State.SPEAKING, State.THINKING)

@@ -166,7 +166,11 @@ class ClearInput:
 
 @dataclass(frozen=True, slots=True)
 class CreateResponse:
+    """``response.create``; ``response``: the response's own settings (e.g. an out-of-band
+    announcement: ``conversation: "none"`` and its ``instructions``), None for the session's."""
+
     type: ClassVar[str] = "response.create"
+    response: Mapping[str, Any] | None = None
     event_id: str = field(default="", kw_only=True)
 
 

@@ -20,6 +20,7 @@ from appliance.core import protocol
 from appliance.core.protocol import (
     AppendAudio,
     ClientEvent,
+    CreateResponse,
     DeleteItem,
     FunctionCallOutput,
     Incoming,
@@ -78,6 +79,8 @@ def to_dict(event: ClientEvent) -> dict[str, Any]:
         out["audio"] = base64.b64encode(event.audio).decode("ascii")
     elif isinstance(event, DeleteItem):
         out["item_id"] = event.item_id
+    elif isinstance(event, CreateResponse) and event.response is not None:
+        out["response"] = event.response
     return out
 
 
