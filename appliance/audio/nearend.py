@@ -55,7 +55,7 @@ _RECENT = 20
 _HOLD = 4
 # The other way round: a frame the converged MDF took at least _ECHO_ONLY_DB off is echo
 # with at most a faint voice under it, so what AEC3 let through of it is residual echo and
-# is handed on as silence (the residual rule of aec.py, from the linear canceller's view).
+# is handed on as silence (``core.echo.residual``, from the linear canceller's view).
 # bench.aec, 10 min: the self-interruption at 506 s (AEC3 alone: in three of five rooms)
 # goes, 0 in all five, from 10 to 14 dB; at 16-18 dB it stays.
 _ECHO_ONLY_DB = 12.0

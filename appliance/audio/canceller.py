@@ -1,0 +1,340 @@
+"""The echo canceller on the capture thread: AEC3 and the linear canceller driven frame by
+frame, with the reference handed over from the playback thread (``appliance.audio.reference``).
+
+``EchoCanceller.process`` takes the microphone at 16 kHz, gives each 10 ms frame the
+reference heard at the same moment (``LEAD_S`` ahead, its position kept continuous: see
+``_SLEW``), runs AEC3 (``Apm``) and, for double talk, speexdsp's MDF
+(``appliance.audio.nearend``) on it, and measures the levels the decisions need (numpy).
+What it then does with the frame (bypass it, hand on the raw microphone, the MDF's output,
+AEC3's, or silence) is decided by ``appliance.core.echo`` and ``nearend.DoubleTalk``; the
+module docstring of ``appliance.audio.aec`` tells the whole story.
+
+Imports: numpy, ``appliance.audio.reference``, ``appliance.audio.nearend``,
+``appliance.core.echo``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.audio.nearend import DoubleTalk, MdfCanceller
+from appliance.audio.reference import FRAME, RATE, CaptureClock, ReferenceTap, Samples
+from appliance.core import echo
+
+# One logger for echo cancellation: its lines keep the name they had before the split.
+log = logging.getLogger("appliance.audio.aec")
+
+# The reference is handed over this much ahead of the microphone: AEC3's linear filter can
+# only model an echo that comes after its reference, and timing jitter the wrong way would
+# otherwise put the echo first. More lead asks for audio the player has not written yet.
+LEAD_S = 0.005
+# The reference position is kept continuous: the timing the player publishes jitters by a
+# few ms (scheduling, delay reports that move in steps), and a reference that jumps back and
+# forth by that much spoils AEC3's filter. Within a playback run it only ever moves later,
+# one sample at a time (when the smoothed error passes _SLEW samples), and is
+# re-synchronised past _RESYNC samples. A reference later than the timing says only adds
+# delay, which AEC3's delay estimator absorbs; one earlier than the echo cannot be
+# cancelled. Following the timing back as well (as before) made the delay slide for about
+# a second whenever the capture clock found a tighter bound (PulseAudio: 2-7 ms steps in a
+# stream's first seconds), and AEC3 then let the echo through: 3 of 12 first replies cut
+# by their own echo through the real loop, none of 20 with this ratchet (README). A
+# reference that has fallen behind the timing by _CATCH_UP samples (smoothed: the timing's
+# jitter stays far below it) jumps to it at once: the echo would otherwise come first (a
+# playback underrun makes everything after it heard later).
+_SLEW = 4.0
+_CATCH_UP = RATE * 3 // 1000
+_RESYNC = RATE * 30 // 1000
+
+
+class Apm(Protocol):
+    """The interface of WebRTC's ``AudioProcessing`` used here, on 10 ms frame buffers
+    (livekit's ``rtc.AudioProcessingModule`` has this shape; ``PyWebrtcApm`` gives it to
+    pywebrtc-audio)."""
+
+    def process_stream(self, frame: Any) -> None: ...
+    def process_reverse_stream(self, frame: Any) -> None: ...
+    def set_stream_delay_ms(self, delay_ms: int) -> None: ...
+
+
+
+class EchoCanceller:
+    """Runs on the capture thread: 16 kHz microphone audio in, processed audio out.
+
+    ``process`` takes any number of samples and returns the 10 ms frames completed so far
+    (a view of an internal buffer, valid until the next call), so it adds no latency
+    beyond collecting one frame.
+    """
+
+    def __init__(
+        self,
+        apm: Apm,
+        make_frame: Callable[[bytearray], Any],
+        tap: ReferenceTap | None,
+        *,
+        always: bool,
+        clock: Callable[[], float] = time.monotonic,
+        mdf: MdfCanceller | None = None,
+    ) -> None:
+        self._apm = apm
+        self._tap = tap
+        self._always = always  # noise suppression or gain control: run on every frame
+        self._clock = clock
+        self._near = bytearray(FRAME * 2)
+        self._far = bytearray(FRAME * 2)
+        self._near_frame = make_frame(self._near)
+        self._far_frame = make_frame(self._far)
+        self._near_view: Samples = np.frombuffer(self._near, dtype=np.int16)
+        self._far_view: Samples = np.frombuffer(self._far, dtype=np.int16)
+        self._fill = 0
+        self._out: Samples = np.zeros(FRAME * 8, dtype=np.int16)
+        self._capture = CaptureClock()
+        self._last_far = -math.inf  # when the reference last had sound
+        self._last_at = 0.0  # when the last frame was captured
+        self._track: int | None = None  # reference position of the next frame
+        self._track_run = -1
+        self._track_err = 0.0
+        self._run_at = -math.inf  # when the current playback run was first heard
+        self.resyncs = 0
+        self.frames = 0
+        self.bypassed = 0
+        # Echo coupling: microphone levels (dBFS) of every frame and of frames with the
+        # speaker loud, and whether the raw microphone is trusted (see _decide).
+        self._level = np.full(echo.LEVEL_FRAMES, np.nan)
+        self._floor_stale = False  # levels came in since the last decision (bypassed)
+        self._bypassed_blocks = 0
+        self._loud = np.full(echo.LOUD_FRAMES, np.nan)
+        self._n_level = 0
+        self._n_loud = 0
+        self._n_judged = 0  # loud frames the coupling rule judged (see echo.RUN_SETTLE_S)
+        self._f32: npt.NDArray[np.float32] = np.zeros(FRAME, dtype=np.float32)
+        self._raw: Samples = np.zeros(FRAME, dtype=np.int16)
+        self.trusted = False  # the microphone hears no echo: the VAD gets it unprocessed
+        self.trusted_frames = 0
+        self.residual_frames = 0  # frames handed on as silence: residual echo
+        self._floor = -math.inf  # the microphone's floor (dBFS), from _decide
+        # Double talk (appliance.audio.nearend): the linear MDF canceller beside AEC3.
+        self._mdf = mdf
+        self.double_talk = DoubleTalk()
+        self._mic: Samples = np.zeros(FRAME, dtype=np.int16)
+        self._run_loud = 0  # loud frames of the current playback run
+        self._run_proved = False  # the double-talk rule could judge the user in it
+        self.voice_barge_in = True  # False: the last long reply could not be interrupted
+
+    @property
+    def idle(self) -> bool:
+        """Bypassed (only echo cancellation is on and the speaker has been silent for
+        ``echo.IDLE_AFTER_S``): the capture thread may hand audio over in blocks again
+        (``FrontEnd.wants``); the capture clock keeps its bound from reads that did come
+        right after a period, and per-period reads tighten it again once the speaker plays."""
+        return echo.idle(self._always, self._last_at, self._last_far)
+
+    @property
+    def pending(self) -> int:
+        """Samples held until they complete a 10 ms frame (``process`` returns whole frames)."""
+        return self._fill
+
+    def process(self, mono: np.ndarray, now: float | None = None) -> np.ndarray:
+        """Cancel echo in ``mono`` (int16 at 16 kHz); ``now`` is when it was read."""
+        n = len(mono)
+        first_sample = self._capture.samples
+        self._capture.delivered(n, self._clock() if now is None else now)
+        need = (self._fill + n) // FRAME * FRAME
+        if need > len(self._out):
+            self._out = np.zeros(need, dtype=np.int16)
+        out = self._out[:need]
+        # The frame begun in the last call first; then, bypassed, whole frames in one pass.
+        begun = min(n, FRAME - self._fill) if self._fill else 0
+        done, pos = self._frames(mono, 0, begun, first_sample=first_sample, out=out)
+        skipped = self._bypass_block(mono[pos:], first_sample + pos, out[done:])
+        pos, done = pos + skipped, done + skipped
+        self._frames(mono, pos, n, first_sample=first_sample, out=out, done=done)
+        return out
+
+    def _frames(
+        self, mono: np.ndarray, pos: int, end: int, *, first_sample: int, out: Samples,
+        done: int = 0,
+    ) -> tuple[int, int]:
+        """Run ``mono[pos:end]`` frame by frame into ``out[done:]``; returns the new
+        (done, pos). A frame left incomplete waits in the frame buffer for the next call."""
+        while pos < end:
+            take = min(FRAME - self._fill, end - pos)
+            self._near_view[self._fill : self._fill + take] = mono[pos : pos + take]
+            self._fill += take
+            pos += take
+            if self._fill < FRAME:
+                break
+            self._fill = 0
+            # The microphone sample index of this frame's start, and when it was captured.
+            self._run_frame(self._capture.time_of(first_sample + pos - FRAME))
+            out[done : done + FRAME] = self._near_view
+            done += FRAME
+        return done, pos
+
+    def _bypass_block(self, mono: np.ndarray, first_sample: int, out: Samples) -> int:
+        """Idle and nothing playing: the whole frames of ``mono`` go through as they are,
+        and in one block of ``echo.IDLE_LEVEL_EVERY`` their levels (the coupling rule's floor)
+        are taken in one numpy pass: the capture thread's cost while the appliance listens
+        with the canceller bypassed. Returns how many samples were handled (0: the frame
+        path)."""
+        tap = self._tap
+        k = len(mono) // FRAME
+        if not k or self._fill or tap is None or self._always or not self.idle:
+            return 0
+        if tap.timing[3] == math.inf:  # a reply plays
+            return 0
+        self._bypassed_blocks += 1
+        if self._bypassed_blocks % echo.IDLE_LEVEL_EVERY == 0:
+            frames = mono[: k * FRAME].reshape(k, FRAME).astype(np.float32)
+            power = np.einsum("ij,ij->i", frames, frames) / FRAME / 32768**2
+            at = np.arange(self._n_level, self._n_level + k) % echo.LEVEL_FRAMES
+            self._level[at] = 10.0 * np.log10(power + 1e-12)
+            self._n_level += k
+            # No decision while nothing plays (it costs more than the rest of the block,
+            # and only matters when the speaker plays): the first frame that sounds takes one.
+            self._floor_stale = True
+        self.frames += k
+        self.bypassed += k
+        self._track = None
+        self._last_at = self._capture.time_of(first_sample + (k - 1) * FRAME)
+        out[: k * FRAME] = mono[: k * FRAME]
+        return k * FRAME
+
+    def _read_reference(self, tap: ReferenceTap, at: float) -> bool:
+        where = tap.locate(at)
+        if where is None:
+            self._track = None
+            return tap.read(at, self._far_view)
+        target, run = where
+        track = self._track
+        if track is None or run != self._track_run or abs(target - track) > _RESYNC:
+            if track is not None and run == self._track_run:
+                self.resyncs += 1
+            if run != self._track_run:
+                self._run_at = at
+                if self._mdf is not None:
+                    self._run_ended()
+                    self._mdf.reset()
+            track, self._track_run, self._track_err = target, run, 0.0
+            self.double_talk.moved()
+        else:
+            self._track_err += 0.05 * ((target - track) - self._track_err)
+            if self._track_err > _CATCH_UP:
+                track, self._track_err = target, 0.0
+                self.double_talk.moved()
+            elif self._track_err > _SLEW:  # never back: see _SLEW
+                track, self._track_err = track + 1, self._track_err - 1
+        self._track = track + FRAME
+        return tap.read(at, self._far_view, track)
+
+    def _run_ended(self) -> None:
+        """A playback run is over: say once when voice barge-in was off for a whole reply
+        (the linear canceller never proved itself on its echo path: the echo cannot be told
+        from the user's voice, so nothing the canceller let through was handed on), and
+        once when it is back."""
+        heard, self._run_loud = self._run_loud, 0
+        proved, self._run_proved = self._run_proved, False
+        barge_in = echo.voice_barge_in(heard, proved, self.voice_barge_in)
+        if barge_in == self.voice_barge_in:
+            return
+        self.voice_barge_in = barge_in
+        if barge_in:
+            log.info("echo cancellation: the user's voice can interrupt the reply again")
+        else:
+            log.warning(
+                "echo cancellation: cannot tell the user's voice from the speaker's echo"
+                " through this microphone (a reply played without it); the voice does not"
+                " interrupt the reply (the talk button does)"
+            )
+
+    def _db(self, frame: Samples) -> float:
+        np.copyto(self._f32, frame)
+        return 10.0 * math.log10(float(np.dot(self._f32, self._f32)) / FRAME / 32768**2 + 1e-12)
+
+    def _decide(self) -> None:
+        """The coupling rule (``echo.trusted``) on the microphone's levels over the last
+        seconds of the speaker playing loud against its floor (``echo.floor_db``: a
+        percentile of every frame's level over the last 10 s)."""
+        self._floor_stale = False
+        loud = self._loud[~np.isnan(self._loud)]
+        if len(loud) < echo.LOUD_MIN:
+            self.trusted = False
+            return
+        level = self._level[~np.isnan(self._level)]
+        level = level[level > echo.SILENT_DBFS]
+        floor = echo.floor_db(
+            float(np.percentile(level, echo.FLOOR_PERCENTILE)) if len(level) else None
+        )
+        self._floor = floor
+        echo_db = float(np.percentile(loud, echo.ECHO_PERCENTILE))
+        trusted = echo.trusted(echo_db, floor)
+        if trusted != self.trusted:
+            log.info(
+                "echo cancellation: the microphone %s its speaker (%.0f dB over its floor)",
+                "hardly hears" if trusted else "hears",
+                max(0.0, echo_db - floor),
+            )
+        self.trusted = trusted
+
+    def _run_frame(self, at: float) -> None:
+        self.frames += 1
+        self._last_at = at
+        sounding = self._tap is not None and self._read_reference(self._tap, at + LEAD_S)
+        mic_db = 0.0
+        loud = False
+        if self._tap is not None:
+            mic_db = self._db(self._near_view)
+            self._level[self._n_level % echo.LEVEL_FRAMES] = mic_db
+            self._n_level += 1
+            loud = sounding and echo.loud(self._db(self._far_view))
+            if loud:
+                self._n_loud += 1
+                if echo.settled(at, self._run_at):
+                    self._loud[self._n_judged % echo.LOUD_FRAMES] = mic_db
+                    self._n_judged += 1
+            if echo.decide_now(self._n_level, sounding, self._floor_stale):
+                self._decide()
+        if sounding:
+            self._last_far = at
+        elif echo.idle(self._always, at, self._last_far):
+            # Nothing played for a while and only echo cancellation is on: nothing to do.
+            self.bypassed += 1
+            return
+        if self._tap is not None:
+            self._apm.process_reverse_stream(self._far_frame)
+            self._apm.set_stream_delay_ms(round(LEAD_S * 1000))  # plus the room: AEC3 finds it
+        if self.trusted and not self._always:
+            # No echo to speak of: the canceller keeps adapting, the VAD hears the microphone.
+            self._raw[:] = self._near_view
+            self._apm.process_stream(self._near_frame)
+            self._near_view[:] = self._raw
+            self.trusted_frames += 1
+            return
+        mdf = None
+        if self._mdf is not None and sounding:
+            self._mic[:] = self._near_view
+            mdf = self._mdf.process(self._mic, self._far_view)
+        elif self._mdf is not None:
+            self.double_talk.silent()
+        self._apm.process_stream(self._near_frame)
+        mdf_db = 0.0 if mdf is None else self._db(mdf)
+        if mdf is not None and loud:
+            self._run_loud += 1
+            self._run_proved = self._run_proved or self.double_talk.cancels
+        if mdf is not None and self.double_talk(mic_db, mdf_db, loud, self._floor):
+            # The user talks over the reply: AEC3 would hand on silence (see nearend.py).
+            self._near_view[:] = mdf
+        elif sounding and (
+            echo.converging(self._n_loud)
+            or (mdf is not None and not self.double_talk.cancels)
+            or echo.residual(self._db(self._near_view), mic_db)
+            or (mdf is not None and self.double_talk.echo_only(mic_db, mdf_db))
+        ):
+            self._near_view[:] = 0
+            self.residual_frames += 1
