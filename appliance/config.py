@@ -31,7 +31,8 @@ from appliance.api_shapes import session_object, tool_object
 from appliance.builtin_tools import BUILTIN_DESCRIPTIONS, BUILTIN_PARAMETERS, BUILTIN_TOOLS
 from appliance.config_home import read_control, read_mqtt
 from appliance.config_table import Table, describe
-from appliance.core.listen import GateMode, ListenSettings
+from appliance.core.endpoint import EndpointSettings
+from appliance.core.listen import Detector, GateMode, ListenSettings
 from appliance.core.schema import SchemaError, check_schema
 from appliance.core.settings import BargeIn, SessionOptions
 from appliance.core.state import State
@@ -234,6 +235,10 @@ def _processing(t: Table) -> ProcessingSettings:
 def _gate(t: Table) -> GateSettings:
     s = GateSettings(
         mode=t.choice("mode", GateMode.VAD),
+        detector=t.choice("detector", Detector.MICRO),
+        end_complete_ms=t.whole("end_complete_ms", 250, 120, 5000),
+        end_incomplete_ms=t.whole("end_incomplete_ms", 1000, 120, 10000),
+        min_speech_ms=t.whole("min_speech_ms", 200, 0, 5000),
         vad_aggressiveness=t.whole("vad_aggressiveness", 2, 0, 3),
         vad_frame_ms=t.whole("vad_frame_ms", 30, choices=(10, 20, 30)),
         start_frames=t.whole("start_frames", 3, 1, 50),
@@ -253,6 +258,10 @@ def _gate(t: Table) -> GateSettings:
     )
     if not s.wake_word:
         raise ConfigError(t.key("wake_word"), "must name a built-in wake word or a model file")
+    if s.end_incomplete_ms < s.end_complete_ms:
+        raise ConfigError(
+            t.key("end_incomplete_ms"), f"must not be below end_complete_ms ({s.end_complete_ms})"
+        )
     if s.start_frames > s.start_window:
         raise ConfigError(t.key("start_frames"), f"must not exceed start_window ({s.start_window})")
     if s.barge_in_aggressiveness < s.vad_aggressiveness:
@@ -486,9 +495,17 @@ def load_config(path: str | Path) -> Config:
 
 def listen_settings(gate: GateSettings) -> ListenSettings:
     """The capture-side listening policy's settings (``appliance.core.listen``) from ``[gate]``."""
+    micro = gate.detector is Detector.MICRO
     return ListenSettings(
         mode=gate.mode,
-        frame_ms=gate.vad_frame_ms,
+        detector=gate.detector,
+        endpoint=EndpointSettings(
+            complete_ms=gate.end_complete_ms,
+            incomplete_ms=gate.end_incomplete_ms,
+            min_voiced_ms=gate.min_speech_ms,
+        ),
+        gate_frame_ms=gate.vad_frame_ms,
+        frame_ms=10 if micro else gate.vad_frame_ms,
         start_frames=gate.start_frames,
         start_window=gate.start_window,
         preroll_ms=gate.preroll_ms,

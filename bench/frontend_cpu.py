@@ -1,14 +1,16 @@
-"""CPU per audio second of the capture front end (resample, energy check, webrtcvad, listener).
+"""CPU per audio second of the capture front end (resample, speech detector, listener).
 
 Feeds a 16 kHz microphone signal on one thread, and reports thread CPU time per second of
-audio for: a quiet room (nothing sent), a noisy room at about -45 dBFS, and continuous speech
-(streaming). Each is fed two ways: in 10 ms periods, one call each, and paced as the capture
-thread paces it (as many frames per call as ``FrontEnd.wants`` asks for: blocks while
-listening, chunks while streaming). Each figure is the best of ``--repeat`` runs (the machine
-is shared; the least disturbed run is the closest to the code's own cost). Speech is fed
-once per ``--chunk-ms`` (upstream chunk lengths: 40 as where the server listens, 100 as the
-gated modes' default; ``[audio] chunk_ms``).
-Run: ``.venv/bin/python -m bench.frontend_cpu [--seconds 60] [--repeat 3] [--chunk-ms 40,100]``.
+audio, for each ``[gate] detector`` (``webrtc``: energy pre-check + webrtcvad; ``micro``: the
+level stage that wakes pymicro-vad), in: a quiet room (nothing sent), room noises at -45 dBFS
+(white, pink, brown, a fan, a mixture; nothing sent), and continuous speech (streaming). The
+front end is paced as the capture thread paces it (as many frames per call as
+``FrontEnd.wants`` asks for: blocks while listening, chunks while streaming); ``--periods``
+also feeds 10 ms periods, one call each. Each figure is the best of ``--repeat`` runs (the
+machine is shared; the least disturbed run is the closest to the code's own cost).
+Speech is streamed once per ``--chunk-ms`` (40: where the server listens; 100: the gated
+modes' "auto").
+Run: ``.venv/bin/python -m bench.frontend_cpu [--seconds 60] [--repeat 3] [--periods] [--chunk-ms 40,100]``.
 """
 
 from __future__ import annotations
@@ -18,20 +20,24 @@ import time
 
 import numpy as np
 
-from appliance.audio.frontend import FrontEnd, GateOutput
+from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted
 from appliance.audio.vad import WebRtcVad
 from appliance.config import GateSettings, listen_settings
 from appliance.demo import speech_recording
+from bench.turn_corpus import noise
 
 
-def run_once(pcm: np.ndarray, rate: int, paced: bool, chunk_ms: int) -> tuple[float, int, int, int]:
-    """(CPU seconds, calls, VAD calls, chunks sent)."""
+def run_once(
+    pcm: np.ndarray, rate: int, paced: bool, detector: str, chunk_ms: int = 40
+) -> tuple[float, int, int, int, int]:
+    """(CPU seconds, calls, detector calls, chunks sent, turns opened)."""
     out: list[GateOutput] = []
+    gate = GateSettings(detector=detector)
     fe = FrontEnd(
         device_rate=rate,
-        settings=listen_settings(GateSettings()),
+        settings=listen_settings(gate),
         chunk_ms=chunk_ms,
-        vad=WebRtcVad(2, 30),
+        vad=WebRtcVad(2, 30) if detector == "webrtc" else None,
         emit=out.append,
     )
     step = rate // 100
@@ -44,38 +50,45 @@ def run_once(pcm: np.ndarray, rate: int, paced: bool, chunk_ms: int) -> tuple[fl
         pos += n
         calls += 1
     cpu = time.thread_time() - t0
-    return cpu, calls, fe.vad_calls, sum(1 for o in out if type(o).__name__ == "AudioChunk")
+    chunks = sum(isinstance(o, AudioChunk) for o in out)
+    return cpu, calls, fe.vad_calls, chunks, sum(isinstance(o, SpeechStarted) for o in out)
 
 
-def measure(pcm: np.ndarray, rate: int, label: str, repeat: int, chunk_ms: int = 40) -> None:
+def measure(
+    pcm: np.ndarray, rate: int, label: str, repeat: int, periods: bool, *, chunk_ms: int = 40
+) -> None:
     audio_s = len(pcm) / rate
-    for paced in (False, True):
-        runs = [run_once(pcm, rate, paced, chunk_ms) for _ in range(repeat)]
-        cpu, calls, vad_calls, chunks = min(runs)
-        how = "paced by wants" if paced else "10 ms periods"
-        print(
-            f"{label:<36} {how:<15} {cpu / audio_s * 100:6.3f} % of one core"
-            f"  ({calls / audio_s:5.1f} calls/s, {vad_calls} VAD calls, {chunks} chunks)"
-        )
+    for detector in ("webrtc", "micro"):
+        for paced in (True, False) if periods else (True,):
+            runs = [run_once(pcm, rate, paced, detector, chunk_ms) for _ in range(repeat)]
+            cpu, calls, vad_calls, chunks, turns = min(runs)
+            how = "paced" if paced else "10 ms periods"
+            print(
+                f"{label:<30} {detector:<6} {how:<13} {cpu / audio_s * 100:6.3f} % of one core"
+                f"  ({calls / audio_s:5.1f} calls/s, {vad_calls / audio_s:5.1f} detector frames/s,"
+                f" {turns} turns, {chunks} chunks)"
+            )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--chunk-ms", default="40,100", help="upstream chunk lengths to stream speech with")
+    ap.add_argument("--periods", action="store_true", help="also feed 10 ms periods")
+    ap.add_argument("--chunk-ms", default="40,100", help="chunk lengths to stream speech with")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     n = 16000 * args.seconds
-    quiet = (rng.standard_normal(n) * 20).astype(np.int16)
-    noisy = (rng.standard_normal(n) * 180).astype(np.int16)
+    scenes = {"quiet room (-64 dBFS)": (rng.standard_normal(n) * 20).astype(np.int16)}
+    for kind in ("white", "pink", "brown", "fan", "brown+fan+white"):
+        scenes[f"{kind} -45 dBFS"] = np.round(noise(kind, -45, n, 3)).astype(np.int16)
     speech, rate = speech_recording()
     talk = np.tile(np.frombuffer(speech, dtype=np.int16), max(1, args.seconds // 4))
     print(f"capture front end, 16 kHz mono mic, {args.seconds} s of audio each, best of {args.repeat}:")
-    measure(quiet, 16000, "quiet room (-64 dBFS), nothing sent", args.repeat)
-    measure(noisy, 16000, "noisy room (-45 dBFS), nothing sent", args.repeat)
+    for label, pcm in scenes.items():
+        measure(pcm, 16000, label + ", nothing sent", args.repeat, args.periods)
     for chunk_ms in (int(c) for c in args.chunk_ms.split(",")):
-        measure(talk, rate, f"speech (streaming, {chunk_ms} ms chunks)", args.repeat, chunk_ms)
+        measure(talk, rate, f"speech, {chunk_ms} ms chunks", args.repeat, args.periods, chunk_ms=chunk_ms)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,11 @@
     .venv/bin/python -m bench.turns [--a53-factor 8]
 
 Each detector sees every clip of ``bench.turn_corpus`` from its first sample, in 16 kHz frames;
-time is the sample position (nothing runs in real time). A model that runs at a pause (Smart
+time is the sample position (nothing runs in real time). ``product micro`` and ``product
+webrtc`` are the daemon's own path: the capture front end (``appliance.audio.frontend``, with
+its staged detector, prosodic hint and ``Listener``) on ``[gate]`` defaults with the detector
+named, fed as the capture thread feeds it (as many frames per call as ``FrontEnd.wants``
+asks), each decision timed at the end of the call that made it: what the wire sees. A model that runs at a pause (Smart
 Turn) answers ``cost x a53-factor`` later than the pause it was asked at: that is how long it
 would take on a Pi Zero 2 W's Cortex-A53, where the decision waits for it.
 
@@ -30,9 +34,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from appliance.audio import prosody
+from appliance.audio.frontend import FrontEnd, GateOutput, SpeechStarted, SpeechStopped
 from appliance.audio.micro_vad import MicroVad
 from appliance.audio.vad import WebRtcVad
-from appliance.config import GateSettings
+from appliance.config import GateSettings, listen_settings
 from appliance.core.endpoint import Decision, Endpointer, EndpointSettings
 from appliance.core.gate import Edge, VadGate
 from bench.turn_corpus import RATE, Clip, Samples, load
@@ -147,6 +152,36 @@ def micro_endpoint(
     return run
 
 
+def product(detector: str) -> Detector:
+    """The daemon's capture front end with ``[gate] detector = <detector>``."""
+
+    def run(pcm: Samples, _clip: Clip) -> Iterator[tuple[str, int]]:
+        out: list[GateOutput] = []
+        gate = GateSettings(detector=detector)
+        fe = FrontEnd(
+            device_rate=RATE,
+            settings=listen_settings(gate),
+            chunk_ms=40,
+            vad=WebRtcVad(gate.vad_aggressiveness, gate.vad_frame_ms) if detector == "webrtc" else None,
+            emit=out.append,
+        )
+        step = RATE // 100
+        pos = 0
+        while pos + step <= len(pcm):
+            n = max(fe.wants(), step)
+            fe.process(pcm[pos : pos + n])
+            pos += n
+            for o in out:
+                if isinstance(o, SpeechStarted):
+                    # The frame that opened the turn: the pre-roll counts back from it.
+                    yield "start", pos - (o.preroll_ms - PREROLL_MS) * RATE // 1000
+                elif isinstance(o, SpeechStopped):
+                    yield ("discard" if o.discarded else "stop"), pos
+            out.clear()
+
+    return run
+
+
 def score(name: str, detector: Detector,
           clips: list[tuple[Clip, Samples]]) -> Result:
     r = Result(name)
@@ -234,6 +269,8 @@ def detectors(factor: float) -> dict[str, Callable[[], Detector]]:
         return micro_endpoint(sharp, SmartTurn().complete, factor)
 
     return {
+        "product micro": lambda: product("micro"),
+        "product webrtc": lambda: product("webrtc"),
         "webrtc+VadGate": lambda: baseline,
         "micro 800": lambda: micro_endpoint(fixed, None, 1),
         "micro 300": lambda: micro_endpoint(replace(fixed, silence_ms=300), None, 1),
@@ -251,7 +288,7 @@ def detectors(factor: float) -> dict[str, Callable[[], Detector]]:
     }
 
 
-DEFAULT = ("webrtc+VadGate", "micro 800", "micro+level 300", "micro+level+prosody")
+DEFAULT = ("product webrtc", "product micro", "micro+level+prosody")
 
 
 def main(argv: list[str] | None = None) -> None:

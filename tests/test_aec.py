@@ -539,6 +539,9 @@ def _daemon_through_a_loop(
                     "playback_channels": 2,
                 }
                 data["earcons"] = {"enabled": False}
+                # webrtcvad's turns, as this rig was measured with (issue 23). With the micro
+                # detector one of the three questions went unanswered here: open (issue 17).
+                data["gate"] = {"mode": "vad", "detector": "webrtc"}
                 daemon = Daemon(parse_config(data), ApiKey(DEMO_KEY, "test"), observers=[log])
                 async with running(daemon):
                     await asyncio.wait_for(ready.wait(), 20)

@@ -26,7 +26,7 @@ import pytest
 import soxr
 from daemon_env import running as daemon_running
 
-from appliance.config import parse_config
+from appliance.config import GateSettings, parse_config
 from appliance.core.session import Action, Play, StateChanged, StopPlayback, TooShort
 from appliance.core.state import State
 from appliance.credentials import ApiKey
@@ -335,10 +335,14 @@ def test_silence_sends_nothing_and_a_turn_is_speech_plus_preroll_and_hangover(
     assert types.index("input_audio_buffer.commit") < types.index("response.create")
     sent_ms = len(_appended(s.first_turn)) / 24
     start, end = speech_span_ms(speech())
-    expected = (end - start) + 300 + 700  # speech + pre-roll + hang-over
-    # The VAD's onset (~90 ms) and release lag move the edges a little; the room noise
-    # around the speech and the 600 ms quiet lead of the recording are not sent.
-    assert expected - 200 <= sent_ms <= expected + 250, (sent_ms, expected)
+    gate = GateSettings()
+    # Speech + pre-roll + the end of turn's silence: [gate] end_complete_ms if the last
+    # phrase sounds complete, end_incomplete_ms if not.
+    least = (end - start) + gate.preroll_ms + gate.end_complete_ms
+    most = (end - start) + gate.preroll_ms + gate.end_incomplete_ms
+    # The VAD's onset and release lag move the edges a little; the room noise around the
+    # speech and the 600 ms quiet lead of the recording are not sent.
+    assert least - 200 <= sent_ms <= most + 250, (sent_ms, least, most)
 
 
 def levels_db(x: np.ndarray, rate: int) -> np.ndarray:

@@ -123,7 +123,7 @@ print(json.dumps({"city": args["city"], "sky": "clear"}))
 def test_greeting_then_scripted_tool_calls_valid_invalid_and_hanging(tmp_path: Any) -> None:
     weather = tmp_path / "weather.py"
     weather.write_text(WEATHER)
-    tools = [
+    tools: list[dict[str, Any]] = [
         {"name": "get_time"},
         {"name": "weather", "command": [sys.executable, str(weather)], "parameters": {"properties": {"city": {"type": "string"}}, "required": ["city"]}},
         {"name": "slow", "command": [sys.executable, "-c", "import time; time.sleep(60)"], "timeout_s": 0.5},
@@ -220,7 +220,7 @@ def test_auth_refusal_names_the_key_source_and_retries_slowly(caplog: pytest.Log
 
 
 def test_no_event_while_a_response_is_expected_reconnects() -> None:
-    async def scenario() -> Run:
+    async def scenario() -> tuple[Run, float]:
         async with RealtimeSimulator(api_key=KEY, profile="fast", faults=[Fault("silent")]) as sim:
             cfg = config(sim.url, realtime={"response_timeout_s": 1.0})
             async with running(cfg, sim) as run:
@@ -279,7 +279,7 @@ def test_old_turns_are_deleted_to_keep_at_most_n() -> None:
                 await run.until(ready(run), 10, "the session")
                 for n in (1, 2):
                     await run.turn(0.5)
-                    await run.until(lambda n=n: run.types(0).count("response.create") == n and ready(run)(), 10, f"turn {n}")
+                    await run.until(lambda n=n: run.types(0).count("response.create") == n and ready(run)(), 10, f"turn {n}")  # type: ignore[misc]
                 await run.until(lambda: "conversation.item.delete" in run.types(0), 5, "the pruning")
                 await asyncio.sleep(0.3)
             return run

@@ -26,6 +26,7 @@ RAW16 = ["-t", "raw", "-r", "8000", "-e", "signed", "-b", "16", "-c", "1"]
 
 
 def sox(args_in: list[str], args_out: list[str], data: bytes) -> bytes:
+    assert SOX is not None
     done = subprocess.run([SOX, *args_in, "-", *args_out, "-"], input=data, capture_output=True, check=True)
     return done.stdout
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
+import pytest
 from session_steps import feed, feed_frame, new_session, ready_session, sent, sent_types
 
 from appliance.core.session import (
@@ -132,13 +134,16 @@ def test_a_whole_local_turn() -> None:
     s.speech_started(0.0)
     s.user_audio(PCM_100MS)
     assert s.state is State.LISTENING
-    s.speech_stopped(900, now=2.0)
+    s.speech_stopped(900, now=2.0, silence_ms=300)  # the speech ended 300 ms before
     actions = s.take()
     assert sent_types(actions) == ["input_audio_buffer.append", "input_audio_buffer.commit", "response.create"]
-    assert s.state is State.THINKING
+    assert s.state is State.THINKING  # type: ignore[comparison-overlap]  # changed by the call above
     start_reply(s, now=2.35)
     actions = s.take()
-    assert [a for a in actions if isinstance(a, TurnTimings)] == [TurnTimings(1, 350)]
+    assert not [a for a in actions if isinstance(a, TurnTimings)]  # received is not yet heard
+    s.playback_started("item_a", now=2.4)
+    # End of speech -> first reply audio written to the device; end of speech -> commit.
+    assert [a for a in s.take() if isinstance(a, TurnTimings)] == [TurnTimings(1, 700, 300)]
     assert [a.item_id for a in actions if isinstance(a, Play)] == ["item_a"]
     assert s.state is State.SPEAKING
     feed(s, {"type": "response.output_audio_transcript.delta", "item_id": "item_a", "delta": "Hel"})
@@ -150,6 +155,40 @@ def test_a_whole_local_turn() -> None:
     assert s.state is State.SPEAKING  # until the speaker has played it all
     s.playback_idle()
     assert s.state is State.READY
+
+
+def test_the_journal_gets_end_of_turn_and_latency_per_turn(caplog: pytest.LogCaptureFixture) -> None:
+    s = make()
+    s.speech_started(0.0)
+    s.user_audio(PCM_100MS)
+    with caplog.at_level(logging.INFO, logger="appliance.core"):
+        s.speech_stopped(900, now=2.0, silence_ms=280)
+        start_reply(s, now=2.5)
+        s.playback_started("item_a", now=2.6)
+    fields = [
+        {k: getattr(r, k) for k in ("TURN_ID", "END_OF_TURN_MS", "LATENCY_MS") if hasattr(r, k)}
+        for r in caplog.records
+        if hasattr(r, "END_OF_TURN_MS") or hasattr(r, "LATENCY_MS")
+    ]
+    assert fields == [
+        {"TURN_ID": 1, "END_OF_TURN_MS": 280},  # at the commit
+        {"TURN_ID": 1, "END_OF_TURN_MS": 280, "LATENCY_MS": 880},  # at the first audio played
+    ]
+
+
+def test_a_discarded_turn_is_cleared_and_never_answered(caplog: pytest.LogCaptureFixture) -> None:
+    s = make()
+    s.speech_started(0.0)
+    s.user_audio(PCM_100MS)
+    with caplog.at_level(logging.INFO, logger="appliance.core.session"):
+        s.speech_stopped(400, now=1.0, discarded=True, silence_ms=1000)
+    assert sent_types(s.take()) == ["input_audio_buffer.append", "input_audio_buffer.clear"]
+    assert [r.getMessage() for r in caplog.records if "turn" in r.getMessage()] == [
+        "turn discarded: too little voiced speech"
+    ]
+    assert s.state is State.READY
+    s.tick(30.0)
+    assert "response.create" not in sent_types(s.take())
 
 
 def test_too_short_turn_is_cleared_not_committed() -> None:
@@ -275,7 +314,7 @@ def test_mute_shows_muted() -> None:
     s.set_muted(True)
     assert s.state is State.MUTED
     s.set_muted(False)
-    assert s.state is State.READY
+    assert s.state is State.READY  # type: ignore[comparison-overlap]  # changed by the call above
 
 
 def test_user_transcript_is_reported() -> None:

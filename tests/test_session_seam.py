@@ -12,6 +12,7 @@ from session_steps import ready_session
 from appliance.config import parse_config, session_settings
 from appliance.core.protocol import (
     AppendAudio,
+    ClientEvent,
     Commit,
     CreateResponse,
     Malformed,
@@ -27,7 +28,7 @@ from appliance.core.state import State
 PCM = b"\x10\x00" * 2400
 
 
-def sends(s: Session) -> list[object]:
+def sends(s: Session) -> list[ClientEvent]:
     return [a.event for a in s.take() if isinstance(a, Send)]
 
 
@@ -119,7 +120,7 @@ def test_a_session_runs_on_settings_alone() -> None:
 def test_the_response_lifecycle_is_one_explicit_phase() -> None:
     reply = Reply()
     assert reply.phase is Phase.IDLE
-    assert reply.request(1.0) and reply.phase is Phase.REQUESTED and reply.expected_since == 1.0
+    assert reply.request(1.0) and reply.phase is Phase.REQUESTED and reply.expected_since == 1.0  # type: ignore[comparison-overlap]  # changed by the call above
     reply.created("r1")
     assert reply.phase is Phase.ACTIVE and reply.expected_since is None
     assert not reply.request(2.0) and reply.pending_create  # waits for this one to be done

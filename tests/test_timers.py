@@ -303,7 +303,7 @@ def test_timer_events_carry_a_timer_field_for_the_journal(caplog: pytest.LogCapt
 
 
 def test_the_ringing_led_pattern_has_a_default_and_may_be_configured() -> None:
-    from appliance.config import ConfigError
+    from appliance.errors import ConfigError
     from appliance.led_patterns import LedMode
 
     single = parse_config({}).gpio.ringing_pattern()

@@ -33,7 +33,7 @@ from appliance.audio.frontend import FrontEnd, GateOutput
 from appliance.audio.playback import PlaybackThread
 from appliance.audio.vad import WebRtcVad
 from appliance.config import Config, listen_settings, upstream_chunk_ms
-from appliance.core.listen import Control, ControlState, GateMode
+from appliance.core.listen import Control, ControlState, Detector, GateMode
 from appliance.errors import AudioDeviceError, ConfigError
 
 if TYPE_CHECKING:
@@ -160,7 +160,9 @@ class AudioPath:
         a, g = config.audio, config.gate
         settings = listen_settings(g)
         old = self.frontend
-        vad = WebRtcVad(g.vad_aggressiveness, g.vad_frame_ms) if settings.uses_detector else None
+        vad = None  # the micro detector is the front end's own
+        if settings.uses_detector and settings.detector is Detector.WEBRTC:
+            vad = WebRtcVad(g.vad_aggressiveness, g.vad_frame_ms)
         made: list[FrontEnd] = []
         if self._handoff is None:
             self._handoff = _Handoff(self._loop)

@@ -249,7 +249,13 @@ class Router:
         elif isinstance(out, SpeechStarted):
             self.session.speech_started(now)
         elif isinstance(out, SpeechStopped):
-            self.session.speech_stopped(out.sent_ms, now, cancelled=out.cancelled)
+            self.session.speech_stopped(
+                out.sent_ms,
+                now,
+                cancelled=out.cancelled,
+                discarded=out.discarded,
+                silence_ms=out.silence_ms,
+            )
         elif isinstance(out, WakeWindow):
             self.session.wake_window(out.open, now, wake_word=out.wake_word)
             if out.wake_word:
@@ -263,7 +269,7 @@ class Router:
             return
         if isinstance(ev, PlaybackStarted):
             self._audio.set_playing(True)
-            self.session.playback_started(ev.item_id)
+            self.session.playback_started(ev.item_id, self.now())
         elif isinstance(ev, PlaybackStopped):
             self._audio.set_playing(False)
             self.session.playback_stopped(ev.item_id, ev.played_ms)

@@ -17,8 +17,12 @@ thread-safe), then wakes the capture thread (``CaptureThread.wake``); the messag
 drained at the next ``wants`` or ``process``. Nothing is read across threads.
 
 Stages, in ``process``: (cancel) -> history -> ``Listener.block`` -> by its route: drop,
-send, the wake-word detector, or energy pre-check -> webrtcvad -> ``Listener.frame`` ->
-chunking -> ``emit``. With a ``canceller`` (``appliance.audio.aec``), the period is
+send, the wake-word detector, or the speech detector -> ``Listener.frame`` -> chunking ->
+``emit``. The speech detector is either the staged pymicro-vad
+(``appliance.audio.micro_vad.SpeechStage``: a level stage wakes the model, which catches up
+on the recent audio; at a pause in a turn the prosodic hint, ``appliance.audio.prosody``,
+judges whether the phrase is complete) or, with ``[gate] detector = "webrtc"``, an energy
+pre-check -> webrtcvad on 30 ms frames. With a ``canceller`` (``appliance.audio.aec``), the period is
 resampled to 16 kHz, cancelled, and everything after (the detectors and, resampled to
 24 kHz, upstream) gets the cancelled signal.
 """
@@ -33,15 +37,20 @@ from typing import Protocol
 import numpy as np
 import soxr
 
+from appliance.audio import prosody
+from appliance.audio.micro_vad import SpeechStage
 from appliance.audio.ring import SampleRing
+from appliance.audio.vad import WebRtcVad
 from appliance.core.listen import (
     LISTEN_BATCH_MS,
     WAKE_BATCH_MS,
     WAKE_BLOCK_MS,
     WAKE_LOOKBACK_S,
     Control,
+    Detector,
     EndTurn,
     Guard,
+    Hint,
     Listener,
     ListenSettings,
     Pace,
@@ -80,6 +89,7 @@ _CHUNK_SLACK = 24
 # chunk length: the turn's end is decided on the frames handed over, so a 100 ms chunk must
 # not make it up to 100 ms late (the partial chunk and the commit go out at that decision).
 STREAM_PACE_MS = 40
+HINT_S = 1.5  # the end-of-turn hint reads this much of the turn's end (prosody.LOOKBACK_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +108,14 @@ class AudioChunk:
 
 @dataclass(frozen=True, slots=True)
 class SpeechStopped:
-    """The turn ended. ``sent_ms`` is how much audio was sent; ``cancelled`` means mute."""
+    """The turn ended. ``sent_ms`` is how much audio was sent; ``cancelled`` means mute;
+    ``discarded``: too little voiced speech to be a request (clear it, do not answer);
+    ``silence_ms``: how long before this the user's speech ended."""
 
     sent_ms: int
     cancelled: bool = False
+    discarded: bool = False
+    silence_ms: int = 0
 
 
 GateOutput = SpeechStarted | AudioChunk | SpeechStopped | WakeWindow
@@ -180,7 +194,13 @@ class FrontEnd:
         emit: Callable[[GateOutput], None],
         canceller: Canceller | None = None,
         wake: WakeDetector | None = None,
+        speech: SpeechStage | None = None,
+        hint: Callable[[np.ndarray], float] | None = None,
     ) -> None:
+        """``vad``: webrtcvad, for ``Detector.WEBRTC``. For ``Detector.MICRO`` the front end
+        makes its own staged pymicro-vad (``speech``) and end-of-turn hint (``hint``,
+        ``appliance.audio.prosody.complete`` on the last ``HINT_S`` of 16 kHz audio) unless
+        given them."""
         self._emit = emit
         self._device_rate = device_rate
         self._to16 = _Resampler(device_rate, VAD_RATE, "LQ")
@@ -217,6 +237,14 @@ class FrontEnd:
         self._sent = 0
         self.vad_calls = 0
         self._wake = wake
+        self._stage = speech
+        self._hint = hint
+        if settings.uses_detector and settings.detector is Detector.MICRO:
+            self._stage = speech or SpeechStage(speech_threshold=settings.endpoint.speech_threshold)
+            self._hint = hint or prosody.complete
+            # The echo guard's (``ListenSettings.gate_frame_ms``): judged only while it is on.
+            self._vad = vad or WebRtcVad(settings.guard_aggressiveness, settings.gate_frame_ms)
+            self._frame = np.zeros(VAD_RATE * settings.gate_frame_ms // 1000, dtype=np.int16)
 
     # -- called on the loop thread --------------------------------------------------------------
 
@@ -272,22 +300,38 @@ class FrontEnd:
         for d in decisions:
             self._apply(d)
         if route is Route.DETECT:
-            self._detect(self._to16(mono) if pcm16k is None else pcm16k, src)
+            if pcm16k is None:
+                pcm16k = self._to16(mono)
+            if self._stage is not None and not self._listener.uses_gate:
+                if self._listener.streaming:
+                    self._send(src)
+                self._stage.feed(pcm16k, self._on_speech, self._in_turn, self._on_wake)
+            else:
+                if self._stage is not None:
+                    self._stage.gap()  # the echo guard's webrtcvad has this block
+                self._detect(pcm16k, src)
             window = self._listener.block_end()
             if window is not None:
                 self._emit(window)
-        elif route is Route.SEND:
+        elif self._stage is not None:
+            self._stage.gap()  # the detector misses this block: no catch-up across it
+        if route is Route.SEND:
             self._send(src)
         elif route is Route.WAKE and self._wake is not None:
             self._wake.strict = self._listener.playing  # the echo guard, for the wake word
             if self._wake(self._to16(mono) if pcm16k is None else pcm16k):
                 self._apply(self._listener.wake_heard(self._lookback()))
 
-    def _apply(self, d: StartTurn | EndTurn | WakeWindow | Guard) -> None:
+    def _apply(self, d: StartTurn | EndTurn | Hint | WakeWindow | Guard) -> None:
         if isinstance(d, StartTurn):
             self._begin(d)
         elif isinstance(d, EndTurn):
-            self._end(d.cancelled)
+            self._end(d)
+        elif isinstance(d, Hint):
+            if self._stage is not None and self._hint is not None:
+                end = self._hint(self._stage.recent(int(VAD_RATE * HINT_S)))
+                if (stop := self._listener.hint(end)) is not None:
+                    self._end(stop)
         elif isinstance(d, WakeWindow):
             if d.open:
                 self._frame_fill = 0
@@ -331,6 +375,20 @@ class FrontEnd:
         d = self._listener.frame(speech, rest * self._rate // VAD_RATE)
         if d is not None:
             self._apply(d)
+
+    def _on_speech(self, speech: float, level_db: float, rest: int) -> None:
+        """One 10 ms frame the staged detector judged, ``rest`` 16 kHz samples before the
+        block's end."""
+        self.vad_calls += 1
+        d = self._listener.frame(speech, rest * self._rate // VAD_RATE, level_db)
+        if d is not None:
+            self._apply(d)
+
+    def _in_turn(self) -> bool:
+        return self._listener.in_turn
+
+    def _on_wake(self, floor_db: float) -> None:
+        self._listener.set_room_floor(floor_db)
 
     def _lookback(self) -> list[float] | None:
         """The wake word's lookback for ``Listener.wake_heard``: energies of the last
@@ -409,7 +467,8 @@ class FrontEnd:
             self._sent += self._fill
             self._fill = 0
 
-    def _end(self, cancelled: bool = False) -> None:
+    def _end(self, turn: EndTurn) -> None:
+        cancelled = turn.cancelled
         if not cancelled and self._batch_fill:
             self._stream(self._to24(self._batch[: self._batch_fill]))
         self._batch_fill = 0
@@ -418,4 +477,8 @@ class FrontEnd:
             self._stream(tail)
             self._flush()
         self._fill = 0
-        self._emit(SpeechStopped(self._sent * 1000 // UPSTREAM_RATE, cancelled))
+        self._emit(
+            SpeechStopped(
+                self._sent * 1000 // UPSTREAM_RATE, cancelled, turn.discarded, turn.silence_ms
+            )
+        )

@@ -50,10 +50,12 @@ class Transcript:
 
 @dataclass(frozen=True, slots=True)
 class TurnTimings:
-    """One turn's latency: end of user speech to first reply audio received."""
+    """One turn's latency: end of user speech to the first reply audio written to the
+    device; ``end_of_turn_ms``: end of user speech to the commit (None: the server's VAD)."""
 
     turn_id: int
     latency_ms: int
+    end_of_turn_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,7 +116,14 @@ class Endpointer:
         self._complete: bool | None = None
         self._armed = True
         self.floor_db: float | None = None
-        """The room's level, from the frames' levels outside turns (None until one came)."""
+        """The room's level, from the frames' levels outside turns (None until one came).
+        A caller that skips frames outside turns (a detector asleep in a quiet room) sets
+        it from its own estimate."""
+        self.ended_silence_ms = 0.0
+        """At STOP or DISCARD: the silence the turn ended on (end of speech -> decision)."""
+        self._onset_ms = float(self.settings.onset_ms)
+        self._onset_window_ms = float(self.settings.onset_window_ms)
+        self._onset_threshold = self.settings.speech_threshold
 
     def process(
         self, frame_ms: float, probability: float, level_db: float | None = None
@@ -129,7 +136,7 @@ class Endpointer:
             # Levels do not gate the onset: at 10 dB SNR a first syllable's frames are often
             # within the margin of the floor, and the VAD alone keeps noise out. After a turn
             # the VAD must let go first (its probability lingers past the end levels saw).
-            voiced = probability >= s.speech_threshold
+            voiced = probability >= self._onset_threshold
             self._armed = self._armed or not voiced
             return self._onset(frame_ms, voiced) if self._armed else None
         if quiet:
@@ -166,6 +173,15 @@ class Endpointer:
             self.floor_db += (level_db - self.floor_db) * min(1.0, frame_ms / s.floor_ms)
         return level_db < self.floor_db + s.floor_margin_db
 
+    def require(self, onset_ms: float, threshold: float | None = None) -> None:
+        """From now on ``onset_ms`` of audio voiced at ``threshold`` (default: the
+        settings') open a turn, with the settings' slack (the echo guard asks for more, and
+        surer, speech while the speaker plays: the canceller's residue is speech too)."""
+        s = self.settings
+        self._onset_threshold = s.speech_threshold if threshold is None else threshold
+        self._onset_ms = max(1.0, onset_ms)
+        self._onset_window_ms = self._onset_ms + s.onset_window_ms - s.onset_ms
+
     def hint(self, complete: float) -> Decision | None:
         """The end-of-turn model's probability that the phrase is complete, for the pause
         that asked. Ignored if speech resumed since. May end the turn at once."""
@@ -192,15 +208,14 @@ class Endpointer:
         return s.complete_ms if self._complete else s.incomplete_ms
 
     def _onset(self, frame_ms: float, voiced: bool) -> Decision | None:
-        s = self.settings
         self._window.append((frame_ms, voiced))
         self._window_ms += frame_ms
         self._window_voiced_ms += frame_ms if voiced else 0.0
-        while self._window_ms > s.onset_window_ms and len(self._window) > 1:
+        while self._window_ms > self._onset_window_ms and len(self._window) > 1:
             old_ms, old_voiced = self._window.popleft()
             self._window_ms -= old_ms
             self._window_voiced_ms -= old_ms if old_voiced else 0.0
-        if not voiced or self._window_voiced_ms < s.onset_ms:
+        if not voiced or self._window_voiced_ms < self._onset_ms:
             return None
         lag = 0.0
         for ms, was_voiced in reversed(self._window):
@@ -226,6 +241,7 @@ class Endpointer:
 
     def _end(self) -> Decision:
         decision = Decision.STOP if self.voiced_ms >= self.settings.min_voiced_ms else Decision.DISCARD
+        self.ended_silence_ms = self.silence_ms
         self.reset()
         self._armed = False
         return decision

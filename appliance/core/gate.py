@@ -61,6 +61,11 @@ class VadGate:
             return Edge.START
         return None
 
+    @property
+    def silence_ms(self) -> int:
+        """Unvoiced time since the last voiced frame (at STOP: the hang-over waited)."""
+        return self._silent_run * self.frame_ms
+
     def require(self, start_frames: int, start_window: int) -> None:
         """From now on speech starts when ``start_frames`` of the last ``start_window`` frames
         are voiced. The frames already seen count (the newest ``start_window`` of them)."""

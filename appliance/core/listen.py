@@ -8,15 +8,19 @@ and the buffers and feeds it, on the capture thread:
 - control messages (``Control``), posted by the loop thread and drained by the front end;
 - ``block(now)`` once per block of audio written to the history, ``now`` being the history's
   write position in source-rate samples (time is that count; nothing reads a clock);
-- ``frame(speech, rest)`` per speech-detector frame: a speech probability (webrtcvad gives
-  1.0 or 0.0; a neural detector its own) and, optionally, ``may_end`` when the detector
-  judges a pause to be a turn's end; the mode and window logic never sees the detector;
+- ``frame(speech, rest, level_db=...)`` per speech-detector frame: a speech probability
+  (webrtcvad gives 1.0 or 0.0; pymicro-vad its own) and the frame's level;
+- ``hint(complete)`` when a turn's pause asked for an end-of-turn hint (``Hint``);
 - ``wake_heard(energies)`` when the wake-word detector fires;
 - ``block_end()`` after the block's frames;
 - ``pace(canceller_busy)``: how much audio to gather before the next call.
 
-It answers with typed decisions (``StartTurn``, ``EndTurn``, ``WakeWindow``, ``Guard``) and a
-``Route`` saying what the block's audio is for. Imports: the standard library and
+It answers with typed decisions (``StartTurn``, ``EndTurn``, ``Hint``, ``WakeWindow``,
+``Guard``) and a ``Route`` saying what the block's audio is for.
+
+The turn decision in ``vad`` mode and the wake-mode windows (``Detector``): ``MICRO``, the
+endpoint core (``appliance.core.endpoint``) on 10 ms frames of pymicro-vad, or ``WEBRTC``,
+the hang-over gate (``appliance.core.gate``) on webrtcvad's yes/no, the behaviour before. Imports: the standard library and
 ``appliance.core`` only.
 """
 
@@ -26,6 +30,8 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from appliance.core.endpoint import Decision as EndpointDecision
+from appliance.core.endpoint import Endpointer, EndpointSettings
 from appliance.core.gate import Edge, VadGate
 
 # Listening (no turn, nothing voiced in the last frame): speech frames are handed over in
@@ -49,6 +55,13 @@ class GateMode(enum.StrEnum):
     PUSH_TO_TALK = "push_to_talk"
     ALWAYS = "always"
     WAKE = "wake"
+
+
+class Detector(enum.StrEnum):
+    """Which turn decision runs in ``vad`` mode and the wake-mode windows."""
+
+    MICRO = "micro"  # pymicro-vad probabilities + the endpoint core
+    WEBRTC = "webrtc"  # webrtcvad yes/no + the hang-over gate
 
 
 class Control(enum.Enum):
@@ -89,8 +102,16 @@ class ListenSettings:
 
     mode: GateMode = GateMode.VAD
     """How local audio is gated."""
+    detector: Detector = Detector.WEBRTC
+    """The turn decision (``MICRO`` takes 10 ms frames)."""
+    endpoint: EndpointSettings = EndpointSettings()
+    """``MICRO``: the endpoint core's settings."""
+    gate_frame_ms: int = 30
+    """``MICRO``: webrtcvad's frame for the echo guard. While the speaker plays a turn opens
+    (and then ends) as with ``WEBRTC``: the canceller's residue is speech to pymicro-vad, and
+    webrtcvad's onset is the faster barge-in."""
     frame_ms: int = 30
-    """The speech detector's frame."""
+    """The speech detector's frame (``MICRO``: 10)."""
     start_frames: int = 3
     """Speech starts when this many of the last ``start_window`` frames are voiced."""
     start_window: int = 5
@@ -138,9 +159,18 @@ class StartTurn:
 
 @dataclass(frozen=True, slots=True)
 class EndTurn:
-    """The turn ended (``cancelled``: by mute, nothing more is sent)."""
+    """The turn ended (``cancelled``: by mute, nothing more is sent; ``discarded``: too
+    little voiced speech to be a request, cleared and never answered). ``silence_ms``: how
+    long before the end of the block the speech ended (end of speech -> this decision)."""
 
     cancelled: bool = False
+    discarded: bool = False
+    silence_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """A pause in the turn: call ``Listener.hint`` with P(the phrase so far is complete)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +195,7 @@ class Guard:
 Decision = StartTurn | EndTurn | WakeWindow | Guard
 
 _STOP = EndTurn()
+_HINT = Hint()
 _CANCEL = EndTurn(cancelled=True)
 _CLOSE = WakeWindow(False)
 _NONE: tuple[Decision, ...] = ()
@@ -189,14 +220,20 @@ class Listener:
         self.settings = settings
         self.rate = rate
         self.mode = settings.mode
+        micro = settings.detector is Detector.MICRO
         self._gate = VadGate(
-            frame_ms=settings.frame_ms,
+            frame_ms=settings.gate_frame_ms if micro else settings.frame_ms,
             start_frames=settings.start_frames,
             start_window=settings.start_window,
             hangover_ms=settings.hangover_ms,
             warmup_ms=settings.warmup_ms,
         )
         self._threshold = settings.speech_threshold
+        self._ep: Endpointer | None = None
+        self._gate_turn = False  # MICRO: this turn was opened by the echo guard's gate
+        if micro:
+            self._ep = Endpointer(settings.endpoint)
+            self._threshold = settings.endpoint.speech_threshold
         self._preroll = rate * settings.preroll_ms // 1000
         batch_ms = WAKE_BATCH_MS if settings.mode is GateMode.WAKE else LISTEN_BATCH_MS
         self.block_frames = max(1, batch_ms // settings.frame_ms)
@@ -291,23 +328,73 @@ class Listener:
             out = (*out, self._set_guard(self.playing))
         return Route.DETECT, out
 
-    def frame(self, speech: float, rest: int, may_end: bool = False) -> StartTurn | EndTurn | None:
-        """One speech-detector frame (``speech``: its probability), ``rest`` samples before
-        ``now`` (the rest of the block, already in the history). ``may_end``: the detector
-        judges this pause a turn's end."""
-        voiced = speech >= self._threshold and (self.streaming or not self.earcon)
+    def frame(
+        self, speech: float, rest: int, level_db: float | None = None
+    ) -> StartTurn | EndTurn | Hint | None:
+        """One speech-detector frame (``speech``: its probability; ``level_db``: its level,
+        for the endpoint core's floor), ``rest`` samples before ``now`` (the rest of the
+        block, already in the history)."""
+        if not (self.streaming or not self.earcon):
+            speech = 0.0  # the earcon is never a turn's start
+        voiced = speech >= self._threshold
         self._last_voiced = voiced
-        edge = self._gate.process(voiced, may_end)
+        ep = self._ep
+        if ep is not None and not self.uses_gate:
+            d = ep.process(self.settings.frame_ms, speech, level_db)
+            if d is None:
+                return None
+            if d is EndpointDecision.START:
+                return self._start(rest)
+            if d is EndpointDecision.HINT:
+                return _HINT
+            return self._ended(d, rest)
+        edge = self._gate.process(speech >= self.settings.speech_threshold)
         if edge is None:
             return None
+        self._gate_turn = edge is Edge.START and ep is not None
         if edge is Edge.STOP:
             self.streaming = False
-            return _STOP
+            return EndTurn(silence_ms=self._gate.silence_ms + rest * 1000 // self.rate)
+        return self._start(rest)
+
+    @property
+    def uses_gate(self) -> bool:
+        """The next frame goes to the hang-over gate (webrtcvad's yes/no): ``WEBRTC``, or
+        ``MICRO`` while the echo guard is on outside a turn, and until a turn it opened ends."""
+        return self._ep is None or self._gate_turn or (self.guarded and not self.streaming)
+
+    def hint(self, complete: float, rest: int = 0) -> EndTurn | None:
+        """The answer to ``Hint``: the probability that the phrase is complete."""
+        if self._ep is None or not self.streaming or self._gate_turn:
+            return None
+        d = self._ep.hint(complete)
+        return None if d is None else self._ended(d, rest)
+
+    def set_room_floor(self, level_db: float) -> None:
+        """``MICRO``: the room's level (dB) the endpoint core judges silence against."""
+        if self._ep is not None:
+            self._ep.floor_db = level_db
+
+    @property
+    def in_turn(self) -> bool:
+        """The detector is inside a turn, or in the middle of judging an onset."""
+        return self.streaming or self._last_voiced
+
+    def _ended(self, d: EndpointDecision, rest: int) -> EndTurn:
+        assert self._ep is not None
+        self.streaming = False
+        silence = int(self._ep.ended_silence_ms) + rest * 1000 // self.rate
+        return EndTurn(discarded=d is EndpointDecision.DISCARD, silence_ms=silence)
+
+    def _start(self, rest: int) -> StartTurn:
         self.streaming = True
-        # The pre-roll is counted back from the frame that opened the turn, the rest rides
-        # with it; in wake mode never from before the window (the wake word, its earcon).
+        # The pre-roll is counted back from the first voiced frame of the onset (webrtcvad:
+        # the frame that opened the turn), the rest rides with it; in wake mode never from
+        # before the window (the wake word, its earcon).
+        if self._ep is not None and not self._gate_turn:
+            rest += int(self._ep.onset_lag_ms) * self.rate // 1000 - self.rate // 100
         if self.mode is GateMode.WAKE:
-            back = min(self._preroll, self._now - rest - self._window_start) + rest
+            back = min(self._preroll + rest, self._now - self._window_start)
             lead = None
             if self._wake_start is not None:
                 lead = (self._wake_start, self._wake_end)
@@ -345,7 +432,7 @@ class Listener:
         if self.streaming:
             self.streaming = False
             out = (_CANCEL,)
-        self._gate.reset()
+        self._reset_detector()
         if self._window_end is not None:
             self._window_end = None
             out = (*out, _CLOSE)
@@ -356,8 +443,15 @@ class Listener:
         self._window_start, self._window_end = now, now + length
         self._wake_start = None
         self._wake_end = now
-        self._gate.reset()
+        self._reset_detector()
         return WakeWindow(True, wake_word)
+
+    def _reset_detector(self) -> None:
+        self._gate.reset()
+        self._gate_turn = False
+        if self._ep is not None:
+            self._ep.reset()
+        self._last_voiced = False
 
     def _set_guard(self, on: bool) -> Guard:
         """Echo guard on (speaker playing) or off: detector level and start evidence."""

@@ -239,6 +239,32 @@ def on_speech_started(s: Session, ev: ServerEvent, now: float) -> None:
     s._refresh()
 
 
+def turn_committed(s: Session, now: float, silence_ms: int) -> None:
+    """A local turn was committed at ``now``, ``silence_ms`` after the user's speech ended:
+    that is the end-of-turn time (the device's own decision; the commit goes out at once)."""
+    s._turn_end_at = (now - silence_ms / 1000, silence_ms)
+    log.info(
+        "turn committed %d ms after the end of speech",
+        silence_ms,
+        extra={"TURN_ID": s.turn_id, "END_OF_TURN_MS": silence_ms},
+    )
+
+
+def reply_heard(s: Session, now: float | None) -> None:
+    """A reply's first audio was written to the device at ``now``: the latency the user
+    feels runs from the end of their speech to here (``LATENCY_MS``)."""
+    if now is None or s._turn_end_at is None:
+        return
+    ended, end_of_turn = s._turn_end_at
+    s._turn_end_at = None
+    latency = round((now - ended) * 1000)
+    s._actions.append(TurnTimings(s.turn_id, latency, end_of_turn))
+    extra = {"TURN_ID": s.turn_id, "LATENCY_MS": latency}
+    if end_of_turn is not None:
+        extra["END_OF_TURN_MS"] = end_of_turn
+    log.info("first reply audio played %d ms after the end of speech", latency, extra=extra)
+
+
 def on_speech_stopped(s: Session, ev: ServerEvent, now: float) -> None:
     if not s._terms.turns.server_turns:
         return
@@ -246,7 +272,7 @@ def on_speech_stopped(s: Session, ev: ServerEvent, now: float) -> None:
     s._last_activity = now
     if s._terms.turns.server_creates:
         s._awaiting_reply = True
-        s._turn_end_at = now
+        s._turn_end_at = (now, None)  # the server's own end of turn: not measured here
         s._reply.server_will_create(now)
     s._refresh()
 
@@ -307,15 +333,6 @@ def on_audio_delta(s: Session, ev: ServerEvent, now: float) -> None:
     if item_id not in reply.audio_items:
         reply.audio_items.append(item_id)
     s._received_ms[item_id] = s._received_ms.get(item_id, 0.0) + len(ev.audio) / BYTES_PER_MS
-    if s._turn_end_at is not None:
-        latency = round((now - s._turn_end_at) * 1000)
-        s._turn_end_at = None
-        s._actions.append(TurnTimings(s.turn_id, latency))
-        log.info(
-            "first reply audio %d ms after the end of speech",
-            latency,
-            extra={"TURN_ID": s.turn_id, "LATENCY_MS": latency},
-        )
     s._awaiting_reply = False
     s._playing = True
     s._actions.append(Play(item_id, ev.audio))

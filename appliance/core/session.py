@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from appliance.core import deadlines
+from appliance.core import deadlines, server_events
 from appliance.core.actions import (
     Action,
     CallTool,
@@ -107,7 +107,7 @@ class Session:
         self._transcript_parts: dict[tuple[str, str], list[str]] = {}
         self._transcribed: set[str] = set()  # items of this response already transcribed
         self.turn_id = 0
-        self._turn_end_at: float | None = None
+        self._turn_end_at: tuple[float, int | None] | None = None  # speech end, END_OF_TURN_MS
         self.session_id = ""
         self.dropped_chunks = 0
         self._held: list[bytes] = []  # the current turn's audio, waiting for a session
@@ -287,8 +287,9 @@ class Session:
             self.dropped_chunks += len(self._held) + 1
             self._held.clear()
 
-    def speech_stopped(self, sent_ms: int, now: float, *, cancelled: bool = False) -> None:
-        """The local gate closed. With local turn detection the turn is committed here."""
+    def speech_stopped(self, sent_ms: int, now: float, *, cancelled: bool = False, discarded: bool = False, silence_ms: int = 0) -> None:
+        """The local gate closed. With local turn detection the turn is committed here unless
+        ``discarded`` (no request: cleared, never answered); speech ended ``silence_ms`` ago."""
         ignored, self._ignore_turn = self._ignore_turn, False
         lost, self._turn_lost = self._turn_lost, False
         self._user_speaking = self._in_turn = self._turn_sent = False
@@ -297,18 +298,17 @@ class Session:
             if not ignored and not cancelled:
                 # A turn with no session by its end (or with none for ``HOLD_BYTES`` of it,
                 # or cut by a dropped connection) is not sent at all.
-                log.warning(
-                    "speech not sent: no session (%s)",
-                    self._offline_reason or "connecting",
-                    extra={"TURN_ID": self.turn_id},
-                )
+                reason = self._offline_reason or "connecting"
+                log.warning("speech not sent: no session (%s)", reason, extra={"TURN_ID": self.turn_id})
             self._refresh()
             return
         if self._terms.turns.server_turns:  # the service ends turns (as configured, or it insists)
             self._refresh()
             return
-        if cancelled:
+        if cancelled or discarded:
             self._send(ClearInput(event_id=self._next_id()))
+            if discarded:
+                log.info("turn discarded: too little voiced speech", extra={"TURN_ID": self.turn_id})
         elif sent_ms < MIN_COMMIT_MS:
             self._send(ClearInput(event_id=self._next_id()))
             self._actions.append(TooShort(sent_ms))
@@ -319,7 +319,7 @@ class Session:
             self._send(Commit(event_id=self._next_id()))
             self._request_response(now)
             self._awaiting_reply = True
-            self._turn_end_at = now
+            server_events.turn_committed(self, now, silence_ms)
         self._last_activity = now
         self._refresh()
 
@@ -330,8 +330,9 @@ class Session:
 
     # --- playback ---------------------------------------------------------------------------
 
-    def playback_started(self, item_id: str) -> None:
+    def playback_started(self, item_id: str, now: float | None = None) -> None:
         self._played_item = item_id
+        server_events.reply_heard(self, now)  # its first audio was written to the device
 
     def playback_stopped(self, item_id: str | None, played_ms: int) -> None:
         """The player stopped after ``StopPlayback``; tell the server what was heard."""
