@@ -193,7 +193,7 @@ def _audio(t: Table) -> AudioSettings:
         playback_rate=t.whole("playback_rate", 24000, choices=rates),
         playback_channels=t.whole("playback_channels", 1, 1, 8),
         period_ms=t.whole("period_ms", 10, choices=(5, 10, 20, 40)),
-        chunk_ms=t.whole("chunk_ms", 40, 20, 100),
+        chunk_ms=_chunk_ms(t),
         prefill_ms=t.whole("prefill_ms", 60, 0, 1000),
         wire_format=t.choice("wire_format", WireFormat.PCM16),
         processing=_processing(t.table("processing")),
@@ -203,10 +203,22 @@ def _audio(t: Table) -> AudioSettings:
             t.key("channel"),
             f"channel {s.channel} does not exist with capture_channels = {s.capture_channels}",
         )
-    if s.chunk_ms % s.period_ms:
+    if s.chunk_ms is not None and s.chunk_ms % s.period_ms:
         raise ConfigError(t.key("chunk_ms"), f"must be a multiple of period_ms ({s.period_ms})")
     t.done()
     return s
+
+
+def _chunk_ms(t: Table) -> int | None:
+    """``chunk_ms``: "auto" (the default, None: by the gate mode) or 20 to 100 ms."""
+    raw = t.peek("chunk_ms")
+    if raw == "auto":
+        t.raw("chunk_ms")
+        return None
+    if isinstance(raw, str):
+        raise ConfigError(t.key("chunk_ms"), f'expected "auto" or a whole number, got {describe(raw)}')
+    value: int | None = t.whole("chunk_ms", None, 20, 100)
+    return value
 
 
 def _processing(t: Table) -> ProcessingSettings:
@@ -506,6 +518,27 @@ def listen_settings(gate: GateSettings) -> ListenSettings:
         follow_up_s=gate.follow_up_s,
         send_wake_word=gate.send_wake_word,
     )
+
+
+# Upstream chunks. Where the device ends the turn (gate modes "vad", "push_to_talk", "wake")
+# the turn ends with a flush and a commit, so the chunk size while the user speaks adds nothing
+# to what the user waits for: chunks are as long as the service recommends (60-100 ms), for
+# fewer resampler calls, frames and event-loop wake-ups. Where the server's turn detection
+# listens to the stream ("always") they stay short: it hears the end of speech a chunk late.
+GATED_CHUNK_MS = 100
+STREAMED_CHUNK_MS = 40
+
+
+def upstream_chunk_ms(config: Config) -> int:
+    """The upstream chunk length in ms: ``[audio] chunk_ms``, or by the gate mode when it is
+    "auto" (the longest multiple of ``period_ms`` up to ``GATED_CHUNK_MS`` in the gated
+    modes)."""
+    a = config.audio
+    if a.chunk_ms is not None:
+        return a.chunk_ms
+    if config.gate.local_turns:
+        return GATED_CHUNK_MS // a.period_ms * a.period_ms
+    return STREAMED_CHUNK_MS
 
 
 def session_settings(config: Config) -> SessionOptions:

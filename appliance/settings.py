@@ -185,8 +185,9 @@ class AudioSettings:
     """Channels the speaker is opened with (mono is duplicated)."""
     period_ms: int = 10
     """ALSA period for capture and playback, in ms."""
-    chunk_ms: int = 40
-    """Length of each upstream audio chunk, in ms (20 to 100)."""
+    chunk_ms: int | None = None
+    """Length of each upstream audio chunk, in ms (20 to 100); None ("auto"): by the gate
+    mode (``upstream_chunk_ms``)."""
     prefill_ms: int = 60
     """Reply audio buffered before playback starts (jitter buffer), in ms."""
     wire_format: WireFormat = WireFormat.PCM16

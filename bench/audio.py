@@ -13,13 +13,16 @@ Figures:
 - capture-to-wire: for every sample sent live (not pre-roll, which is old by design), from
   its capture (the read of its capture period, less its age in that period) to its append
   frame arriving at the simulator's socket;
+- end of turn: for each committed turn, from the capture of its last live sample to the
+  commit arriving at the simulator (the flush at the turn's end, whatever the chunk length);
 - delta-to-device: the first audio delta of each reply, from the daemon receiving it to the
   first ``write()`` to the playback PCM returning;
 - barge-in, local VAD: the start of the capture period holding the onset (the first period
   5 dB over the room noise) to ``drop()`` on the playback PCM; server: ``speech_started``
   received to ``drop()`` (``[gate] mode = "always"``, the simulator's server VAD);
 - CPU per audio second of the plain ``appliance run`` process, idle in the room noise
-  (nothing sent) and streaming (continuous speech, 40 ms chunks going out), in % of one
+  (nothing sent) and streaming (continuous speech, chunks going out: ``vad`` mode, so 100 ms
+  with ``chunk_ms = "auto"``; the report gives their measured length), in % of one
   core, with a per-thread breakdown (CPU from /proc/PID/task/*/schedstat, wake-ups =
   context switches from status). Twice: with no PulseAudio in the process (ALSA's ``file``
   plugin, unclocked, so the capture thread paces its reads to real time, sleeping on a
@@ -250,6 +253,23 @@ def capture_to_wire(run: dict[str, Any]) -> list[float]:
     return np.concatenate(lat).tolist() if lat else []
 
 
+def end_to_commit(run: dict[str, Any]) -> list[float]:
+    """Per committed turn, ms from the capture of its last live sample to its commit's arrival
+    (what the user waits for before the reply can start: the turn's last, partial chunk and
+    the commit must leave when the turn ends, whatever the chunk length)."""
+    chunks = iter(run["timed"]["chunks"])
+    last = None
+    out = []
+    for e, arrived in zip(run["received"], run["arrivals"], strict=True):
+        if e.get("type") == "input_audio_buffer.append":
+            for read_at, length, _, end in next(chunks, []):
+                last = read_at - (length - end + 1) / 24000
+        elif e.get("type") == "input_audio_buffer.commit" and last is not None:
+            out.append((arrived - last) * 1000)
+            last = None
+    return out
+
+
 def delta_to_device(timed: dict[str, Any]) -> list[float]:
     """First delta of each reply to the first write() after it."""
     writes = [t for t, _ in timed["writes"]]
@@ -444,6 +464,7 @@ class CpuFigure:
     pulse_client_s: float
     audio_s: float
     sent_ms: float
+    chunks: int
     # Per thread name: (CPU seconds, context switches) in the window.
     threads: dict[str, tuple[float, int]]
     # Per thread name: the share of its CPU in PulseAudio's client code (None: no perf).
@@ -487,19 +508,16 @@ async def cpu_window(
             pulse_client += delta
         else:
             own += delta
-    sent = sum(
-        len(base64.b64decode(e["audio"])) / 48
-        for e in sim.received[n0:]
-        if e.get("type") == "input_audio_buffer.append"
-    )
-    fig = CpuFigure(own, pulse_client, t1 - t0, sent, threads)
+    appends = [e for e in sim.received[n0:] if e.get("type") == "input_audio_buffer.append"]
+    sent = sum(len(base64.b64decode(e["audio"])) / 48 for e in appends)
+    fig = CpuFigure(own, pulse_client, t1 - t0, sent, len(appends), threads)
     if perf:
         fig.pulse_share = await pulse_shares(pid, min(seconds, 20.0), work)
     return fig
 
 
 def continuous_speech(seconds: float) -> np.ndarray:
-    """The recording's speech span over and over, so the gate stays open and 40 ms chunks
+    """The recording's speech span over and over, so the gate stays open and chunks
     stream the whole time."""
     start, end = speech_span()
     return np.tile(speech()[start:end], int(seconds * RATE / (end - start)) + 2)
@@ -641,17 +659,19 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
     chunk_handed, _ = await chunk_floor(notify=True)
 
     wire = capture_to_wire(vad)
+    commit = end_to_commit(vad)
     device = delta_to_device(vad["timed"])
     local = local_barge_in(vad)
     remote = server_barge_in(server["timed"])
     print(f"audio engine through the daemon, clocked PulseAudio devices, {turns} turns per run")
     print(
-        "(default config: 10 ms periods, 40 ms chunks, vad 2, 30 ms frames, echo guard 3 / 120 ms;"
+        "(default config: 10 ms periods, chunk_ms auto, vad 2, 30 ms frames, echo guard 3 / 120 ms;"
         f" echo cancellation {'on' if ECHO_CANCELLATION == 'true' else 'off'}{'; ' + AUDIO_EXTRA.replace(chr(10), ', ') if AUDIO_EXTRA else ''})"
     )
     print(f"{'what':<46} {'p50':>8} {'p95':>8} {'n':>7}  target")
     rows = [
         ("capture-to-wire (live samples)", wire, "p95 <= 50 ms"),
+        ("a turn's last sample -> its commit arrived", commit, "no more than capture-to-wire"),
         ("delta-to-device (first delta of a reply)", device, "p95 <= 5 ms"),
         ("barge-in, local VAD: onset -> drop()", local, "p95 <= 150 ms"),
         ("barge-in, server speech_started -> drop()", remote, "p95 <= 10 ms"),
@@ -660,8 +680,10 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
         print(f"{label:<46} {pct(values, 50):6.1f}ms {pct(values, 95):6.1f}ms {len(values):7d}  {target}")
     print(
         f"CPU per audio second, % of one core {'idle':>37} {'streaming':>10}  (idle: room noise,"
-        " nothing sent; streaming: continuous speech, 40 ms chunks)"
+        " nothing sent; streaming: continuous speech)"
     )
+    mean = [f.sent_ms / f.chunks if f.chunks else 0.0 for f in (own_streaming, streaming)]
+    print(f"  streaming sent chunks of {mean[0]:.0f} ms (file device) / {mean[1]:.0f} ms (PulseAudio rig) on average")
     print(
         f"{'the daemon, no PulseAudio in it (ALSA file plugin)':<72} {own_idle.percent:6.3f} %"
         f" {own_streaming.percent:8.3f} %  target <= 0.2 % / <= 0.5 %"
@@ -677,7 +699,7 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
         print("  (perf is not installed: PulseAudio's code in the daemon's threads not separated)")
     else:
         shares = ", ".join(
-            f"{name} {idle.pulse_share.get(name, 0) * 100:.0f} / {share * 100:.0f} %"
+            f"{name} {(idle.pulse_share or {}).get(name, 0) * 100:.0f} / {share * 100:.0f} %"
             for name, share in sorted((streaming.pulse_share or {}).items())
             if name != "threaded-ml" and streaming.threads.get(name, (0.0, 0))[0] > 0
         )

@@ -33,6 +33,7 @@ import appliance.audio.alsa as alsa_module
 from appliance.audio.alsa import Pcm, PcmParams
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput
 from appliance.config import load_config
+from appliance.core.listen import StartTurn
 from appliance.core.protocol import AUDIO_DELTA, Incoming, ServerEvent
 from appliance.credentials import load_api_key
 from appliance.daemon import Daemon
@@ -72,11 +73,12 @@ class TimedFrontEnd(FrontEnd):
         periods.append((self._read_at, len(mono), 10 * np.log10(level / 32768**2 + 1e-12)))
         super().process(mono)
 
-    def _begin(self, preroll: int, lead: np.ndarray | None = None) -> None:
+    def _begin(self, turn: StartTurn) -> None:
+        # What goes out inside _begin is the wake word and the pre-roll: old by design.
         self._pending.clear()
         self._in_preroll = True
         try:
-            super()._begin(preroll, lead)
+            super()._begin(turn)
         finally:
             self._in_preroll = False
 
@@ -125,7 +127,7 @@ def timed_open_pcm(device: str, direction: Any, **kw: Any) -> tuple[Pcm, PcmPara
     pcm, params = _open_pcm(device, direction, **kw)
     if direction != "playback":
         return pcm, params
-    return TimedPcm(pcm), params  # type: ignore[return-value]
+    return TimedPcm(pcm), params
 
 
 class TimedDaemon(Daemon):
@@ -149,7 +151,8 @@ async def run(config_path: str) -> None:
 
 def main() -> None:
     config_path, out = sys.argv[1], Path(sys.argv[2])
-    audio_path_module.FrontEnd = TimedFrontEnd  # type: ignore[misc]
+    # The audio path builds its front end from this module global.
+    setattr(audio_path_module, "FrontEnd", TimedFrontEnd)  # noqa: B010
     alsa_module.open_pcm = timed_open_pcm
     setup_logging("warning")
     asyncio.run(run(config_path))

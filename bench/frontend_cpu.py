@@ -8,7 +8,9 @@ front end is paced as the capture thread paces it (as many frames per call as
 ``FrontEnd.wants`` asks for: blocks while listening, chunks while streaming); ``--periods``
 also feeds 10 ms periods, one call each. Each figure is the best of ``--repeat`` runs (the
 machine is shared; the least disturbed run is the closest to the code's own cost).
-Run: ``.venv/bin/python -m bench.frontend_cpu [--seconds 60] [--repeat 3] [--periods]``.
+Speech is streamed once per ``--chunk-ms`` (40: where the server listens; 100: the gated
+modes' "auto").
+Run: ``.venv/bin/python -m bench.frontend_cpu [--seconds 60] [--repeat 3] [--periods] [--chunk-ms 40,100]``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from bench.turn_corpus import noise
 
 
 def run_once(
-    pcm: np.ndarray, rate: int, paced: bool, detector: str
+    pcm: np.ndarray, rate: int, paced: bool, detector: str, chunk_ms: int = 40
 ) -> tuple[float, int, int, int, int]:
     """(CPU seconds, calls, detector calls, chunks sent, turns opened)."""
     out: list[GateOutput] = []
@@ -34,7 +36,7 @@ def run_once(
     fe = FrontEnd(
         device_rate=rate,
         settings=listen_settings(gate),
-        chunk_ms=40,
+        chunk_ms=chunk_ms,
         vad=WebRtcVad(2, 30) if detector == "webrtc" else None,
         emit=out.append,
     )
@@ -52,11 +54,13 @@ def run_once(
     return cpu, calls, fe.vad_calls, chunks, sum(isinstance(o, SpeechStarted) for o in out)
 
 
-def measure(pcm: np.ndarray, rate: int, label: str, repeat: int, periods: bool) -> None:
+def measure(
+    pcm: np.ndarray, rate: int, label: str, repeat: int, periods: bool, *, chunk_ms: int = 40
+) -> None:
     audio_s = len(pcm) / rate
     for detector in ("webrtc", "micro"):
         for paced in (True, False) if periods else (True,):
-            runs = [run_once(pcm, rate, paced, detector) for _ in range(repeat)]
+            runs = [run_once(pcm, rate, paced, detector, chunk_ms) for _ in range(repeat)]
             cpu, calls, vad_calls, chunks, turns = min(runs)
             how = "paced" if paced else "10 ms periods"
             print(
@@ -71,6 +75,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--periods", action="store_true", help="also feed 10 ms periods")
+    ap.add_argument("--chunk-ms", default="40,100", help="chunk lengths to stream speech with")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     n = 16000 * args.seconds
@@ -82,7 +87,8 @@ def main() -> None:
     print(f"capture front end, 16 kHz mono mic, {args.seconds} s of audio each, best of {args.repeat}:")
     for label, pcm in scenes.items():
         measure(pcm, 16000, label + ", nothing sent", args.repeat, args.periods)
-    measure(talk, rate, "speech (streaming 24 kHz)", args.repeat, args.periods)
+    for chunk_ms in (int(c) for c in args.chunk_ms.split(",")):
+        measure(talk, rate, f"speech, {chunk_ms} ms chunks", args.repeat, args.periods, chunk_ms=chunk_ms)
 
 
 if __name__ == "__main__":

@@ -399,7 +399,7 @@ def test_barge_in_stops_playback_and_truncates_at_what_the_speaker_played(
 # --- push-to-talk ----------------------------------------------------------------------------
 
 
-async def _push_to_talk(pulse: PulseEnv) -> tuple[list[str], float, float, list[Action]]:
+async def _push_to_talk(pulse: PulseEnv) -> tuple[list[str], float, float, float, list[Action]]:
     # No earcons: the "speak now" cue would hold the turn back by its length.
     async with running(pulse, gate={"mode": "push_to_talk"}, earcons=False) as h:
         loop = asyncio.get_running_loop()
@@ -409,7 +409,10 @@ async def _push_to_talk(pulse: PulseEnv) -> tuple[list[str], float, float, list[
         h.daemon.set_talking(True)
         await asyncio.sleep(2.0)
         h.daemon.set_talking(False)
-        held_s = loop.time() - pressed
+        released = loop.time()
+        held_s = released - pressed
+        await h.until("the commit", lambda: "input_audio_buffer.commit" in h.types(), 5)
+        commit_ms = (loop.time() - released) * 1000
         await h.until("a committed turn", lambda: "response.create" in h.types(), 5)
         sent_ms = len(h.appended()) / 24
         await h.until_state(State.READY, 15)
@@ -419,16 +422,19 @@ async def _push_to_talk(pulse: PulseEnv) -> tuple[list[str], float, float, list[
         h.daemon.set_talking(False)
         await h.until("the short press handled", lambda: len(h.sim.received) > n, 3)
         await asyncio.sleep(0.3)
-        return h.types(), held_s * 1000, sent_ms, [a for _, a in h.actions]
+        return h.types(), held_s * 1000, sent_ms, commit_ms, [a for _, a in h.actions]
 
 
 def test_push_to_talk_commits_a_held_press_and_not_a_short_one(pulse_env: PulseEnv) -> None:
-    types, held_ms, sent_ms, actions = asyncio.run(_push_to_talk(pulse_env))
+    types, held_ms, sent_ms, commit_ms, actions = asyncio.run(_push_to_talk(pulse_env))
     first = types[: types.index("response.create") + 1]
     assert first.count("input_audio_buffer.commit") == 1
     assert first[-2:] == ["input_audio_buffer.commit", "response.create"]
-    # Everything captured while the button was held, within a period or two of the edges.
+    # Everything captured while the button was held, within a period or two of the edges:
+    # the turn's last, partial 100 ms chunk ("auto" in push-to-talk) went out at the release,
+    # and the commit with it, not a chunk later.
     assert abs(sent_ms - held_ms) <= 60, (sent_ms, held_ms)
+    assert commit_ms < 100, commit_ms
     # A tap: its audio is cleared, not committed, and the user gets the "too short" cue.
     rest = types[len(first) :]
     assert "input_audio_buffer.commit" not in rest and "response.create" not in rest, rest

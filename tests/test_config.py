@@ -41,7 +41,7 @@ def error_of(data: dict[str, object]) -> str:
 
 def test_defaults_are_valid() -> None:
     config = parse_config({})
-    assert config.audio.chunk_ms == 40
+    assert config.audio.chunk_ms is None  # "auto": by the gate mode
     assert config.gate.mode == "vad"
     assert config.gate.preroll_ms == 300
 

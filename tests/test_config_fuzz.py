@@ -206,7 +206,7 @@ CLI_CASES = [
     ("[gpio]\n", "[gpio]\nled_colour = 1\n", "gpio.led_colour"),
     ("ping_interval_s = 20.0", "ping_interval_s = nan", "realtime.ping_interval_s"),
     ('name = "get_time"', "name = []", "tools[0].name"),
-    ("chunk_ms = 40", "chunk_ms = 40\nchunk_ms = 20", "line"),  # duplicate key: TOML error
+    ('chunk_ms = "auto"', 'chunk_ms = "auto"\nchunk_ms = 20', "line"),  # duplicate key: TOML error
 ]
 
 
@@ -231,6 +231,6 @@ def test_check_exits_78_naming_the_key(tmp_path: Path, old: str, new: str, key: 
 def test_reference_file_is_valid() -> None:
     """The mutations start from a valid document (else every test above is vacuous)."""
     config = parse_config(REFERENCE_DATA, str(REFERENCE))
-    assert config.audio.chunk_ms == 40
+    assert config.audio.chunk_ms is None  # "auto"
     assert not math.isnan(config.realtime.ping_interval_s)
     assert len(KEYS) > 80

@@ -32,7 +32,7 @@ from appliance.audio.capture import CaptureThread
 from appliance.audio.frontend import FrontEnd, GateOutput
 from appliance.audio.playback import PlaybackThread
 from appliance.audio.vad import WebRtcVad
-from appliance.config import Config, listen_settings
+from appliance.config import Config, listen_settings, upstream_chunk_ms
 from appliance.core.listen import Control, ControlState, Detector, GateMode
 from appliance.errors import AudioDeviceError, ConfigError
 
@@ -175,7 +175,7 @@ class AudioPath:
         frontend = FrontEnd(
             device_rate=a.capture_rate,
             settings=settings,
-            chunk_ms=a.chunk_ms,
+            chunk_ms=upstream_chunk_ms(config),
             vad=vad,
             emit=lambda out: handoff.call(on_gate, out),
             canceller=self._load_canceller(),

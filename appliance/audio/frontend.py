@@ -63,6 +63,7 @@ from appliance.core.listen import (
 __all__ = [
     "ENERGY_FLOOR",
     "LISTEN_BATCH_MS",
+    "STREAM_PACE_MS",
     "UPSTREAM_RATE",
     "VAD_RATE",
     "WAKE_BATCH_MS",
@@ -84,6 +85,10 @@ ENERGY_FLOOR = (32768 * 10 ** (-56 / 20)) ** 2
 _AEC_FRAME = VAD_RATE // 100  # the canceller's frame (appliance.audio.aec.FRAME)
 # A live chunk this many samples short of chunk_ms (the resampler's delay) goes out anyway.
 _CHUNK_SLACK = 24
+# While a turn streams, the capture thread hands audio over at least this often whatever the
+# chunk length: the turn's end is decided on the frames handed over, so a 100 ms chunk must
+# not make it up to 100 ms late (the partial chunk and the commit go out at that decision).
+STREAM_PACE_MS = 40
 HINT_S = 1.5  # the end-of-turn hint reads this much of the turn's end (prosody.LOOKBACK_S)
 
 
@@ -220,6 +225,7 @@ class FrontEnd:
         # (the call, not the samples, is what costs on a small CPU).
         self._batch = np.zeros(self._rate * chunk_ms // 1000, dtype=np.int16)
         self._batch_fill = 0
+        self._pace_stream = self._rate * STREAM_PACE_MS // 1000
         self._vad = vad
         self._listener = Listener(settings, self._rate)
         self._inbox: deque[Control] = deque()
@@ -272,7 +278,7 @@ class FrontEnd:
         if pace is Pace.FRAME:
             return self._pace_frame
         if pace is Pace.CHUNK:
-            left = len(self._batch) - self._batch_fill
+            left = min(len(self._batch) - self._batch_fill, self._pace_stream)
             if self._canceller is not None:  # it hands on whole 10 ms frames only
                 left = -(-left // _AEC_FRAME) * _AEC_FRAME - self._canceller.pending
             return -(-left * self._device_rate // self._rate)
