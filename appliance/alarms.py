@@ -29,7 +29,7 @@ from appliance.core.timers import (
     TimerSettings,
 )
 from appliance.deadline import DeadlineTimer
-from appliance.persist import write_atomically
+from appliance.persist import read_json, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -170,11 +170,4 @@ class AlarmClock:
                         extra={"ERROR_CODE": "timers"})
 
     def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.path, exc)
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_json(self.path)

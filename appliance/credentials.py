@@ -41,27 +41,35 @@ class ApiKey:
     __str__ = __repr__
 
 
+def read_credential(name: str, env: Mapping[str, str]) -> tuple[str, Path] | None:
+    """The stripped text of systemd credential ``name`` and its path (None: there is no such
+    file); ``CredentialError`` naming the path when it cannot be read."""
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if not cred_dir:
+        return None
+    path = Path(cred_dir) / name
+    if not path.exists():
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip(), path
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CredentialError(f"cannot read credential {path}: {exc.__class__.__name__}") from None
+
+
 def load_api_key(env: Mapping[str, str] | None = None) -> ApiKey:
     """Find the API key; raises ``CredentialError`` saying where it looked."""
     env = os.environ if env is None else env
-    cred_dir = env.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        path = Path(cred_dir) / CREDENTIAL_NAME
-        if path.exists():
-            try:
-                value = path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise CredentialError(
-                    f"cannot read credential {path}: {exc.__class__.__name__}"
-                ) from None
-            if not value:
-                # The unit's SetCredential= fallback: LoadCredential='s file is missing.
-                raise CredentialError(
-                    f"no API key: the systemd credential {CREDENTIAL_NAME} is empty (the file "
-                    "the unit's LoadCredential= names is missing or empty); store the key "
-                    "with 'sudo make key' in the appliance checkout"
-                )
-            return ApiKey(value, f"systemd credential {path}")
+    found = read_credential(CREDENTIAL_NAME, env)
+    if found is not None:
+        value, path = found
+        if not value:
+            # The unit's SetCredential= fallback: LoadCredential='s file is missing.
+            raise CredentialError(
+                f"no API key: the systemd credential {CREDENTIAL_NAME} is empty (the file "
+                "the unit's LoadCredential= names is missing or empty); store the key "
+                "with 'sudo make key' in the appliance checkout"
+            )
+        return ApiKey(value, f"systemd credential {path}")
     value = env.get(ENV_NAME, "").strip()
     if value:
         return ApiKey(value, f"environment variable {ENV_NAME}")

@@ -19,10 +19,10 @@ import logging
 import os
 import ssl
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.core.backoff import Backoff
+from appliance.credentials import read_credential
 from appliance.errors import AudioDeviceError, CredentialError
 from appliance.ha_discovery import (
     OFFLINE,
@@ -50,18 +50,9 @@ HEALTHY_AFTER_S = 30.0
 def load_password(env: Mapping[str, str] | None = None) -> str | None:
     """The broker password: the systemd credential, else the environment; None: none."""
     env = os.environ if env is None else env
-    cred_dir = env.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        path = Path(cred_dir) / CREDENTIAL_NAME
-        if path.exists():
-            try:
-                value = path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise CredentialError(
-                    f"cannot read credential {path}: {exc.__class__.__name__}"
-                ) from None
-            if value:
-                return value
+    found = read_credential(CREDENTIAL_NAME, env)
+    if found is not None and found[0]:
+        return found[0]
     return env.get(ENV_NAME, "").strip() or None
 
 

@@ -55,14 +55,7 @@ class ControlState:
             self.volume = volume
 
     def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.path, exc)
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_json(self.path)
 
     def save(self) -> None:
         """Write the current values atomically (temp file, fsync, rename)."""
@@ -70,6 +63,19 @@ class ControlState:
             write_atomically(self.path, json.dumps({"muted": self.muted, "volume": self.volume}))
         except OSError as exc:
             log.warning("cannot save %s: %s", self.path, exc)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object saved at ``path``; ``{}`` when there is none or it cannot be read
+    (logged: a damaged state file costs the saved state, never the start)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def write_atomically(path: Path, text: str) -> None:
