@@ -27,16 +27,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from appliance.api_shapes import session_object, tool_object
 from appliance.builtin_tools import BUILTIN_DESCRIPTIONS, BUILTIN_PARAMETERS, BUILTIN_TOOLS
 from appliance.config_home import read_control, read_mqtt
 from appliance.config_table import Table, describe
-from appliance.core.endpoint import EndpointSettings
-from appliance.core.listen import Detector, GateMode, ListenSettings
+from appliance.core.listen import Detector, GateMode
 from appliance.core.schema import SchemaError, check_schema
-from appliance.core.settings import BargeIn, SessionOptions
+from appliance.core.settings import BargeIn
 from appliance.core.state import State
 from appliance.core.timers import TimerSettings
+from appliance.core_options import (
+    GATED_CHUNK_MS,
+    STREAMED_CHUNK_MS,
+    listen_settings,
+    session_settings,
+    upstream_chunk_ms,
+)
 from appliance.errors import ConfigError
 from appliance.led_patterns import COLORS, RINGING, LedKind, LedMode, LedPattern, parse_color
 from appliance.settings import (
@@ -68,7 +73,8 @@ __all__ = [
     "GateMode", "GateSettings", "GpioSettings", "LedKind", "LedMode", "LedPattern", "LogLevel",
     "LoggingSettings", "ProcessingSettings", "RealtimeSettings", "SessionPolicySettings",
     "SessionSettings", "TalkMode", "ToolSettings", "Transport", "WireFormat", "listen_settings",
-    "load_config", "parse_config", "session_settings",
+    "load_config", "parse_config", "session_settings", "GATED_CHUNK_MS", "STREAMED_CHUNK_MS",
+    "upstream_chunk_ms",
 ]
 
 # The allowed spellings, in the order error messages list them.
@@ -491,71 +497,3 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{p}: invalid TOML: {exc}") from None
     return parse_config(data, str(p))
-
-
-def listen_settings(gate: GateSettings) -> ListenSettings:
-    """The capture-side listening policy's settings (``appliance.core.listen``) from ``[gate]``."""
-    micro = gate.detector is Detector.MICRO
-    return ListenSettings(
-        mode=gate.mode,
-        detector=gate.detector,
-        endpoint=EndpointSettings(
-            complete_ms=gate.end_complete_ms,
-            incomplete_ms=gate.end_incomplete_ms,
-            min_voiced_ms=gate.min_speech_ms,
-        ),
-        gate_frame_ms=gate.vad_frame_ms,
-        frame_ms=10 if micro else gate.vad_frame_ms,
-        start_frames=gate.start_frames,
-        start_window=gate.start_window,
-        preroll_ms=gate.preroll_ms,
-        hangover_ms=gate.hangover_ms,
-        warmup_ms=gate.warmup_ms,
-        aggressiveness=gate.vad_aggressiveness,
-        guard_aggressiveness=gate.barge_in_aggressiveness,
-        guard_start=gate.barge_in_start,
-        wake_listen_s=gate.wake_listen_s,
-        follow_up_s=gate.follow_up_s,
-        send_wake_word=gate.send_wake_word,
-    )
-
-
-# Upstream chunks. Where the device ends the turn (gate modes "vad", "push_to_talk", "wake")
-# the turn ends with a flush and a commit, so the chunk size while the user speaks adds nothing
-# to what the user waits for: chunks are as long as the service recommends (60-100 ms), for
-# fewer resampler calls, frames and event-loop wake-ups. Where the server's turn detection
-# listens to the stream ("always") they stay short: it hears the end of speech a chunk late.
-GATED_CHUNK_MS = 100
-STREAMED_CHUNK_MS = 40
-
-
-def upstream_chunk_ms(config: Config) -> int:
-    """The upstream chunk length in ms: ``[audio] chunk_ms``, or by the gate mode when it is
-    "auto" (the longest multiple of ``period_ms`` up to ``GATED_CHUNK_MS`` in the gated
-    modes)."""
-    a = config.audio
-    if a.chunk_ms is not None:
-        return a.chunk_ms
-    if config.gate.local_turns:
-        return GATED_CHUNK_MS // a.period_ms * a.period_ms
-    return STREAMED_CHUNK_MS
-
-
-def session_settings(config: Config) -> SessionOptions:
-    """What the session core needs of ``config`` (the core does not import this module)."""
-    local = config.gate.local_turns
-    td = config.session.turn_detection or {}
-    policy = config.session_policy
-    return SessionOptions(
-        session=session_object(config.session, turn_detection_null=local),
-        tools=tuple(tool_object(tool) for tool in config.tools),
-        local_turns=local,
-        barge_in=config.gate.barge_in,
-        interrupt_response=bool(td.get("interrupt_response", True)),
-        create_response=bool(td.get("create_response", True)),
-        greeting=policy.greeting,
-        fresh_after_idle_s=policy.fresh_after_idle_s,
-        max_turns=policy.max_turns,
-        response_timeout_s=config.realtime.response_timeout_s,
-        renew_after_s=config.realtime.renew_after_s,
-    )

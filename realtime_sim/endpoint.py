@@ -7,13 +7,14 @@ server goes (``_close_peers``). Imports aiohttp (server).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
 
 from aiohttp import web
 
 
-class Endpoint:
+class Endpoint(ABC):
     """The base of the simulator's HTTP endpoints on loopback."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -27,11 +28,11 @@ class Endpoint:
             raise RuntimeError("the simulator is not started")
         return f"http://{self._host}:{self._runner.addresses[0][1]}"
 
+    @abstractmethod
     def _routes(self, router: web.UrlDispatcher) -> None:
         """Add the endpoint's handlers."""
-        raise NotImplementedError
 
-    async def _close_peers(self) -> None:
+    async def _close_peers(self) -> None:  # noqa: B027  (a hook: nothing to close by default)
         """Close the endpoint's own connections, before the server itself."""
 
     async def start(self) -> None:
