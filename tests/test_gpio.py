@@ -28,7 +28,7 @@ from appliance.core.state import State
 from appliance.errors import AudioDeviceError, ConfigError
 from appliance.gpio import Gpio, open_gpio
 from appliance.mixer import Mixer
-from appliance.persist import ControlState, state_dir
+from appliance.persist import SavedControls, state_dir
 
 if TYPE_CHECKING:
     from alsa_env import PulseEnv
@@ -69,7 +69,7 @@ def settings(tmp_path: Path, **kw: object) -> GpioSettings:
 def levels_for(s: GpioSettings, target: Daemonish) -> Levels:
     """Mute and volume as the daemon builds them, from the same ``[gpio]`` keys."""
     return Levels(
-        ControlState(state_dir(s.state_dir)),
+        SavedControls(state_dir(s.state_dir)),
         apply_muted=target.apply_muted,
         mixer=partial(Mixer, s.mixer_control, s.mixer_card, s.mixer_device),
     )
@@ -242,7 +242,7 @@ def test_mute_toggles_persists_and_is_reapplied(tmp_path: Path, mock_pins: MockF
     with_gpio(s, body)
     saved = json.loads((tmp_path / "state" / "controls.json").read_text())
     assert saved["muted"] is True
-    assert ControlState(tmp_path / "state").muted is True
+    assert SavedControls(tmp_path / "state").muted is True
 
     # after a restart the mute is on again before anything is captured, and a press lifts it
     async def body2(gpio: Gpio, target: Daemonish) -> None:
@@ -251,7 +251,7 @@ def test_mute_toggles_persists_and_is_reapplied(tmp_path: Path, mock_pins: MockF
         await until(lambda: target.calls[-1] == ("muted", False))
 
     with_gpio(s, body2)
-    assert ControlState(tmp_path / "state").muted is False
+    assert SavedControls(tmp_path / "state").muted is False
 
 
 def test_state_dir_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -265,11 +265,11 @@ def test_state_dir_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_unreadable_state_file_gives_defaults(tmp_path: Path) -> None:
     (tmp_path / "controls.json").write_text("{not json")
-    state = ControlState(tmp_path)
+    state = SavedControls(tmp_path)
     assert (state.muted, state.volume) == (False, None)
     state.muted = True
     state.save()
-    assert ControlState(tmp_path).muted is True
+    assert SavedControls(tmp_path).muted is True
     assert [p.name for p in tmp_path.iterdir()] == ["controls.json"]  # no temp files left
 
 
