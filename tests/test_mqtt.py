@@ -28,7 +28,7 @@ from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
 from appliance.ha_discovery import Topics, entities
 from appliance.mqtt import CREDENTIAL_NAME, ENV_NAME, load_password
-from appliance.settings import MqttSettings
+from appliance.settings_home import MqttSettings
 from appliance.timer_tools import TimerTools
 from realtime_sim.server import RealtimeSimulator
 
