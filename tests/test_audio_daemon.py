@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 import soxr
+import waiting
 from daemon_env import running as daemon_running
 
 from appliance.config import GateSettings, parse_config
@@ -177,12 +178,8 @@ class Harness:
         return [a.state for _, a in self.actions if isinstance(a, StateChanged)]
 
     async def until(self, what: str, ok: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not ok():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} within {timeout} s; states {self.states()}, "
-                                     f"sent {sorted(set(self.types()))}")
-            await asyncio.sleep(0.01)
+        await waiting.until(ok, timeout, lambda: f"{what}; states {self.states()}, "
+                                                 f"sent {sorted(set(self.types()))}")
 
     async def until_state(self, state: State, timeout: float = 10.0) -> None:
         await self.until(f"state {state.value}", lambda: self.daemon.session.state is state, timeout)

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
+from waiting import until
 
 from appliance.config import GpioSettings, LedKind, LedMode, parse_config
 from appliance.controls import Levels
@@ -97,13 +97,6 @@ def with_gpio(s: GpioSettings, body: Callable[[Gpio, Daemonish], object]) -> Dae
     return target
 
 
-async def until(cond: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 async def press(pin: MockPWMPin, target: Daemonish, *, hold_s: float = 0.0) -> None:
     """Press and release a pull-up button from another thread, as real edges arrive."""
     await asyncio.to_thread(pin.drive_low)
@@ -130,7 +123,7 @@ def test_single_led_default_patterns(tmp_path: Path, mock_pins: MockFactory) -> 
         assert pin.state == 0
         pin.clear_states()
         gpio.on_action(StateChanged(State.ERROR))  # blink 0.1 / 0.1
-        await asyncio.sleep(0.45)
+        await until(lambda: len(pin.states) >= 4, 2, "two blinks")
         gpio.on_action(StateChanged(State.READY))
         seen = levels(pin)
         assert seen[:4] == [0.0, 1.0, 0.0, 1.0]
@@ -138,7 +131,7 @@ def test_single_led_default_patterns(tmp_path: Path, mock_pins: MockFactory) -> 
         # a plain LED cannot fade: thinking (pulse 0.3/0.3) blinks with that timing
         pin.clear_states()
         gpio.on_action(StateChanged(State.THINKING))
-        await asyncio.sleep(0.45)
+        await until(lambda: len(pin.states) >= 3, 2, "one blink")
         pin.assert_states([False, True, False])
 
     with_gpio(s, body)
@@ -152,7 +145,13 @@ def test_pwm_led_pulses_through_intermediate_levels(tmp_path: Path, mock_pins: M
         pin = mock_pins.pin(25)
         pin.clear_states()
         gpio.on_action(StateChanged(State.SPEAKING))
-        await asyncio.sleep(0.3)
+
+        def faded_in() -> bool:  # a level on the way up, then the peak
+            seen = levels(pin)
+            up = next((i for i, v in enumerate(seen) if 0.2 < v < 0.8), len(seen))
+            return any(v == pytest.approx(1.0) for v in seen[up:])
+
+        await until(faded_in, 2, "the pulse's fade in and peak")
         gpio.on_action(StateChanged(State.READY))
         seen = levels(pin)
         assert any(0.2 < v < 0.8 for v in seen), seen
