@@ -26,6 +26,7 @@ import pytest
 import soxr
 import waiting
 from daemon_env import running as daemon_running
+from signals import window_norms
 
 from appliance.config import GateSettings, parse_config
 from appliance.core.session import Action, Play, StateChanged, StopPlayback, TooShort
@@ -83,7 +84,7 @@ def find(haystack: np.ndarray, needle: np.ndarray) -> tuple[int, float]:
     a, b = haystack.astype(np.float64), needle.astype(np.float64)
     size = 1 << (len(a) + len(b)).bit_length()
     corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
-    energy = np.sqrt(np.convolve(a**2, np.ones(len(b)), "valid"))
+    energy = window_norms(a, len(b))
     score = corr[: len(energy)] / (energy * np.linalg.norm(b) + 1e-9)
     at = int(np.argmax(score))
     return at, float(score[at])

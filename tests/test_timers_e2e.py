@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 from daemon_env import StateLog, running
+from signals import window_norms
 from waiting import until
 
 from appliance.config import Config, parse_config
@@ -58,7 +59,7 @@ def best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
         return 0.0
     size = 1 << (len(a) + len(b)).bit_length()
     corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
-    energy = np.sqrt(np.convolve(a**2, np.ones(len(b)), "valid"))
+    energy = window_norms(a, len(b))
     return float(np.max(corr[: len(energy)] / (energy * np.linalg.norm(b) + 1e-9)))
 
 

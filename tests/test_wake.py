@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import soxr
 import waiting
+from signals import window_norms
 
 from appliance.audio.frontend import (
     AudioChunk,
@@ -92,8 +93,7 @@ def best_correlation(a: np.ndarray, b: np.ndarray) -> float:
         a = np.concatenate([a, np.zeros(len(b) - len(a))])
     size = 1 << (len(a) + len(b)).bit_length()
     corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
-    power = np.concatenate([[0.0], np.cumsum(a**2)])
-    energy = np.sqrt(np.maximum(power[len(b) :] - power[: len(power) - len(b)], 0.0))
+    energy = window_norms(a, len(b))
     return float(np.max(np.abs(corr[: len(energy)]) / (energy * np.linalg.norm(b) + 1e-9)))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import waiting
 from daemon_env import APPLIANCE, daemon_env
+from signals import window_norms
 
 from appliance.core.protocol import Incoming, ServerEvent
 from appliance.demo import speech_recording, write_file_devices
@@ -59,7 +60,7 @@ def best_correlation(a: np.ndarray, b: np.ndarray) -> float:
     n = len(a) + len(b)
     size = 1 << (n - 1).bit_length()
     corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)[: len(a)]
-    energy = np.sqrt(np.convolve(a**2, np.ones(len(b)), "valid"))
+    energy = window_norms(a, len(b))
     peak = np.max(np.abs(corr[: len(energy)]) / (energy * np.linalg.norm(b) + 1e-9))
     return float(peak)
 
