@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
-from waiting import until
+from waiting import accepts, until
 
 from appliance import daemon as daemon_module
 from appliance.config import parse_config
@@ -379,12 +379,7 @@ def test_simulate_fault_flag_switches_a_fault_on() -> None:
 
     async def talk() -> list[object]:
         seen: list[object] = []
-        for _ in range(100):  # until it listens
-            try:
-                (await asyncio.open_connection("127.0.0.1", port))[1].close()
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+        await until(lambda: accepts(port), 10, "the simulator's port")
         for _ in range(3):
             try:
                 async with connect(url, additional_headers=auth, compression=None) as ws:

@@ -21,7 +21,7 @@ import aiomqtt
 import numpy as np
 import pytest
 from daemon_env import running
-from waiting import until, wait_until
+from waiting import accepts, until, wait_until
 
 from appliance.config import Config, parse_config
 from appliance.core.state import State
@@ -73,12 +73,7 @@ class Broker:
 
     def start(self) -> None:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stderr=subprocess.DEVNULL)
-        def listening() -> bool:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return True
-            return False
-
-        assert wait_until(listening, 10), "mosquitto did not start"
+        assert wait_until(lambda: accepts(self.port), 10), "mosquitto did not start"
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -5,11 +5,14 @@ condition holds and fail with what was awaited once the deadline passes, so a te
 only as long as the system under test takes, never a fixed guess. Poll every 10 ms: the
 conditions are cheap reads of state the test can see (actions observed, states, files).
 ``why`` may be a callable, evaluated only on failure, to describe the state then.
+``accepts(port)`` is the usual condition for a server started as a separate process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections.abc import Callable
 
@@ -39,3 +42,10 @@ def wait_until(cond: Callable[[], object], timeout: float) -> bool:
             return False
         time.sleep(POLL_S)
     return True
+
+
+def accepts(port: int) -> bool:
+    """Something on loopback accepts connections at ``port`` (a server process is up)."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
+    return False
