@@ -117,7 +117,7 @@ CONTROL_COMMANDS = ("status", "say", "ask", "mute", "volume")
 
 def _control_parsers(sub: Any) -> None:
     """The commands that talk to the running daemon (``appliance.control``)."""
-    from appliance.settings import DEFAULT_CONTROL_SOCKET
+    from appliance.settings_home import DEFAULT_CONTROL_SOCKET
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(name, help=help_)

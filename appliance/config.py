@@ -11,6 +11,7 @@ keeps working for every name it had:
     config_table   Table: the typed reader of one table (key paths in errors)
     config_home    the [control] and [mqtt] tables' readers
     settings       the frozen settings dataclasses and the adapter-side mode enums
+    settings_home  the [earcons], [control] and [mqtt] settings
     api_shapes     the settings in the realtime API's shape (``session.update``)
     led_patterns   LED kinds, pattern modes, colours, the default pattern per state
     builtin_tools  the built-in tools' names, descriptions and argument schemas
@@ -47,10 +48,8 @@ from appliance.led_patterns import COLORS, RINGING, LedKind, LedMode, LedPattern
 from appliance.settings import (
     DEFAULT_API_URL,
     DEFAULT_URL,
-    EARCON_NAMES,
     AudioSettings,
     Config,
-    EarconSettings,
     GateSettings,
     GpioSettings,
     LoggingSettings,
@@ -64,6 +63,7 @@ from appliance.settings import (
     Transport,
     WireFormat,
 )
+from appliance.settings_home import EARCON_NAMES, EarconSettings
 
 # Every name other modules import from here; most are re-exported from their own module.
 __all__ = [

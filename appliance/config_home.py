@@ -1,7 +1,7 @@
 """The readers of ``[control]`` (the local control socket, announcements) and ``[mqtt]``
 (Home Assistant), beside ``appliance.config``, which calls them.
 
-Imports only the standard library, ``appliance.config_table``, ``appliance.settings`` and
+Imports only the standard library, ``appliance.config_table``, ``appliance.settings_home`` and
 ``appliance.errors``.
 """
 
@@ -11,7 +11,7 @@ import re
 
 from appliance.config_table import Table, describe
 from appliance.errors import ConfigError
-from appliance.settings import EARCON_NAMES, ControlSettings, MqttSettings
+from appliance.settings_home import EARCON_NAMES, ControlSettings, MqttSettings
 
 
 def read_control(t: Table) -> ControlSettings:

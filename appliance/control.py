@@ -12,7 +12,7 @@ Owns the wire format and the socket file. One request per line, one answer per l
 What a command does is the ``ControlHost``'s (``appliance.home``); this module decides
 nothing about the appliance. The socket is mode 0600, or 0660 with ``[control] group`` as
 its group, so that group's members may use it. Imports the standard library,
-``appliance.settings`` and ``appliance.errors``.
+``appliance.settings_home`` and ``appliance.errors``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from appliance.errors import ApplianceError, AudioDeviceError, ConfigError
-from appliance.settings import ControlSettings
+from appliance.settings_home import ControlSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Protocol
 from appliance.config import GpioSettings, TalkMode
 from appliance.errors import AudioDeviceError
 from appliance.mixer import Mixer
-from appliance.persist import ControlState
+from appliance.persist import SavedControls
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class Levels:
 
     def __init__(
         self,
-        state: ControlState,
+        state: SavedControls,
         *,
         apply_muted: Callable[[bool], None],
         mixer: Callable[[], Mixer],

@@ -52,8 +52,7 @@ from appliance.gpio import Gpio, open_gpio
 from appliance.home import Facts, run_home, timer_facts
 from appliance.mixer import Mixer
 from appliance.notify import Notifier, watchdog_interval
-from appliance.persist import ControlState as SavedControls
-from appliance.persist import state_dir
+from appliance.persist import SavedControls, state_dir
 from appliance.timer_tools import TimerTools
 from appliance.tools import Toolbox
 from appliance.transport import open_transport

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
 from appliance.core.state import State
-from appliance.settings import MqttSettings
+from appliance.settings_home import MqttSettings
 
 if TYPE_CHECKING:
     from appliance.home import NextTimer

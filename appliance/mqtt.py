@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     import aiomqtt
 
     from appliance.home import Home, Snapshot
-    from appliance.settings import Config, MqttSettings
+    from appliance.settings import Config
+    from appliance.settings_home import MqttSettings
 
 log = logging.getLogger(__name__)
 

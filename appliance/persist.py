@@ -36,7 +36,7 @@ def state_dir(configured: str = "") -> Path:
     return base / "appliance"
 
 
-class ControlState:
+class SavedControls:
     """``muted`` and ``volume`` (percent, None until first changed), kept in one file.
 
     A missing or unreadable file gives the defaults; a failed write is logged, never raised:

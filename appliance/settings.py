@@ -6,8 +6,10 @@ the enums of the adapter-side modes: ``Transport``, ``WireFormat``, ``TalkMode``
 ``appliance.led_patterns``'. Every enum is a ``StrEnum`` whose values are the TOML spellings;
 a settings object built in code with a spelling ("wake") holds the member all the same.
 Reading the TOML is ``appliance.config``'s; the API shapes are ``appliance.api_shapes``'.
-Imports only the standard library, ``appliance.api_shapes``, ``appliance.led_patterns`` and
-``appliance.core`` (``[timers]`` is the core's ``TimerSettings``).
+The home-facing tables (``[earcons]``, ``[control]``, ``[mqtt]``) are
+``appliance.settings_home``'s. Imports only the standard library, ``appliance.api_shapes``,
+``appliance.led_patterns``, ``appliance.settings_home`` and ``appliance.core`` (``[timers]``
+is the core's ``TimerSettings``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from appliance.core.settings import BargeIn
 from appliance.core.state import State
 from appliance.core.timers import TimerSettings
 from appliance.led_patterns import LedKind, LedPattern, default_pattern, default_ringing
+from appliance.settings_home import ControlSettings, EarconSettings, MqttSettings
 
 DEFAULT_URL = "wss://api.inworld.ai/api/v1/realtime/session"
 DEFAULT_API_URL = "https://api.inworld.ai"
@@ -351,39 +354,6 @@ class GpioSettings:
         return self.ringing if self.ringing is not None else default_ringing(self.led)
 
 
-EARCON_NAMES = ("listening", "mute", "unmute", "error", "too_short", "wake", "alarm")
-
-
-@dataclass(frozen=True)
-class EarconSettings:
-    """Short sounds for the user's cues (``appliance.earcons``). Each is "default" (the
-    shipped sound), "" (silent) or the absolute path of a WAV file (PCM16, mono or stereo,
-    any rate, at most ``earcons.MAX_SECONDS``)."""
-
-    enabled: bool = True
-    """Play earcons at all."""
-    listening: str = "default"
-    """Push-to-talk: the talk button was pressed, speak now."""
-    mute: str = "default"
-    """The privacy mute went on."""
-    unmute: str = "default"
-    """The privacy mute went off."""
-    error: str = "default"
-    """The connection was lost or an audio device failed (once until ready again)."""
-    too_short: str = "default"
-    """A push-to-talk press held too little audio to send."""
-    wake: str = "default"
-    """The wake word was heard (gate mode "wake")."""
-    alarm: str = "default"
-    """A timer or alarm rings (repeated); plays even when ``enabled`` is false."""
-
-    def sound(self, name: str) -> str:
-        """The configured value for one earcon name ("" when earcons are off, except the
-        alarm: turning cues off must not silence a timer)."""
-        value: str = getattr(self, name)
-        return value if self.enabled or name == "alarm" else ""
-
-
 @dataclass(frozen=True)
 class ToolSettings:
     """One ``[[tools]]`` entry: a function the model may call. No ``command``: a built-in."""
@@ -437,51 +407,6 @@ class LoggingSettings:
 
     def __post_init__(self) -> None:
         _coerce(self, "level", LogLevel)
-
-
-DEFAULT_CONTROL_SOCKET = "/run/appliance/control.sock"
-
-
-@dataclass(frozen=True)
-class ControlSettings:
-    """The local control socket (``appliance.control``) and announcements."""
-
-    enabled: bool = True
-    """Serve the control socket (``appliance status``, ``say``, ``ask``, ``mute``, ...)."""
-    socket: str = DEFAULT_CONTROL_SOCKET
-    """Its path; the unit's ``RuntimeDirectory=appliance`` makes ``/run/appliance``."""
-    group: str = ""
-    """Members of this group may use it (mode 0660); "" = the service and root only (0600).
-    The service must be a member of the group (the unit's ``SupplementaryGroups=``)."""
-    announce_earcon: str = "wake"
-    """The earcon played before an announcement (one of the earcon names; "" = none)."""
-    announce_wait_s: float = 120.0
-    """An announcement waiting longer than this for a quiet moment is dropped (logged)."""
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    """Home Assistant through an MQTT broker (``appliance.mqtt``); off by default."""
-
-    enabled: bool = False
-    """Connect to the broker and publish the device by MQTT discovery."""
-    host: str = "localhost"
-    """The broker's host name or address."""
-    port: int = 1883
-    """The broker's port (8883 is the usual one with TLS)."""
-    tls: bool = False
-    """Connect with TLS (the system's CA certificates)."""
-    username: str = ""
-    """"" = connect without credentials; the password is the systemd credential
-    ``mqtt-password`` (``LoadCredential=``), never in this file."""
-    discovery_prefix: str = "homeassistant"
-    """Home Assistant's discovery prefix."""
-    device_name: str = "Voice appliance"
-    """The device's name in Home Assistant."""
-    node_id: str = "appliance"
-    """The device's id in topics and unique ids (letters, digits, ``_`` and ``-``)."""
-    keepalive_s: int = 30
-    """MQTT keep-alive; the broker publishes "offline" (the last will) after 1.5 times this."""
 
 
 @dataclass(frozen=True)

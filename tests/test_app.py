@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from waiting import until, wait_until
 
 from appliance.app.link import Ended, Link
 from appliance.app.supervisor import Down, Failure, RetryPolicy, Supervisor, classify
@@ -185,10 +186,10 @@ def test_a_reconnect_asked_for_while_offline_cuts_the_backoff_wait_short() -> No
     async def scenario() -> float:
         sup = s.supervisor(backoff=Backoff(first=30.0, cap=60.0, rand=lambda: 1.0))
         running = asyncio.create_task(sup.run())
-        await _until(lambda: s.slept, 5, "the first failure")
+        await until(lambda: s.slept, 5, "the first failure")
         started = time.monotonic()
         sup.wake()  # a [realtime] reload, offline
-        await _until(lambda: len(s.slept) == 2, 5, "the second attempt")
+        await until(lambda: len(s.slept) == 2, 5, "the second attempt")
         took = time.monotonic() - started
         with pytest.raises(asyncio.CancelledError):
             await running
@@ -289,14 +290,6 @@ def hang_tool(tmp_path: Path) -> tuple[dict[str, Any], Path]:
     return {"name": "hang", "command": [sys.executable, "-c", code], "timeout_s": 60}, pidfile
 
 
-async def _until(what: Any, timeout: float, why: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {why}")
-        await asyncio.sleep(0.02)
-
-
 def test_a_requested_reconnect_returns_and_ends_the_tool_runs_of_the_connection(
     tmp_path: Path,
 ) -> None:
@@ -308,9 +301,9 @@ def test_a_requested_reconnect_returns_and_ends_the_tool_runs_of_the_connection(
         assert not h.link.request("too early", planned=True)  # nothing served yet
         serving = asyncio.create_task(h.link.serve(conn))
         await conn.incoming.put(SESSION_CREATED)
-        await _until(lambda: h.events, 5, "the first event")
+        await until(lambda: h.events, 5, "the first event")
         h.link.call_tool(CallTool("call_1", "hang", "{}"))
-        await _until(pidfile.exists, 10, "the tool program")
+        await until(pidfile.exists, 10, "the tool program")
         assert h.link.request("session renewal", planned=True)
         assert not h.link.request("a second reason", planned=False)  # the first one stands
         ended = await asyncio.wait_for(serving, 5)
@@ -319,10 +312,7 @@ def test_a_requested_reconnect_returns_and_ends_the_tool_runs_of_the_connection(
 
     assert asyncio.run(scenario()) == Ended("session renewal", planned=True)
     pid = int(pidfile.read_text())
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.05)
-    assert not _alive(pid), "the tool program outlived its connection"
+    assert wait_until(lambda: not _alive(pid), 3), "the tool program outlived its connection"
 
 
 def test_a_connection_that_ends_is_a_failure_and_its_queue_is_dropped(
@@ -334,7 +324,7 @@ def test_a_connection_that_ends_is_a_failure_and_its_queue_is_dropped(
         conn = MemoryConn()
         serving = asyncio.create_task(h.link.serve(conn))
         await conn.incoming.put(SESSION_CREATED)
-        await _until(lambda: conn.sent, 5, "the session.update")
+        await until(lambda: conn.sent, 5, "the session.update")
         conn.stuck = True
         for _ in range(3):
             h.link.send(AppendAudio(b"\0\0" * 160))
@@ -416,7 +406,7 @@ def test_shutdown_stops_a_running_tool_within_its_deadline(tmp_path: Path) -> No
             stop = asyncio.Event()
             runner = asyncio.create_task(daemon.run(stop))
             try:
-                await _until(pidfile.exists, 15, "the tool program")
+                await until(pidfile.exists, 15, "the tool program")
             finally:
                 stop.set()
                 started = time.monotonic()
@@ -427,7 +417,4 @@ def test_shutdown_stops_a_running_tool_within_its_deadline(tmp_path: Path) -> No
     assert any(isinstance(a, CallTool) and a.name == "hang" for a in calls)
     assert took < STOP_TASKS_S
     pid = int(pidfile.read_text())
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.05)
-    assert not _alive(pid), "the tool program outlived the daemon"
+    assert wait_until(lambda: not _alive(pid), 3), "the tool program outlived the daemon"

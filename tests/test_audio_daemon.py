@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 import soxr
+import waiting
 from daemon_env import running as daemon_running
+from signals import window_norms
 
 from appliance.config import GateSettings, parse_config
 from appliance.core.session import Action, Play, StateChanged, StopPlayback, TooShort
@@ -82,7 +84,7 @@ def find(haystack: np.ndarray, needle: np.ndarray) -> tuple[int, float]:
     a, b = haystack.astype(np.float64), needle.astype(np.float64)
     size = 1 << (len(a) + len(b)).bit_length()
     corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
-    energy = np.sqrt(np.convolve(a**2, np.ones(len(b)), "valid"))
+    energy = window_norms(a, len(b))
     score = corr[: len(energy)] / (energy * np.linalg.norm(b) + 1e-9)
     at = int(np.argmax(score))
     return at, float(score[at])
@@ -177,12 +179,8 @@ class Harness:
         return [a.state for _, a in self.actions if isinstance(a, StateChanged)]
 
     async def until(self, what: str, ok: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not ok():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} within {timeout} s; states {self.states()}, "
-                                     f"sent {sorted(set(self.types()))}")
-            await asyncio.sleep(0.01)
+        await waiting.until(ok, timeout, lambda: f"{what}; states {self.states()}, "
+                                                 f"sent {sorted(set(self.types()))}")
 
     async def until_state(self, state: State, timeout: float = 10.0) -> None:
         await self.until(f"state {state.value}", lambda: self.daemon.session.state is state, timeout)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from waiting import accepts, until
 
 APPLIANCE = [sys.executable, "-m", "appliance"]
 
@@ -145,13 +146,9 @@ def test_simulate_serves_the_realtime_protocol_on_loopback() -> None:
 
     async def talk() -> str:
         url = f"ws://127.0.0.1:{port}/api/v1/realtime/session?key=t&protocol=realtime"
-        for _ in range(100):
-            try:
-                async with connect(url, additional_headers={"Authorization": "Basic c2ltOmtleQ=="}, compression=None) as ws:
-                    created = json.loads(await ws.recv())
-                    break
-            except OSError:
-                await asyncio.sleep(0.1)
+        await until(lambda: accepts(port), 10, "the simulator's port")
+        async with connect(url, additional_headers={"Authorization": "Basic c2ltOmtleQ=="}, compression=None) as ws:
+            created = json.loads(await ws.recv())
         with pytest.raises(InvalidStatus) as refused:
             async with connect(url, additional_headers={"Authorization": "Basic wrong"}, compression=None):
                 pass

@@ -9,14 +9,14 @@ import json
 import logging
 import os
 import stat
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 from daemon_env import running
+from waiting import until
 
 from appliance import cli
 from appliance.config import Config, parse_config
@@ -76,14 +76,6 @@ class Seen:
 
     def of(self, kind: type[Any]) -> list[Any]:
         return [a for a in self.actions if isinstance(a, kind)]
-
-
-async def until(what: Callable[[], bool], timeout: float, why: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {why}")
-        await asyncio.sleep(0.05)
 
 
 def test_cli_commands_through_the_socket(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

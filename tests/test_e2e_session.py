@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+import waiting
 from daemon_env import running as daemon_running
 
 from appliance.config import Config, parse_config
@@ -86,11 +87,7 @@ class Run:
         return [e["type"] for e in events]
 
     async def until(self, what: Callable[[], bool], timeout: float, why: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not what():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {why}; states {self.states()}; sent {self.types()}")
-            await asyncio.sleep(0.05)
+        await waiting.until(what, timeout, lambda: f"{why}; states {self.states()}; sent {self.types()}")
 
     async def turn(self, seconds: float = 0.4) -> None:
         """Hold the talk button over the silent microphone, then release: a committed turn."""
@@ -299,7 +296,8 @@ def test_websocket_pings_keep_the_connection_alive() -> None:
             conn = await open_connection(cfg.realtime, ApiKey(KEY, ENV_SOURCE))
             try:
                 assert conn.latency == 0.0
-                await asyncio.sleep(1.5)
+                # The first ping goes out after one interval; its pong sets the latency.
+                await waiting.until(lambda: conn.latency > 0, 5, "a pong")
                 return conn.latency
             finally:
                 await conn.close()

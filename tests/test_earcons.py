@@ -23,6 +23,7 @@ import pytest
 import soxr
 from daemon_env import StateLog, running
 from gpiozero.pins.mock import MockFactory
+from signals import window_norms
 
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted, SpeechStopped
 from appliance.audio.playback import (
@@ -85,7 +86,7 @@ def best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
         return 0.0
     size = 1 << (len(a) + len(b)).bit_length()
     corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
-    energy = np.sqrt(np.convolve(a**2, np.ones(len(b)), "valid"))
+    energy = window_norms(a, len(b))
     return float(np.max(corr[: len(energy)] / (energy * np.linalg.norm(b) + 1e-9)))
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
+from waiting import accepts, until
 
 from appliance import daemon as daemon_module
 from appliance.config import parse_config
@@ -60,11 +60,7 @@ class Run:
         return sum(isinstance(a, Play) for _, a in self.actions[index:])
 
     async def wait(self, what: str, pred: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; states {self.states()}")
-            await asyncio.sleep(0.02)
+        await until(pred, timeout, lambda: f"{what}; states {self.states()}")
 
     async def ready(self, timeout: float = 10.0) -> None:
         await self.wait("READY", lambda: self.daemon.session.state is State.READY, timeout)
@@ -383,12 +379,7 @@ def test_simulate_fault_flag_switches_a_fault_on() -> None:
 
     async def talk() -> list[object]:
         seen: list[object] = []
-        for _ in range(100):  # until it listens
-            try:
-                (await asyncio.open_connection("127.0.0.1", port))[1].close()
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+        await until(lambda: accepts(port), 10, "the simulator's port")
         for _ in range(3):
             try:
                 async with connect(url, additional_headers=auth, compression=None) as ws:

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
+from waiting import until
 
 from appliance.config import GpioSettings, LedKind, LedMode, parse_config
 from appliance.controls import Levels
@@ -28,7 +28,7 @@ from appliance.core.state import State
 from appliance.errors import AudioDeviceError, ConfigError
 from appliance.gpio import Gpio, open_gpio
 from appliance.mixer import Mixer
-from appliance.persist import ControlState, state_dir
+from appliance.persist import SavedControls, state_dir
 
 if TYPE_CHECKING:
     from alsa_env import PulseEnv
@@ -69,7 +69,7 @@ def settings(tmp_path: Path, **kw: object) -> GpioSettings:
 def levels_for(s: GpioSettings, target: Daemonish) -> Levels:
     """Mute and volume as the daemon builds them, from the same ``[gpio]`` keys."""
     return Levels(
-        ControlState(state_dir(s.state_dir)),
+        SavedControls(state_dir(s.state_dir)),
         apply_muted=target.apply_muted,
         mixer=partial(Mixer, s.mixer_control, s.mixer_card, s.mixer_device),
     )
@@ -95,13 +95,6 @@ def with_gpio(s: GpioSettings, body: Callable[[Gpio, Daemonish], object]) -> Dae
 
     asyncio.run(main())
     return target
-
-
-async def until(cond: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 async def press(pin: MockPWMPin, target: Daemonish, *, hold_s: float = 0.0) -> None:
@@ -130,7 +123,7 @@ def test_single_led_default_patterns(tmp_path: Path, mock_pins: MockFactory) -> 
         assert pin.state == 0
         pin.clear_states()
         gpio.on_action(StateChanged(State.ERROR))  # blink 0.1 / 0.1
-        await asyncio.sleep(0.45)
+        await until(lambda: len(pin.states) >= 4, 2, "two blinks")
         gpio.on_action(StateChanged(State.READY))
         seen = levels(pin)
         assert seen[:4] == [0.0, 1.0, 0.0, 1.0]
@@ -138,7 +131,7 @@ def test_single_led_default_patterns(tmp_path: Path, mock_pins: MockFactory) -> 
         # a plain LED cannot fade: thinking (pulse 0.3/0.3) blinks with that timing
         pin.clear_states()
         gpio.on_action(StateChanged(State.THINKING))
-        await asyncio.sleep(0.45)
+        await until(lambda: len(pin.states) >= 3, 2, "one blink")
         pin.assert_states([False, True, False])
 
     with_gpio(s, body)
@@ -152,7 +145,13 @@ def test_pwm_led_pulses_through_intermediate_levels(tmp_path: Path, mock_pins: M
         pin = mock_pins.pin(25)
         pin.clear_states()
         gpio.on_action(StateChanged(State.SPEAKING))
-        await asyncio.sleep(0.3)
+
+        def faded_in() -> bool:  # a level on the way up, then the peak
+            seen = levels(pin)
+            up = next((i for i, v in enumerate(seen) if 0.2 < v < 0.8), len(seen))
+            return any(v == pytest.approx(1.0) for v in seen[up:])
+
+        await until(faded_in, 2, "the pulse's fade in and peak")
         gpio.on_action(StateChanged(State.READY))
         seen = levels(pin)
         assert any(0.2 < v < 0.8 for v in seen), seen
@@ -242,7 +241,7 @@ def test_mute_toggles_persists_and_is_reapplied(tmp_path: Path, mock_pins: MockF
     with_gpio(s, body)
     saved = json.loads((tmp_path / "state" / "controls.json").read_text())
     assert saved["muted"] is True
-    assert ControlState(tmp_path / "state").muted is True
+    assert SavedControls(tmp_path / "state").muted is True
 
     # after a restart the mute is on again before anything is captured, and a press lifts it
     async def body2(gpio: Gpio, target: Daemonish) -> None:
@@ -251,7 +250,7 @@ def test_mute_toggles_persists_and_is_reapplied(tmp_path: Path, mock_pins: MockF
         await until(lambda: target.calls[-1] == ("muted", False))
 
     with_gpio(s, body2)
-    assert ControlState(tmp_path / "state").muted is False
+    assert SavedControls(tmp_path / "state").muted is False
 
 
 def test_state_dir_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -265,11 +264,11 @@ def test_state_dir_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_unreadable_state_file_gives_defaults(tmp_path: Path) -> None:
     (tmp_path / "controls.json").write_text("{not json")
-    state = ControlState(tmp_path)
+    state = SavedControls(tmp_path)
     assert (state.muted, state.volume) == (False, None)
     state.muted = True
     state.save()
-    assert ControlState(tmp_path).muted is True
+    assert SavedControls(tmp_path).muted is True
     assert [p.name for p in tmp_path.iterdir()] == ["controls.json"]  # no temp files left
 
 

@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ import aiomqtt
 import numpy as np
 import pytest
 from daemon_env import running
+from waiting import accepts, until, wait_until
 
 from appliance.config import Config, parse_config
 from appliance.core.state import State
@@ -28,7 +29,7 @@ from appliance.credentials import ApiKey
 from appliance.daemon import Daemon
 from appliance.ha_discovery import Topics, entities
 from appliance.mqtt import CREDENTIAL_NAME, ENV_NAME, load_password
-from appliance.settings import MqttSettings
+from appliance.settings_home import MqttSettings
 from appliance.timer_tools import TimerTools
 from realtime_sim.server import RealtimeSimulator
 
@@ -72,13 +73,7 @@ class Broker:
 
     def start(self) -> None:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError("mosquitto did not start")
-            time.sleep(0.05)
+        assert wait_until(lambda: accepts(self.port), 10), "mosquitto did not start"
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -150,14 +145,6 @@ class HomeAssistant:
     async def send(self, topic: str, payload: str) -> None:
         assert self.client is not None
         await self.client.publish(topic, payload, qos=1)
-
-
-async def until(what: Callable[[], bool], timeout: float, why: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {why}")
-        await asyncio.sleep(0.05)
 
 
 def configs(ha: HomeAssistant) -> dict[str, dict[str, Any]]:

@@ -7,12 +7,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import soxr
+from waiting import wait_until
 
 from appliance.audio.playback import (
     PlaybackDeviceError,
@@ -74,15 +74,6 @@ def tone(ms: int, freq: float = 440.0, level: int = 12000, rate: int = SRC) -> n
     return (np.sin(2 * np.pi * freq * t) * level).astype(np.int16)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
 # --- unclocked: exact samples ----------------------------------------------------------------
 
 
@@ -139,7 +130,7 @@ def test_nothing_plays_until_the_prefill_is_queued(alsa_env: AlsaEnv) -> None:
         thread.enqueue("a", tone(60).tobytes())
         events.wait(PlaybackStarted)
         # The reply is still streaming and the queue ran dry: an underrun, not the end.
-        assert wait_for(lambda: thread.underruns == 1, 1)
+        assert wait_until(lambda: thread.underruns == 1, 1)
         assert not any(isinstance(e, PlaybackIdle) for e in events.kinds())
         thread.end_of_stream()
         events.wait(PlaybackIdle)
@@ -159,7 +150,7 @@ def test_underruns_are_all_counted_but_logged_once_a_minute(
         for _ in range(6):
             thread.enqueue("a", tone(40).tobytes())
             time.sleep(0.05)
-        assert wait_for(lambda: thread.underruns >= 6, 1), thread.underruns
+        assert wait_until(lambda: thread.underruns >= 6, 1), thread.underruns
         thread.end_of_stream()
         events.wait(PlaybackIdle)
     finally:

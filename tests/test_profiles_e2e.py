@@ -81,6 +81,14 @@ CASES = [
 ]
 
 
+def quiet_s(sim: RealtimeSimulator) -> float:
+    """How long after the last answer an extra one (a second response to a turn) would have
+    shown: the profile's own latency from a trigger to a response's audio, plus slack for a
+    loaded machine. The fast profile answers at once; the realistic one within 0.5 s."""
+    p = sim.profile
+    return (p.response_delay_ms + p.first_audio_delay_ms) / 1000 + 0.5
+
+
 @pytest.fixture
 def sim_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     caplog.set_level(logging.INFO, logger="realtime_sim")
@@ -103,7 +111,7 @@ def test_each_turn_gets_exactly_one_answer(case: Case, alsa_env: AlsaEnv, sim_lo
                     agent = [t for t in run.of(Transcript) if t.role == "agent"]
                     return len(agent) >= turns and run.daemon.session.state is State.READY
                 await run.until(answered, 60 if "realistic" in case.profile else 40, "an answer per turn")
-                await asyncio.sleep(1.5)  # anything extra (a second answer) would show by now
+                await asyncio.sleep(quiet_s(sim))  # anything extra (a second answer) shows by now
                 return run, sim.sessions
 
     t0 = time.monotonic()
@@ -157,7 +165,7 @@ def test_barge_in_at_real_time_pace_cancels_once_and_the_next_turn_is_answered_o
                     agent = [t for t in run.of(Transcript) if t.role == "agent"]
                     return len(agent) >= 1 and run.daemon.session.state is State.READY
                 await run.until(answered, 60, "the second answer")
-                await asyncio.sleep(1.5)
+                await asyncio.sleep(quiet_s(sim))
                 return run, sim.sessions
 
     run, sessions = asyncio.run(scenario())

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from daemon_env import APPLIANCE, KEY, daemon_env, write_config
+from waiting import until
 
 from appliance.config import parse_config
 from appliance.notify import Notifier, watchdog_interval
@@ -389,13 +390,16 @@ def test_audio_health_rules() -> None:
 
 def test_watchdog_pings_only_while_healthy(notify_socket: socket.socket) -> None:
     verdicts = iter([None, None, "capture thread has stopped", "capture thread has stopped", None])
+    asked = 0
 
     def problem() -> str | None:
+        nonlocal asked
+        asked += 1
         return next(verdicts, "done")
 
     async def main() -> None:
         task = asyncio.create_task(run_watchdog(Notifier(), problem, 0.01))
-        await asyncio.sleep(0.2)
+        await until(lambda: asked > 6, 5, "every verdict and two unhealthy ones after them")
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -603,10 +607,7 @@ async def run_daemon(
 
 
 async def wait_for_log(d: DaemonRun, text: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in d.log_text():
-        assert time.monotonic() < deadline, f"{text!r} not logged"
-        await asyncio.sleep(0.05)
+    await until(lambda: text in d.log_text(), timeout, f"{text!r} in the log")
 
 
 def test_lifecycle_ready_status_reload_stop(tmp_path: Path) -> None:
@@ -628,11 +629,11 @@ def test_lifecycle_ready_status_reload_stop(tmp_path: Path) -> None:
                 reloading = await n.expect(lambda m: m.startswith("RELOADING=1"), 10, "RELOADING")
                 assert re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", reloading)
                 await n.expect(lambda m: m == "READY=1", 10, "READY=1 after the reload")
-                for _ in range(50):
-                    updates = [e for e in sim.received if e["type"] == "session.update"]
-                    if len(updates) > 1:
-                        break
-                    await asyncio.sleep(0.1)
+                def updates_() -> list[dict[str, Any]]:
+                    return [e for e in sim.received if e["type"] == "session.update"]
+
+                await until(lambda: len(updates_()) > 1, 5, "the partial session.update")
+                updates = updates_()
                 assert len(updates) == 2, sim.received
                 partial = updates[1]["session"]
                 assert partial["audio"]["output"]["voice"] == "Dennis"

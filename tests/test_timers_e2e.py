@@ -13,13 +13,14 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 from daemon_env import StateLog, running
+from signals import window_norms
+from waiting import until
 
 from appliance.config import Config, parse_config
 from appliance.core.state import State
@@ -51,12 +52,6 @@ def config(url: str, state: Path, **extra: Any) -> Config:
     return parse_config(data)
 
 
-async def until(cond: Callable[[], bool], timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
-
-
 def best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
     """The highest normalised correlation of ``needle`` anywhere in ``haystack``."""
     a, b = haystack.astype(np.float64), needle.astype(np.float64)
@@ -64,7 +59,7 @@ def best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
         return 0.0
     size = 1 << (len(a) + len(b)).bit_length()
     corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
-    energy = np.sqrt(np.convolve(a**2, np.ones(len(b)), "valid"))
+    energy = window_norms(a, len(b))
     return float(np.max(corr[: len(energy)] / (energy * np.linalg.norm(b) + 1e-9)))
 
 
@@ -108,7 +103,7 @@ def test_a_timer_set_by_the_model_rings_offline_stops_at_the_button_and_survives
             daemon = Daemon(cfg, ApiKey(DEMO_KEY, "test"), observers=[log])
             async with running(daemon):
                 # The greeting's reply is the model's set_timer call: the device answers it.
-                await until(lambda: bool(daemon.alarms.timers.pending))
+                await until(lambda: bool(daemon.alarms.timers.pending), 20)
                 saved = json.loads((state / "timers.json").read_text())
                 found["saved"] = [e["label"] for e in saved["pending"]]
                 await sim.close()  # the network goes down before it rings

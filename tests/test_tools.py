@@ -10,13 +10,13 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 from daemon_env import StateLog, running
+from waiting import until, wait_until
 
 from appliance.config import Config, parse_config
 from appliance.core.schema import SchemaError, check_schema, validate
@@ -155,10 +155,7 @@ time.sleep(60)
     assert out == {"error": "timed out after 0.5 s and was stopped"}
     assert time.monotonic() - started < 5
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and _alive(child):
-        time.sleep(0.05)
-    assert not _alive(child), "the tool's child process survived"
+    assert wait_until(lambda: not _alive(child), 3), "the tool's child process survived"
 
 
 def _alive(pid: int) -> bool:
@@ -277,23 +274,18 @@ def test_the_mute_tool_survives_a_restart_without_gpio(
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     script = SimScript(tool_calls=(ToolCall("mute", '{"muted": true}'),))
 
-    async def until(cond: Callable[[], bool], timeout: float = 20) -> None:
-        async with asyncio.timeout(timeout):
-            while not cond():
-                await asyncio.sleep(0.05)
-
     async def main() -> tuple[list[State], list[State], Daemon]:
         async with RealtimeSimulator(api_key=DEMO_KEY, script=script, profile="fast") as sim:
             cfg = persisted_config(sim.url, state, session_policy={"greeting": "Hello"})
             first = StateLog()
             daemon = Daemon(cfg, ApiKey(DEMO_KEY, "test"), observers=[first])
             async with running(daemon):
-                await until(lambda: daemon.session.state is State.MUTED)
+                await until(lambda: daemon.session.state is State.MUTED, 20)
         async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
             second = StateLog()
             daemon = Daemon(persisted_config(sim.url, state), ApiKey(DEMO_KEY, "test"), observers=[second])
             async with running(daemon):
-                await until(lambda: daemon.session.state is State.MUTED)
+                await until(lambda: daemon.session.state is State.MUTED, 20)
                 assert daemon.controls.muted  # the front end was told: nothing captured goes up
         return first.states, second.states, daemon
 

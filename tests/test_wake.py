@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 import soxr
+import waiting
+from signals import window_norms
 
 from appliance.audio.frontend import (
     AudioChunk,
@@ -91,8 +93,7 @@ def best_correlation(a: np.ndarray, b: np.ndarray) -> float:
         a = np.concatenate([a, np.zeros(len(b) - len(a))])
     size = 1 << (len(a) + len(b)).bit_length()
     corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
-    power = np.concatenate([[0.0], np.cumsum(a**2)])
-    energy = np.sqrt(np.maximum(power[len(b) :] - power[: len(power) - len(b)], 0.0))
+    energy = window_norms(a, len(b))
     return float(np.max(np.abs(corr[: len(energy)]) / (energy * np.linalg.norm(b) + 1e-9)))
 
 
@@ -449,12 +450,10 @@ async def _wake_scenario(pulse: PulseEnv) -> dict[str, Any]:
             return [e for e in sim.received if e.get("type") == "input_audio_buffer.append"]
 
         async def until(what: str, ok: Callable[[], bool], timeout: float) -> None:
-            deadline = time.monotonic() + timeout
-            while not ok():
-                if time.monotonic() > deadline:
-                    states = [a.state.value for _, a in actions if isinstance(a, StateChanged)]
-                    raise AssertionError(f"{what} within {timeout} s; states {states}")
-                await asyncio.sleep(0.01)
+            def why() -> str:
+                states = [a.state.value for _, a in actions if isinstance(a, StateChanged)]
+                return f"{what}; states {states}"
+            await waiting.until(ok, timeout, why)
 
         async def play(pcm: np.ndarray) -> None:
             """Into the microphone in real time, with a deep buffer: a feeder that the busy

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
+import waiting
 from daemon_env import APPLIANCE, daemon_env
+from signals import window_norms
 
 from appliance.core.protocol import Incoming, ServerEvent
 from appliance.demo import speech_recording, write_file_devices
@@ -59,7 +60,7 @@ def best_correlation(a: np.ndarray, b: np.ndarray) -> float:
     n = len(a) + len(b)
     size = 1 << (n - 1).bit_length()
     corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)[: len(a)]
-    energy = np.sqrt(np.convolve(a**2, np.ones(len(b)), "valid"))
+    energy = window_norms(a, len(b))
     peak = np.max(np.abs(corr[: len(energy)]) / (energy * np.linalg.norm(b) + 1e-9))
     return float(peak)
 
@@ -68,7 +69,7 @@ async def run_daemon_turn(
     tmp_path: Path, config: str, replied: Callable[[], bool], timeout_s: float = 40.0,
     lead_s: float = 0.0,
 ) -> tuple[bytes, str, int]:
-    """Run the daemon until ``replied()`` and the speaker file stops growing; then SIGTERM.
+    """Run the daemon until ``replied()`` and the reply has played out; then SIGTERM.
     ``lead_s`` of silence come before the speech (a transport that takes longer to connect
     than the recording's own lead-in would otherwise miss the start of the turn: speech
     before the session is up is dropped, by design).
@@ -90,17 +91,17 @@ async def run_daemon_turn(
             stdout=log,
         )
         try:
-            deadline = time.monotonic() + timeout_s
-            done = False
-            while time.monotonic() < deadline and proc.poll() is None:
-                await asyncio.sleep(0.2)
-                if replied() and spk.exists() and spk.stat().st_size > 0:
-                    size = spk.stat().st_size
-                    await asyncio.sleep(1.0)  # let playback finish
-                    if spk.stat().st_size == size:
-                        done = True
-                        break
-            assert done, "the turn did not complete: " + log_path.read_text()[-3000:]
+            def played_out() -> bool:
+                if proc.poll() is not None:
+                    return True  # exited early: the assertion below shows its log
+                text = log_path.read_text(errors="replace")
+                # The session leaves Speaking only once the player has played all of the reply.
+                spoke = text.rfind("state: Speaking")
+                return replied() and spoke >= 0 and "state: Ready" in text[spoke:]
+
+            await waiting.until(played_out, timeout_s, lambda: "the turn: " + log_path.read_text()[-3000:])
+            assert proc.poll() is None, "the daemon exited: " + log_path.read_text()[-3000:]
+            assert spk.exists() and spk.stat().st_size > 0, "nothing played"
         finally:
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(proc.wait, 15)
