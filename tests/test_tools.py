@@ -149,11 +149,13 @@ child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 open({str(pidfile)!r}, "w").write(str(child.pid))
 time.sleep(60)
 """
-    box = toolbox([{"name": "hang", "command": script(tmp_path, "hang.py", hang), "timeout_s": 0.5}])
+    # 2 s: long enough for the program to start its child and write the pid file on a
+    # loaded machine, so the kill always has a grandchild to take down.
+    box = toolbox([{"name": "hang", "command": script(tmp_path, "hang.py", hang), "timeout_s": 2}])
     started = time.monotonic()
     out = call(box, "hang", {})
-    assert out == {"error": "timed out after 0.5 s and was stopped"}
-    assert time.monotonic() - started < 5
+    assert out == {"error": "timed out after 2 s and was stopped"}
+    assert time.monotonic() - started < 6
     child = int(pidfile.read_text())
     assert wait_until(lambda: not _alive(child), 3), "the tool's child process survived"
 
