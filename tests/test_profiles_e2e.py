@@ -54,7 +54,10 @@ def questions(gap_s: float, count: int = 2) -> np.ndarray[Any, np.dtype[np.int16
 @dataclass(frozen=True)
 class Case:
     profile: str
-    gap_s: float = 3.0
+    # The answer (the simulator plays the question's own audio back) must have played out
+    # before the next question starts, or that question is a barge-in: a 3 s gap left too
+    # little on a loaded machine.
+    gap_s: float = 4.5
     session: tuple[tuple[str, Any], ...] = ()
     tools: bool = False
     refusals: int = 0  # error events the service sends: the config's fault, or providerData
