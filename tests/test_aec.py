@@ -11,12 +11,15 @@ delays, and run the real daemon against the simulator hearing its own replies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import socket
 import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,7 +42,7 @@ from appliance.config import GateSettings, ProcessingSettings, parse_config
 from appliance.core.actions import Action, Send, StateChanged, StopPlayback
 from appliance.core.state import State
 from appliance.credentials import ApiKey
-from appliance.daemon import Daemon
+from appliance.daemon import VOICE_BARGE_IN_OFF, Daemon
 from appliance.demo import DEMO_KEY, demo_config, speech_recording
 from appliance.errors import ConfigError
 from realtime_sim.room import (
@@ -331,6 +334,65 @@ def test_reference_never_slides_back_within_a_run() -> None:
     assert abs(int(steps[599:899].sum()) - 300 * period - 48) <= 6, int(steps[599:899].sum())
     assert int(steps[899:904].sum()) - 5 * period >= 300, steps[899:904]  # within 50 ms
     assert min(steps[899:].tolist()) >= period
+
+
+def test_canceller_says_when_the_voice_can_interrupt_replies_and_when_again(
+    agent: np.ndarray,
+) -> None:
+    """Issue 23's fallback, on the capture thread's side: a reply of 4 s whose echo the
+    linear canceller cannot model (what the microphone hears is not the reference: a path
+    it cannot follow) turns voice barge-in off, said once through ``on_voice_barge_in`` as
+    soon as that reply stops (not at the next one); a reply whose echo it cancels turns it
+    back on. A reply it cancels while voice barge-in is on says nothing."""
+    said: list[bool] = []
+    mdf = load_mdf(FRAME, RATE)
+    tap = ReferenceTap(RATE)
+    canceller = EchoCanceller(
+        _FarRecorder(), lambda buf: buf, tap, always=False, clock=lambda: 0.0, mdf=mdf,
+        on_voice_barge_in=said.append,
+    )
+    speech = to_pcm16(set_level(agent[: 20 * RATE], -20.0))
+    other = to_pcm16(set_level(agent[30 * RATE : 34 * RATE], -20.0))  # unrelated speech
+    noise = np.random.default_rng(7).normal(0, 30, 40 * RATE).astype(np.int16)  # -60 dBFS
+    period, delay = FRAME, RATE * 20 // 1000  # the echo: the reference 20 ms later
+    k = 0  # periods captured so far (10 ms each)
+
+    def reply(start: int, echo: bool, seconds: float = 4.0) -> list[bool]:
+        """A reply of ``speech[start:]``; the microphone hears its echo, or other speech."""
+        nonlocal k
+        n = int(seconds * RATE) // period
+        ref = speech[start : start + n * period]
+        heard = np.concatenate([np.zeros(delay, np.int16), ref // 2])[: len(ref)] if echo \
+            else other[: len(ref)] // 2
+        written = 0
+        for j in range(n + 10):  # and 100 ms after it stopped
+            now = (k + j) * period / RATE
+            while written < min(len(ref), (j + 4) * period):  # the player writes 40 ms ahead
+                tap.written(ref[written : written + period], written + period - j * period, now)
+                written += period
+            if j == n:
+                tap.stopped(now)
+            mic = noise[(k + j) * period : (k + j + 1) * period].copy()
+            if j < n:
+                mic += heard[j * period : (j + 1) * period]
+            canceller.process(mic, now + period / RATE)
+        k += n + 10
+        return said.copy()
+
+    def pause() -> None:
+        nonlocal k
+        for _ in range(50):  # half a second of room noise
+            canceller.process(noise[k * period : (k + 1) * period].copy(), (k + 1) * period / RATE)
+            k += 1
+
+    assert reply(0, echo=True) == []  # cancelled: on, as it was
+    pause()
+    assert reply(4 * RATE, echo=False) == [False]  # said when that reply stopped
+    assert not canceller.voice_barge_in
+    pause()
+    assert reply(8 * RATE, echo=True) == [False, True]
+    assert canceller.voice_barge_in
+    mdf.close()
 
 
 def test_a_playback_underrun_is_a_moved_echo_path(agent: np.ndarray) -> None:
@@ -719,6 +781,77 @@ def test_daemon_does_not_interrupt_its_own_replies_through_an_echo_loop(
     after_speaking = [b for a, b in zip(states, states[1:], strict=False) if a is State.SPEAKING]
     assert State.LISTENING not in after_speaking, str(timeline)
     assert states.count(State.SPEAKING) >= 3 and states[-1] is State.READY, str(timeline)
+
+
+def _statuses(sock: socket.socket) -> list[str]:
+    """The STATUS= values sent to the notify socket since the last call."""
+    got: list[str] = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            msg = sock.recv(4096).decode()
+            got += [line[len("STATUS=") :] for line in msg.splitlines() if line.startswith("STATUS=")]
+    return got
+
+
+def test_status_says_when_the_voice_cannot_interrupt_replies(
+    pulse_env: PulseEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23's fallback, through systemd's notify socket: a reply heard through an echo
+    path the linear canceller cannot model (a loop 400 ms long, past its 250 ms filter)
+    turns voice barge-in off; the daemon says so in STATUS= (after the state) as soon as
+    that reply has played, besides the one log line. About 15 s."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    told: list[str] = []
+    timeline = _Timeline()
+    logging.getLogger("appliance.audio.aec").addHandler(timeline)
+
+    async def main() -> None:
+        # Read STATUS= as it comes: an unread datagram socket would block the daemon's notify.
+        asyncio.get_running_loop().add_reader(notify, lambda: told.extend(_statuses(notify)))
+        module = pulse_env.add_loopback(400)
+        try:
+            async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
+                data = demo_config(sim.url)
+                data["audio"] = {
+                    "capture_device": "pmic",
+                    "capture_rate": 16000,
+                    "playback_device": "pspk",
+                    "playback_rate": 48000,
+                    "playback_channels": 2,
+                }
+                data["earcons"] = {"enabled": False}
+                data["gate"] = {"mode": "vad", "detector": "webrtc"}
+                daemon = Daemon(
+                    parse_config(data), ApiKey(DEMO_KEY, "test"), observers=[timeline]
+                )
+                async with running(daemon):
+                    await asyncio.wait_for(timeline.ready.wait(), 20)
+                    await asyncio.sleep(0.5)  # past the VAD's warm-up
+                    ask = to_pcm16(set_level(agent_speech(5.0, 0.15, seed=3), -27.0))
+                    feeder = pulse_env.feed(ask)
+                    await asyncio.to_thread(feeder.wait, len(ask) / RATE + 10)
+                    deadline = time.monotonic() + 20
+                    while time.monotonic() < deadline and not any(
+                        VOICE_BARGE_IN_OFF in status for status in told
+                    ):
+                        await asyncio.sleep(0.1)
+        finally:
+            asyncio.get_running_loop().remove_reader(notify)
+            pulse_env.remove_module(module)
+
+    try:
+        asyncio.run(main())
+    finally:
+        logging.getLogger("appliance.audio.aec").removeHandler(timeline)
+        notify.close()
+    off = [status for status in told if VOICE_BARGE_IN_OFF in status]
+    assert off, f"STATUS= sent: {told}\n{timeline}"
+    assert off[0].endswith(f"; {VOICE_BARGE_IN_OFF}") and off[0] != f"; {VOICE_BARGE_IN_OFF}"
+    assert State.SPEAKING in timeline.states, timeline
+    assert any("cannot tell the user's voice" in line for line in timeline.lines), timeline
 
 
 def test_without_the_canceller_the_daemon_interrupts_itself(pulse_env: PulseEnv) -> None:

@@ -87,8 +87,11 @@ class EchoCanceller:
         always: bool,
         clock: Callable[[], float] = time.monotonic,
         mdf: MdfCanceller | None = None,
+        on_voice_barge_in: Callable[[bool], None] | None = None,
     ) -> None:
         self._apm = apm
+        # Told (on this thread) each time voice_barge_in changes: it must only hand it over.
+        self._on_voice_barge_in = on_voice_barge_in
         self._tap = tap
         self._always = always  # noise suppression or gain control: run on every frame
         self._clock = clock
@@ -305,6 +308,8 @@ class EchoCanceller:
                 " through this microphone (a reply played without it); the voice does not"
                 " interrupt the reply (the talk button does)"
             )
+        if self._on_voice_barge_in is not None:
+            self._on_voice_barge_in(barge_in)
 
     def _db(self, frame: Samples) -> float:
         np.copyto(self._f32, frame)
