@@ -59,9 +59,13 @@ from appliance.transport import open_transport
 from appliance.transport.base import Connection
 from appliance.watchdog import audio_problem, run_watchdog
 
-__all__ = ["AUTH_RETRY_S", "HEALTHY_AFTER_S", "OUTGOING_FRAMES", "Daemon"]
+__all__ = ["AUTH_RETRY_S", "HEALTHY_AFTER_S", "OUTGOING_FRAMES", "VOICE_BARGE_IN_OFF", "Daemon"]
 
 log = logging.getLogger(__name__)
+
+VOICE_BARGE_IN_OFF = "voice barge-in off: echo too strong to tell the voice apart"
+"""STATUS= suffix while the echo canceller cannot tell the user's voice from the echo."""
+
 
 GIL_SWITCH_S = 0.001  # sys.setswitchinterval: how long an audio thread may wait for the GIL
 STOP_TASKS_S = 3.0
@@ -92,7 +96,9 @@ class Daemon:
             on_gate=self._on_gate,
             on_player=self._on_player,
             on_device_error=self._on_device_error,
+            on_voice_barge_in=self._on_voice_barge_in,
         )
+        self._voice_barge_in = True  # the echo canceller's verdict (see _on_voice_barge_in)
         # Mute and volume as the user set them (buttons or voice), kept across restarts.
         self.levels = Levels(
             SavedControls(state_dir(config.gpio.state_dir)),
@@ -133,7 +139,7 @@ class Daemon:
             reconnect=lambda reason, immediate: self.reconnect(reason, immediate=immediate),
             observers=list(observers or []),
         )
-        self._router.status_suffix = self.alarms.status
+        self._router.status_suffix = self._status_suffix
         # What the control socket and Home Assistant see (appliance.home), and the
         # announcements they ask for, spoken at the router's quiet moments.
         self.facts = Facts(transcripts=config.logging.transcripts)
@@ -331,6 +337,19 @@ class Daemon:
         t = self.config.timers
         sound_s = len(self.earcons.sounds.get("alarm", b"")) / 2 / CUE_RATE
         return TimerSettings(t.max_ring_s, max(t.ring_interval_s, sound_s + 1.0))
+
+    def _status_suffix(self) -> str:
+        """After the state in STATUS=: the next timer (``appliance.alarms``), and that the
+        voice cannot interrupt replies while the echo canceller says so."""
+        parts = (self.alarms.status(), "" if self._voice_barge_in else VOICE_BARGE_IN_OFF)
+        return "; ".join(part for part in parts if part)
+
+    def _on_voice_barge_in(self, ok: bool) -> None:
+        """The echo canceller turned voice barge-in off (it cannot tell the user's voice from
+        the speaker's echo: ``EchoCanceller.voice_barge_in``) or back on: STATUS= says so."""
+        if ok != self._voice_barge_in:
+            self._voice_barge_in = ok
+            self._router.show_status()
 
     def _timers_changed(self) -> None:
         """STATUS= again with the next timer due (the router is built after the alarms), and

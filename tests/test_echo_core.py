@@ -69,3 +69,13 @@ def test_voice_barge_in_changes_only_after_a_long_reply() -> None:
     assert echo.voice_barge_in(echo.UNSAFE_FRAMES, False, True) is False  # never proved
     assert echo.voice_barge_in(echo.UNSAFE_FRAMES, True, False) is True  # back again
     assert echo.voice_barge_in(echo.UNSAFE_FRAMES, True, True) is True
+
+
+def test_the_echo_tail_of_an_unproved_path_is_silenced_for_half_a_second() -> None:
+    # The run stopped at 10.0 s on a path the linear canceller never proved itself on.
+    assert echo.in_tail(10.0, 10.0, proved=False)
+    assert echo.in_tail(10.49, 10.0, proved=False)
+    assert not echo.in_tail(10.5, 10.0, proved=False)
+    # On a proved path AEC3 knows the echo and cancels its tail: nothing is held back.
+    assert not echo.in_tail(10.1, 10.0, proved=True)
+    assert not echo.in_tail(10.0, float("-inf"), proved=False)  # no run stopped yet

@@ -86,7 +86,9 @@ class AudioPath:
     ``config`` is read at each (re)build, so a reload that replaced it is followed. The
     handlers run on the loop: ``on_gate`` for the current front end's outputs (an older one's
     are dropped), ``on_player`` for the player's events, ``on_device_error`` for the capture
-    thread's device outages.
+    thread's device outages, ``on_voice_barge_in`` when the current front end's echo canceller
+    turns voice barge-in off (False) or back on (True; also when a new front end replaces
+    one, since its canceller starts afresh).
     """
 
     def __init__(
@@ -96,9 +98,11 @@ class AudioPath:
         on_gate: Callable[[GateOutput], None],
         on_player: Callable[[Any], None],
         on_device_error: Callable[[AudioDeviceError | None], None],
+        on_voice_barge_in: Callable[[bool], None] = lambda ok: None,
     ) -> None:
         self._config = config
         self._on_gate = on_gate
+        self._on_voice_barge_in = on_voice_barge_in
         self._on_player = on_player
         self._on_device_error = on_device_error
         self.capture: CaptureThread | None = None
@@ -172,16 +176,22 @@ class AudioPath:
             if made and made[0] is self.frontend:
                 self._on_gate(out)
 
+        def on_voice_barge_in(ok: bool) -> None:
+            if made and made[0] is self.frontend:
+                self._on_voice_barge_in(ok)
+
         frontend = FrontEnd(
             device_rate=a.capture_rate,
             settings=settings,
             chunk_ms=upstream_chunk_ms(config),
             vad=vad,
             emit=lambda out: handoff.call(on_gate, out),
-            canceller=self._load_canceller(),
+            canceller=self._load_canceller(lambda ok: handoff.call(on_voice_barge_in, ok)),
             wake=self._make_wake(rebuilding=old is not None),
         )
         made.append(frontend)
+        if old is not None:
+            self._on_voice_barge_in(True)  # the new canceller has judged no reply yet
         for msg in self.controls.replay():  # the loop's view of the world carries over
             frontend.post(msg)
         self.frontend = frontend
@@ -207,10 +217,15 @@ class AudioPath:
             log.error("reload: %s; no wake word until it is fixed", exc, extra={"ERROR_CODE": "config"})
             return None
 
-    def _load_canceller(self) -> EchoCanceller | None:
-        """The ``[audio.processing]`` module, or None (off, or not installed: warned once)."""
+    def _load_canceller(self, on_voice_barge_in: Callable[[bool], None]) -> EchoCanceller | None:
+        """The ``[audio.processing]`` module, or None (off, or not installed: warned once).
+        ``on_voice_barge_in`` runs on the capture thread: it hands the change to the loop."""
         try:
-            return load_canceller(self._config().audio.processing, self._reference)
+            return load_canceller(
+                self._config().audio.processing,
+                self._reference,
+                on_voice_barge_in=on_voice_barge_in,
+            )
         except ProcessingUnavailable as exc:
             log.warning("%s; barge-in relies on the echo guard alone", exc)
             return None

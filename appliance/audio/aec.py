@@ -107,12 +107,15 @@ def load_canceller(
     tap: ReferenceTap | None,
     clock: Callable[[], float] = time.monotonic,
     speexdsp: str | None = None,
+    on_voice_barge_in: Callable[[bool], None] | None = None,
 ) -> EchoCanceller | None:
     """The canceller ``settings`` asks for, or None when every feature is off.
 
     Raises ``ProcessingUnavailable`` (one line, naming the missing package) when
     pywebrtc-audio (the ``aec`` extra) is not installed or its native library does not load.
     ``speexdsp`` names the library for the double-talk rule (default: the system's).
+    ``on_voice_barge_in`` is called on the capture thread when the canceller turns voice
+    barge-in off or back on (``EchoCanceller.voice_barge_in``).
     """
     if not settings.enabled:
         return None
@@ -151,4 +154,5 @@ def load_canceller(
         always=settings.always_on,
         clock=clock,
         mdf=mdf,
+        on_voice_barge_in=on_voice_barge_in,
     )

@@ -41,13 +41,19 @@ LEAD_S = 0.005
 # one sample at a time (when the smoothed error passes _SLEW samples), and is
 # re-synchronised past _RESYNC samples. A reference later than the timing says only adds
 # delay, which AEC3's delay estimator absorbs; one earlier than the echo cannot be
-# cancelled. Following the timing back as well (as before) made the delay slide for about
-# a second whenever the capture clock found a tighter bound (PulseAudio: 2-7 ms steps in a
+# cancelled. Following the capture clock back as well (as before) made the delay slide for
+# about a second whenever the clock found a tighter bound (PulseAudio: 2-7 ms steps in a
 # stream's first seconds), and AEC3 then let the echo through: 3 of 12 first replies cut
-# by their own echo through the real loop, none of 20 with this ratchet (README). A
-# reference that has fallen behind the timing by _CATCH_UP samples (smoothed: the timing's
-# jitter stays far below it) jumps to it at once: the echo would otherwise come first (a
-# playback underrun makes everything after it heard later).
+# by their own echo through the real loop, none of 20 with this ratchet (README). When the
+# player's timing itself moves by _CATCH_UP samples either way (smoothed: its jitter stays
+# far below it; the capture clock's tightening is left out), the reference jumps to it at
+# once and the echo path counts as moved (``DoubleTalk.moved``): a reference behind it
+# would put the echo first, and one left ahead after a playback underrun (everything after
+# it is heard later) leaves both cancellers on a path that moved under them, where the
+# linear one takes little off the echo and the double-talk rule took that for the user
+# (a 20 ms underrun: a second of loud echo handed on; test_a_playback_underrun_is_a_moved_
+# echo_path), so a reply could be cut by its own echo on a loaded machine with nothing in
+# the log.
 _SLEW = 4.0
 _CATCH_UP = RATE * 3 // 1000
 _RESYNC = RATE * 30 // 1000
@@ -81,8 +87,11 @@ class EchoCanceller:
         always: bool,
         clock: Callable[[], float] = time.monotonic,
         mdf: MdfCanceller | None = None,
+        on_voice_barge_in: Callable[[bool], None] | None = None,
     ) -> None:
         self._apm = apm
+        # Told (on this thread) each time voice_barge_in changes: it must only hand it over.
+        self._on_voice_barge_in = on_voice_barge_in
         self._tap = tap
         self._always = always  # noise suppression or gain control: run on every frame
         self._clock = clock
@@ -99,9 +108,15 @@ class EchoCanceller:
         self._last_at = 0.0  # when the last frame was captured
         self._track: int | None = None  # reference position of the next frame
         self._track_run = -1
+        self._run_open = False  # a playback run is being heard (not yet judged: _run_ended)
+        self._stopped_at = -math.inf  # when the last run stopped (its echo tail: echo.TAIL_S)
+        self._tail_proved = True  # the double-talk rule cancelled on its path when it did
         self._track_err = 0.0
+        self._track_base = math.inf  # the capture clock's base when the reference last synced
+        self._clock_slack = 0.0  # how much it has tightened since (samples)
         self._run_at = -math.inf  # when the current playback run was first heard
         self.resyncs = 0
+        self.catch_ups = 0  # the reference jumped with the player's timing (see _CATCH_UP)
         self.frames = 0
         self.bypassed = 0
         # Echo coupling: microphone levels (dBFS) of every frame and of frames with the
@@ -125,6 +140,7 @@ class EchoCanceller:
         self._mic: Samples = np.zeros(FRAME, dtype=np.int16)
         self._run_loud = 0  # loud frames of the current playback run
         self._run_proved = False  # the double-talk rule could judge the user in it
+        self._talking = False  # the last frame was handed on as the user's (double talk)
         self.voice_barge_in = True  # False: the last long reply could not be interrupted
 
     @property
@@ -134,6 +150,23 @@ class EchoCanceller:
         (``FrontEnd.wants``); the capture clock keeps its bound from reads that did come
         right after a period, and per-period reads tighten it again once the speaker plays."""
         return echo.idle(self._always, self._last_at, self._last_far)
+
+    def counters(self) -> dict[str, int | bool]:
+        """Its counters and decisions so far, for diagnosis (tests, benchmarks): frames
+        processed, bypassed, with the raw microphone trusted, handed on as silence or as
+        the user's (double talk), reference re-synchronisations and catch-ups."""
+        return {
+            "frames": self.frames,
+            "bypassed": self.bypassed,
+            "trusted_frames": self.trusted_frames,
+            "residual_frames": self.residual_frames,
+            "double_talk_frames": self.double_talk.frames,
+            "resyncs": self.resyncs,
+            "catch_ups": self.catch_ups,
+            "unwritten": 0 if self._tap is None else self._tap.unwritten,
+            "trusted": self.trusted,
+            "voice_barge_in": self.voice_barge_in,
+        }
 
     @property
     def pending(self) -> int:
@@ -210,23 +243,46 @@ class EchoCanceller:
         where = tap.locate(at)
         if where is None:
             self._track = None
+            if self._run_open:  # the run just stopped: judge it now, not at the next one
+                self._run_open = False
+                self._stopped_at, self._tail_proved = at, self.double_talk.cancels
+                if self._mdf is not None:
+                    self._run_ended()
             return tap.read(at, self._far_view)
         target, run = where
         track = self._track
         if track is None or run != self._track_run or abs(target - track) > _RESYNC:
             if track is not None and run == self._track_run:
                 self.resyncs += 1
+                log.debug("echo path: reference re-synchronised by %+d samples at %.3f",
+                          target - track, at)
             if run != self._track_run:
                 self._run_at = at
+                log.debug("echo path: playback run from %d heard at %.3f", run, at)
                 if self._mdf is not None:
-                    self._run_ended()
+                    if self._run_open:
+                        self._run_ended()
                     self._mdf.reset()
+                    self.double_talk.reset()
+                self._run_open = True
             track, self._track_run, self._track_err = target, run, 0.0
+            self._track_base, self._clock_slack = self._capture.base, 0.0
             self.double_talk.moved()
         else:
             self._track_err += 0.05 * ((target - track) - self._track_err)
-            if self._track_err > _CATCH_UP:
+            base = self._capture.base
+            if base < self._track_base:  # the capture clock tightened: see _CATCH_UP
+                self._clock_slack += (self._track_base - base) * RATE
+                self._track_base = base
+            if (
+                self._track_err > _CATCH_UP
+                or self._track_err + self._clock_slack < -_CATCH_UP
+            ):
+                self.catch_ups += 1
+                log.debug("echo path: reference caught up %+d samples at %.3f",
+                          target - track, at)
                 track, self._track_err = target, 0.0
+                self._track_base, self._clock_slack = self._capture.base, 0.0
                 self.double_talk.moved()
             elif self._track_err > _SLEW:  # never back: see _SLEW
                 track, self._track_err = track + 1, self._track_err - 1
@@ -252,6 +308,8 @@ class EchoCanceller:
                 " through this microphone (a reply played without it); the voice does not"
                 " interrupt the reply (the talk button does)"
             )
+        if self._on_voice_barge_in is not None:
+            self._on_voice_barge_in(barge_in)
 
     def _db(self, frame: Samples) -> float:
         np.copyto(self._f32, frame)
@@ -322,6 +380,12 @@ class EchoCanceller:
             mdf = self._mdf.process(self._mic, self._far_view)
         elif self._mdf is not None:
             self.double_talk.silent()
+            if echo.in_tail(at, self._stopped_at, self._tail_proved):
+                # The echo of a path neither canceller knows outlasts the reference.
+                self._apm.process_stream(self._near_frame)
+                self._near_view[:] = 0
+                self.residual_frames += 1
+                return
         self._apm.process_stream(self._near_frame)
         mdf_db = 0.0 if mdf is None else self._db(mdf)
         if mdf is not None and loud:
@@ -329,8 +393,14 @@ class EchoCanceller:
             self._run_proved = self._run_proved or self.double_talk.cancels
         if mdf is not None and self.double_talk(mic_db, mdf_db, loud, self._floor):
             # The user talks over the reply: AEC3 would hand on silence (see nearend.py).
+            if not self._talking:
+                self._talking = True
+                log.debug("double talk from %.3f: microphone %.0f dB, linear canceller %.0f dB",
+                          at, mic_db, mdf_db)
             self._near_view[:] = mdf
-        elif sounding and (
+            return
+        self._talking = False
+        if sounding and (
             echo.converging(self._n_loud)
             or (mdf is not None and not self.double_talk.cancels)
             or echo.residual(self._db(self._near_view), mic_db)

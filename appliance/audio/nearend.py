@@ -213,6 +213,18 @@ class DoubleTalk:
         frame is the user's until the MDF has proved itself again, and any hold ends."""
         self._proved, self._proved_n, self._hold = 0.0, 0, 0
 
+    def reset(self) -> None:
+        """The MDF was reset (a new playback run): what it took off the echo before says
+        nothing about its new filter, so it must converge again (``converged``) before a
+        frame can be judged the user's. Through the real loop under load a fresh MDF
+        "proved" itself 1.4 s into a reply, the old median said converged, and a frame it
+        took 6 dB off (still converging) was judged the user's: the reply was cut."""
+        self._reduction[:] = np.nan
+        self._n = 0
+        self._typical = 0.0
+        self.converged = False
+        self.moved()
+
     def silent(self) -> None:
         """The speaker is silent this frame: no decision, and any hold ends."""
         self._hold = 0

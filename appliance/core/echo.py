@@ -79,6 +79,14 @@ SETTLE_FRAMES = 300
 # return, once), so a microphone that hears its speaker too loud or too distorted to
 # cancel says so instead of cutting its replies.
 UNSAFE_FRAMES = 300
+# The echo outlasts the reference: after a playback run stops, the room (and the sound
+# server's own buffers, which ALSA's delay does not count) still carries it. Where the
+# linear canceller had proved itself on the path, AEC3 knows the path and cancels that
+# tail; where it had not, AEC3 cannot either, and the tail went on unprocessed as soon as
+# the reference fell silent: through the real loop under load (its latency grown to about
+# 350 ms) a reply's last syllable came back as a turn of its own. So for TAIL_S after such
+# a run, nothing is handed on (the user's first words then, if any, are lost with it).
+TAIL_S = 0.5
 
 
 def idle(always: bool, last_at: float, last_far: float) -> bool:
@@ -118,6 +126,13 @@ def trusted(echo_db: float, floor: float) -> bool:
     of its floor; the raw microphone then goes to the VAD. The user talking only raises
     that level, so a mistake is the safe one (the canceller stays in charge)."""
     return echo_db <= floor + TRUST_DB
+
+
+def in_tail(at: float, stopped_at: float, proved: bool) -> bool:
+    """Whether a frame captured at ``at``, with the speaker silent, is still within the echo
+    tail of a playback run that stopped at ``stopped_at`` on a path where the linear
+    canceller had not ``proved`` itself: handed on as silence (``TAIL_S``)."""
+    return not proved and at - stopped_at < TAIL_S
 
 
 def converging(n_loud: int) -> bool:
