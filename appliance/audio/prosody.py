@@ -1,11 +1,16 @@
-"""Prosodic end-of-turn hint: a turn's audio in, P(phrase complete) out, from its last pitch.
+"""Prosodic end-of-turn hint: a turn's audio in, P(phrase complete) out, from where its pitch ends.
 
-A phrase that ends a request usually ends on a falling pitch; one that stops half-way ("set a
-timer for ...") ends level or rising (continuation intonation). This reads the pitch (F0,
-autocorrelation, 60-400 Hz) of the last voiced stretch before the pause and maps its slope in
-semitones per second to a probability: falling -> complete. It is DSP, not a model: a few
-milliseconds of numpy per pause, nothing per frame. It knows no words, so it is a cue the
-endpoint core weighs, not a verdict.
+A request usually ends low: its last syllable falls to the bottom of the speaker's pitch range
+(final lowering). A phrase that stops half-way ("set a timer for ...") ends level or high
+(continuation intonation), and so does a yes/no question, which then only waits longer. This
+tracks the pitch (F0, autocorrelation, 60-400 Hz, in the 70-1000 Hz band) over the turn's
+last ``LOOKBACK_S`` and maps where the final pitch lies in that stretch's own range (in
+semitones, so any voice) to a probability: at or below its 10th percentile -> complete. On
+``bench.turns``' espeak-ng corpus this separates complete requests from paused ones much
+better than the final slope did (at the pauses: 91 % vs 64 % of complete ones recognised with
+10 % of the paused ones taken for complete, cross-checked by phrase). It is DSP, not a model:
+a few milliseconds of numpy per pause, nothing per frame. It knows no words, so it is a cue
+the endpoint core weighs, not a verdict.
 
 Imports numpy only.
 """

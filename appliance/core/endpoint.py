@@ -41,7 +41,6 @@ import enum
 from collections import deque
 from dataclasses import dataclass
 
-
 RISE_GAP_MS = 100.0
 """Quiet that ends a stretch of sound (``EndpointSettings.rise_max_ms``): longer than a
 stop consonant's closure, shorter than a pause between words."""
