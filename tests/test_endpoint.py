@@ -239,3 +239,25 @@ def test_the_start_is_dated_back_to_where_the_sound_rose() -> None:
     ep = Endpointer(replace(BASE, onset_ms=40, onset_window_ms=100, rise_max_ms=500))
     feed_levels(ep, ROOM + [(0.0, -30.0)] * 60 + SPEECH * 4)
     assert ep.onset_lag_ms == 500
+
+
+@pytest.mark.parametrize("gap", [True, False])
+def test_after_a_gap_the_next_request_opens_a_turn_though_the_vad_kept_its_state(
+    gap: bool,
+) -> None:
+    s = replace(BASE, onset_ms=40, onset_window_ms=100, min_voiced_ms=100, complete_ms=200)
+    ep = Endpointer(s)
+    # A turn ends on the levels while pymicro-vad's probability still lingers; then the
+    # speaker plays (the gate has the frames) and the model is not run: it comes back, on
+    # the silence before the next request and on the request, still saying 0.99.
+    got = feed_levels(ep, ROOM + SPEECH * 60 + [(0.99, -50.0)] * 12)
+    assert [d for _, d in got] == [Decision.START, Decision.HINT]
+    assert ep.hint(0.9) is None
+    assert [d for _, d in feed_levels(ep, [(0.99, -50.0)] * 10)] == [Decision.STOP]
+    if gap:
+        ep.gap()
+    got = feed_levels(ep, [(0.99, -50.0)] * 30 + [(0.99, -30.0)] * 100 + [(0.0, -50.0)] * 50)
+    if gap:  # the silence opens nothing, the request opens its turn on its first frames
+        assert got[0] == (30 + 3, Decision.START)
+    else:  # the VAD never let go: the request is lost
+        assert got == []

@@ -138,6 +138,7 @@ class Endpointer:
         self._hint_asked = False
         self._complete: bool | None = None
         self._armed = True
+        self._stale = False
         self._loud_ms = 0.0
         self._quiet_seen = False
         self._held_ms = 0.0
@@ -164,6 +165,9 @@ class Endpointer:
             # within the margin of the floor, and the VAD alone keeps noise out. After a turn
             # the VAD must let go first (its probability lingers past the end levels saw).
             voiced = probability >= self._onset_threshold
+            if self._stale:
+                self._stale = voiced
+                voiced = voiced and not quiet
             self._armed = self._armed or not voiced
             if level_db is not None:
                 self._rise(frame_ms, quiet)
@@ -253,6 +257,18 @@ class Endpointer:
             return None
         self._complete = complete >= self.settings.hint_threshold
         return self._pause()
+
+    def gap(self) -> None:
+        """The frames stop coming here for a while (the echo guard's gate has them while the
+        speaker plays). A VAD not run across the gap comes back with the state it was left
+        in: pymicro-vad, stopped while its probability lingered after a turn, goes on saying
+        "speech" over the silence after it, and the next request would open no turn (the
+        VAD never let go in between). So after a gap the next turn is armed, and until the
+        VAD's probability has dropped once, a frame is voiced only if its level says so too."""
+        self._armed = True
+        self._stale = True
+        self._window.clear()
+        self._window_ms = self._window_voiced_ms = 0.0
 
     def reset(self) -> None:
         """Forget any turn in progress (mute, reconnect, push-to-talk took over)."""
