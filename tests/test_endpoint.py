@@ -241,9 +241,9 @@ def test_the_start_is_dated_back_to_where_the_sound_rose() -> None:
     assert ep.onset_lag_ms == 500
 
 
-@pytest.mark.parametrize("gap", [True, False])
+@pytest.mark.parametrize("gap", ["gap", "reset", ""])
 def test_after_a_gap_the_next_request_opens_a_turn_though_the_vad_kept_its_state(
-    gap: bool,
+    gap: str,
 ) -> None:
     s = replace(BASE, onset_ms=40, onset_window_ms=100, min_voiced_ms=100, complete_ms=200)
     ep = Endpointer(s)
@@ -254,8 +254,8 @@ def test_after_a_gap_the_next_request_opens_a_turn_though_the_vad_kept_its_state
     assert [d for _, d in got] == [Decision.START, Decision.HINT]
     assert ep.hint(0.9) is None
     assert [d for _, d in feed_levels(ep, [(0.99, -50.0)] * 10)] == [Decision.STOP]
-    if gap:
-        ep.gap()
+    if gap:  # the speaker plays (``gap``), or mute or a wake window (``reset``)
+        getattr(ep, gap)()
     got = feed_levels(ep, [(0.99, -50.0)] * 30 + [(0.99, -30.0)] * 100 + [(0.0, -50.0)] * 50)
     if gap:  # the silence opens nothing, the request opens its turn on its first frames
         assert got[0] == (30 + 3, Decision.START)

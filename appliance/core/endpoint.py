@@ -271,7 +271,9 @@ class Endpointer:
         self._window_ms = self._window_voiced_ms = 0.0
 
     def reset(self) -> None:
-        """Forget any turn in progress (mute, reconnect, push-to-talk took over)."""
+        """Forget any turn in progress (mute, reconnect, push-to-talk took over, a wake
+        window opened). The VAD was not run meanwhile, as across a ``gap``."""
+        self._armed = self._stale = True
         self.phase = Phase.IDLE
         self._window.clear()
         self._window_ms = self._window_voiced_ms = 0.0
@@ -326,5 +328,5 @@ class Endpointer:
         decision = Decision.STOP if self.voiced_ms >= self.settings.min_voiced_ms else Decision.DISCARD
         self.ended_silence_ms = self.silence_ms
         self.reset()
-        self._armed = False
+        self._armed = self._stale = False  # no new turn until the VAD has let go of this one
         return decision
