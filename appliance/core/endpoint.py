@@ -193,23 +193,25 @@ class Endpointer:
             self.voiced_ms += frame_ms
         else:
             self.silence_ms += frame_ms
-            if level_db is None or s.resume_ms <= 0:
-                pass
-            elif quiet:
-                self._quiet_seen = True
-                self._loud_ms = 0.0
-            elif self._quiet_seen:
-                # Sound after a quiet stretch: speech coming back before the VAD says so. It
-                # holds the pause open, and resumes the speech if it lasts.
-                self._loud_ms += frame_ms
-                if self._loud_ms >= s.resume_ms:
-                    self._resume()
-                    self._held_ms = frame_ms
+            if level_db is not None and s.resume_ms > 0:
+                self._sound_in_pause(frame_ms, quiet)
         if self.turn_ms >= s.max_turn_ms:
             return self._end()
         if self.phase is Phase.PAUSE and self._loud_ms == 0.0:
             return self._pause()
         return None
+
+    def _sound_in_pause(self, frame_ms: float, quiet: bool) -> None:
+        """Sound after a quiet stretch of a pause is speech coming back before the VAD says
+        so: it holds the pause open, and resumes the speech once it lasts ``resume_ms``."""
+        if quiet:
+            self._quiet_seen = True
+            self._loud_ms = 0.0
+        elif self._quiet_seen:
+            self._loud_ms += frame_ms
+            if self._loud_ms >= self.settings.resume_ms:
+                self._resume()
+                self._held_ms = frame_ms
 
     def _rise(self, frame_ms: float, quiet: bool) -> None:
         """Follow the current stretch of sound above the floor (IDLE): it ends at
