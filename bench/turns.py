@@ -15,6 +15,10 @@ Figures per detector:
 - end of turn: end of the last word -> STOP, median / p95, over the requests that were one turn;
 - false cut-offs: requests whose turn ended (STOP or DISCARD) before their last word (for the
   paused half: in the 600-800 ms pause);
+- the end-of-turn hint's confusion: at the pause after the last word, complete requests it
+  called incomplete (they wait ``end_incomplete_ms``); at the pause of a paused request,
+  ones it called complete (they end after ``end_complete_ms``, cut off unless the speech
+  resumes first);
 - missed: requests that opened no turn (or whose only turns were discarded);
 - onset: first syllable -> START (with the gate's 300 ms pre-roll a START up to 300 ms late
   still sends the first syllable; ``syllable lost`` counts those later than that, and than a
@@ -43,8 +47,10 @@ from appliance.core.gate import Edge, VadGate
 from bench.turn_corpus import RATE, Clip, Samples, load
 
 PREROLL_MS = GateSettings().preroll_ms
-# (kind, sample position) of each START / STOP / DISCARD.
+# (kind, sample position) of each START / STOP / DISCARD, and of each end-of-turn hint's
+# answer ("complete" / "incomplete").
 Events = list[tuple[str, int]]
+HINTS = ("complete", "incomplete")
 Detector = Callable[[Samples, Clip], Iterator[tuple[str, int]]]
 
 
@@ -66,6 +72,10 @@ class Result:
     audio_s: float = 0.0
     model_calls: int = 0
     model_cpu_s: float = 0.0
+    hinted_end: int = 0
+    end_called_incomplete: int = 0
+    hinted_pause: int = 0
+    pause_called_complete: int = 0
 
 
 def baseline(pcm: Samples, _clip: Clip) -> Iterator[tuple[str, int]]:
@@ -136,13 +146,17 @@ def micro_endpoint(
             if decision is Decision.START:
                 turn_from = now - int(ep.onset_lag_ms * RATE / 1000)
                 due = None
-            elif decision is Decision.HINT and model is not None:
+                # Dated as the product's pre-roll is: from the turn's start less a frame.
+                yield "start", turn_from + n
+                continue
+            if decision is Decision.HINT and model is not None:
                 t0 = time.process_time()
                 answer = model(pcm[max(0, turn_from - RATE * PREROLL_MS // 1000) : now])
                 cost = time.process_time() - t0
                 run.calls += 1  # type: ignore[attr-defined]
                 run.cost += cost  # type: ignore[attr-defined]
                 due = (now + int(cost * factor * RATE), answer)
+                yield HINTS[answer < settings.hint_threshold], now
                 continue
             if decision is not None and decision is not Decision.HINT:
                 yield decision.value, now
@@ -157,13 +171,21 @@ def product(detector: str) -> Detector:
 
     def run(pcm: Samples, _clip: Clip) -> Iterator[tuple[str, int]]:
         out: list[GateOutput] = []
+        hints: list[float] = []
         gate = GateSettings(detector=detector)
+        settings = listen_settings(gate)
+
+        def hint(recent: Samples) -> float:
+            hints.append(prosody.complete(recent))
+            return hints[-1]
+
         fe = FrontEnd(
             device_rate=RATE,
-            settings=listen_settings(gate),
+            settings=settings,
             chunk_ms=40,
             vad=WebRtcVad(gate.vad_aggressiveness, gate.vad_frame_ms) if detector == "webrtc" else None,
             emit=out.append,
+            hint=hint,
         )
         step = RATE // 100
         pos = 0
@@ -171,6 +193,9 @@ def product(detector: str) -> Detector:
             n = max(fe.wants(), step)
             fe.process(pcm[pos : pos + n])
             pos += n
+            for answer in hints:
+                yield HINTS[answer < settings.endpoint.hint_threshold], pos
+            hints.clear()
             for o in out:
                 if isinstance(o, SpeechStarted):
                     # The frame that opened the turn: the pre-roll counts back from it.
@@ -199,6 +224,8 @@ def score(name: str, detector: Detector,
         first, last = clip.speech[0][0], clip.complete_at
         paused = len(clip.speech) > 1
         r.paused += paused
+        _hints(r, clip, [(k, p) for k, p in events if k in HINTS])
+        events = [(k, p) for k, p in events if k not in HINTS]
         starts = [p for k, p in events if k == "start"]
         ends = [(k, p) for k, p in events if k != "start" and p > first]
         if not starts or not any(k == "stop" for k, _ in ends):
@@ -220,6 +247,21 @@ def score(name: str, detector: Detector,
     return r
 
 
+def _hints(r: Result, clip: Clip, hints: Events) -> None:
+    """The hint's verdict at the pause after the last word and, for a paused request, at its
+    pause (asked from up to 200 ms before the word's end: the level can call its tail quiet)."""
+    end = next((k for k, p in hints if p > clip.complete_at), None)
+    if end is not None:
+        r.hinted_end += 1
+        r.end_called_incomplete += end == "incomplete"
+    if len(clip.speech) > 1:
+        lo, hi = clip.speech[0][1] - RATE // 5, clip.speech[1][0]
+        pause = next((k for k, p in hints if lo <= p <= hi), None)
+        if pause is not None:
+            r.hinted_pause += 1
+            r.pause_called_complete += pause == "complete"
+
+
 def _q(xs: list[float], q: float) -> str:
     return f"{np.percentile(xs, q):.0f}" if xs else "-"
 
@@ -232,6 +274,10 @@ def report(results: list[Result], factor: float) -> None:
          lambda r: f"{r.cutoffs}/{r.requests}"),
         ("paused requests kept one turn", ">= 90 %",
          lambda r: f"{100 * (r.paused - r.cutoffs_paused) / max(1, r.paused):.0f} %"),
+        ("hint: complete called incomplete", "",
+         lambda r: f"{r.end_called_incomplete}/{r.hinted_end}" if r.hinted_end else "-"),
+        ("hint: paused called complete", "",
+         lambda r: f"{r.pause_called_complete}/{r.hinted_pause}" if r.hinted_pause else "-"),
         ("missed requests (discarded)", "0",
          lambda r: f"{r.missed} ({r.discarded_requests})"),
         ("onset median / p95, ms", f"<= {PREROLL_MS}",

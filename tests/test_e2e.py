@@ -47,8 +47,9 @@ def test_one_voice_turn_end_to_end(tmp_path: Path) -> None:
     pcm, rate = speech_recording()
     start_ms, end_ms = speech_span_ms(pcm, rate)
     sent_ms = len(sent24) / 24
-    # Silence is not sent: speech + pre-roll (300) + hang-over (700) + onset/offset slack.
-    assert sent_ms <= (end_ms - start_ms) + 300 + 700 + 250, (sent_ms, start_ms, end_ms)
+    # Silence is not sent: speech + pre-roll (300, from where the sound rose) + the end of
+    # turn (end_incomplete_ms, 1000, at most) + onset/offset slack.
+    assert sent_ms <= (end_ms - start_ms) + 300 + 1000 + 250, (sent_ms, start_ms, end_ms)
     assert sent_ms < len(pcm) / 2 / rate * 1000 - 1000
     # What was sent is the recorded speech, at 24 kHz, with its onset.
     speech24 = soxr.resample(np.frombuffer(pcm, dtype=np.int16), rate, 24000)

@@ -181,3 +181,83 @@ def test_defaults_take_pymicro_vads_noise_and_open_on_40_ms_at_0_3() -> None:
     # pymicro-vad gives room noise at most ~0.12 (bench.turn_corpus, 13 minutes of it).
     assert feed(ep, [0.12, 0.05, 0.2] * 1000) == []
     assert feed(ep, [0.35] * 4) == [(3, Decision.START)]
+
+
+def feed_levels(ep: Endpointer, frames: list[tuple[float, float]]) -> list[tuple[int, Decision]]:
+    """(probability, level dB) frames; each decision with its frame's index."""
+    out = []
+    for i, (p, level) in enumerate(frames):
+        d = ep.process(FRAME, p, level)
+        if d is not None:
+            out.append((i, d))
+    return out
+
+
+ROOM = [(0.0, -50.0)] * 200  # 2 s of a room at -50 dB: the floor
+SPEECH = [(0.9, -30.0)]
+
+
+@pytest.mark.parametrize("resume_ms", [40, 0])
+def test_sound_after_a_quiet_pause_resumes_the_turn_before_the_vad_does(resume_ms: int) -> None:
+    s = replace(BASE, min_voiced_ms=100, incomplete_ms=700, resume_ms=resume_ms)
+    ep = Endpointer(s)
+    # "set a timer for" / 600 ms / "twelve minutes", whose first 300 ms the VAD misses
+    # (pymicro-vad in fan noise), then the room.
+    frames = ROOM + SPEECH * 60 + [(0.0, -50.0)] * 60 + [(0.0, -30.0)] * 30 + SPEECH * 40
+    got = feed_levels(ep, frames + [(0.0, -50.0)] * 100)
+    ends = [(i, d) for i, d in got if d in (Decision.STOP, Decision.DISCARD)]
+    if resume_ms:  # one turn, ended after the second phrase
+        assert [d for _, d in got].count(Decision.START) == 1
+        assert ends == [(len(frames) + 69, Decision.STOP)]  # no hint answered: 700 ms
+    else:  # the VAD alone: 600 ms of pause + 100 ms of its miss reach 700 ms
+        assert ends[0] == (200 + 60 + 69, Decision.STOP)
+
+
+def test_speech_resumed_by_level_alone_cannot_hold_a_turn_open() -> None:
+    s = replace(BASE, min_voiced_ms=100, complete_ms=200, incomplete_ms=500, resume_max_ms=400)
+    ep = Endpointer(s)
+    # After the speech, a noise 20 dB over the floor comes on and stays (the VAD says 0).
+    got = feed_levels(ep, ROOM + SPEECH * 60 + [(0.0, -50.0)] * 10 + [(0.0, -30.0)] * 1000)
+    stop = [i for i, d in got if d is Decision.STOP]
+    # The noise resumes the speech after 40 ms (frame 273) and holds it 400 ms (to 312); the
+    # pause from 313 then ends after 500 ms (no hint answered), the noise notwithstanding.
+    assert stop == [313 + 49]
+
+
+def test_the_start_is_dated_back_to_where_the_sound_rose() -> None:
+    ep = Endpointer(replace(BASE, onset_ms=40, onset_window_ms=100))
+    # The first syllable: 150 ms of sound the VAD calls silence, a 50 ms stop closure, then
+    # 40 ms it calls speech. The closure does not restart the sound; 200 ms of quiet would.
+    lead = [(0.0, -30.0)] * 15 + [(0.0, -50.0)] * 5 + SPEECH * 4
+    assert feed_levels(ep, ROOM + lead) == [(len(ROOM) + len(lead) - 1, Decision.START)]
+    assert ep.onset_lag_ms == 240
+    ep = Endpointer(replace(BASE, onset_ms=40, onset_window_ms=100))
+    lead = [(0.0, -30.0)] * 15 + [(0.0, -50.0)] * 20 + SPEECH * 4
+    feed_levels(ep, ROOM + lead)
+    assert ep.onset_lag_ms == 40
+    # At most rise_max_ms back, however long the sound before.
+    ep = Endpointer(replace(BASE, onset_ms=40, onset_window_ms=100, rise_max_ms=500))
+    feed_levels(ep, ROOM + [(0.0, -30.0)] * 60 + SPEECH * 4)
+    assert ep.onset_lag_ms == 500
+
+
+@pytest.mark.parametrize("gap", ["gap", "reset", ""])
+def test_after_a_gap_the_next_request_opens_a_turn_though_the_vad_kept_its_state(
+    gap: str,
+) -> None:
+    s = replace(BASE, onset_ms=40, onset_window_ms=100, min_voiced_ms=100, complete_ms=200)
+    ep = Endpointer(s)
+    # A turn ends on the levels while pymicro-vad's probability still lingers; then the
+    # speaker plays (the gate has the frames) and the model is not run: it comes back, on
+    # the silence before the next request and on the request, still saying 0.99.
+    got = feed_levels(ep, ROOM + SPEECH * 60 + [(0.99, -50.0)] * 12)
+    assert [d for _, d in got] == [Decision.START, Decision.HINT]
+    assert ep.hint(0.9) is None
+    assert [d for _, d in feed_levels(ep, [(0.99, -50.0)] * 10)] == [Decision.STOP]
+    if gap:  # the speaker plays (``gap``), or mute or a wake window (``reset``)
+        getattr(ep, gap)()
+    got = feed_levels(ep, [(0.99, -50.0)] * 30 + [(0.99, -30.0)] * 100 + [(0.0, -50.0)] * 50)
+    if gap:  # the silence opens nothing, the request opens its turn on its first frames
+        assert got[0] == (30 + 3, Decision.START)
+    else:  # the VAD never let go: the request is lost
+        assert got == []

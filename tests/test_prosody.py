@@ -1,4 +1,5 @@
-"""The prosodic end-of-turn hint on generated voiced sound: falling pitch reads complete."""
+"""The prosodic end-of-turn hint on generated voiced sound: a phrase that ends at the bottom
+of its pitch range reads complete, one that ends high (rising) incomplete."""
 
 from __future__ import annotations
 
@@ -29,15 +30,26 @@ def test_pitch_track_follows_a_steady_tone() -> None:
 
 
 def test_falling_pitch_reads_complete_and_rising_incomplete() -> None:
-    falling = prosody.final_slope(glide(220, 120))
-    rising = prosody.final_slope(glide(140, 190))
-    assert falling is not None and falling < -5
-    assert rising is not None and rising > 5
+    falling = prosody.final_position(glide(220, 120))
+    rising = prosody.final_position(glide(140, 190))
+    assert falling is not None and falling < 0.0
+    assert rising is not None and rising > 0.9
     assert prosody.complete(glide(220, 120)) > 0.7
     assert prosody.complete(glide(140, 190)) < 0.3
 
 
+def test_the_end_is_judged_against_the_speakers_range_not_a_fixed_pitch() -> None:
+    # A phrase that rose and came back down to where it began ends at the bottom of its
+    # range; one that dipped and rose again ends at the top, both at 150 Hz.
+    down = np.concatenate([glide(150, 210, 0.5)[: RATE // 2], glide(210, 150)])
+    up = np.concatenate([glide(150, 100, 0.5)[: RATE // 2], glide(100, 150)])
+    assert prosody.complete(down) > 0.7
+    assert prosody.complete(up) < 0.3
+
+
 def test_noise_has_no_pitch_and_gives_even_odds() -> None:
-    pcm = noise("pink", -40.0, RATE, seed=5).astype(np.int16)
-    assert prosody.final_slope(pcm) is None
-    assert prosody.complete(pcm) == 0.5
+    # Brown noise's low rumble reads as a pitch without the band (``prosody.BAND_HZ``).
+    for kind in ("pink", "brown", "hum", "fan"):
+        pcm = noise(kind, -40.0, RATE, seed=5).astype(np.int16)
+        assert prosody.final_position(pcm) is None, kind
+        assert prosody.complete(pcm) == 0.5

@@ -1,11 +1,16 @@
-"""Prosodic end-of-turn hint: a turn's audio in, P(phrase complete) out, from its last pitch.
+"""Prosodic end-of-turn hint: a turn's audio in, P(phrase complete) out, from where its pitch ends.
 
-A phrase that ends a request usually ends on a falling pitch; one that stops half-way ("set a
-timer for ...") ends level or rising (continuation intonation). This reads the pitch (F0,
-autocorrelation, 60-400 Hz) of the last voiced stretch before the pause and maps its slope in
-semitones per second to a probability: falling -> complete. It is DSP, not a model: a few
-milliseconds of numpy per pause, nothing per frame. It knows no words, so it is a cue the
-endpoint core weighs, not a verdict.
+A request usually ends low: its last syllable falls to the bottom of the speaker's pitch range
+(final lowering). A phrase that stops half-way ("set a timer for ...") ends level or high
+(continuation intonation), and so does a yes/no question, which then only waits longer. This
+tracks the pitch (F0, autocorrelation, 60-400 Hz, in the 70-1000 Hz band) over the turn's
+last ``LOOKBACK_S`` and maps where the final pitch lies in that stretch's own range (in
+semitones, so any voice) to a probability: at or below its 10th percentile -> complete. On
+``bench.turns``' espeak-ng corpus this separates complete requests from paused ones much
+better than the final slope did (at the pauses: 91 % vs 64 % of complete ones recognised with
+10 % of the paused ones taken for complete, cross-checked by phrase). It is DSP, not a model:
+a few milliseconds of numpy per pause, nothing per frame. It knows no words, so it is a cue
+the endpoint core weighs, not a verdict.
 
 Imports numpy only.
 """
@@ -20,15 +25,36 @@ import numpy.typing as npt
 RATE = 16000
 _FRAME, _HOP = 640, 160  # 40 ms windows every 10 ms
 _LAG_MIN, _LAG_MAX = RATE // 400, RATE // 60
+BAND_HZ = (70.0, 1000.0)
+"""The band the pitch is tracked in (see ``band``)."""
 LOOKBACK_S = 1.5
-"""How much of the turn's end is searched for its last voiced stretch."""
+"""How much of the turn's end the speaker's range and the final pitch are read from."""
+MIN_VOICED = 4
+"""Voiced 10 ms frames needed for a verdict."""
+OUTLIER_ST = 7.0
+"""Pitch further than this (semitones) from the median is taken for a tracking error."""
+BIAS = 0.07
+"""The final position (``final_position``) taken as even odds: about the 10th percentile of
+the speaker's range."""
+_END_FRAMES = 3  # the final pitch: the last 30 ms voiced
+
+
+def band(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``x`` with only ``BAND_HZ`` left: the pitch and its first harmonics. Below it are mains
+    hum, brown noise and fans, which are periodic or nearly so and would be tracked as pitch;
+    above it is hiss that flattens the autocorrelation's peak."""
+    spec = np.fft.rfft(x)
+    f = np.fft.rfftfreq(len(x), 1 / RATE)
+    spec[(f < BAND_HZ[0]) | (f > BAND_HZ[1])] = 0.0
+    out: npt.NDArray[np.float64] = np.fft.irfft(spec, len(x))
+    return out
 
 
 def pitch_track(pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
     """F0 in Hz per 10 ms frame of ``pcm`` (0 where unvoiced)."""
-    x = pcm.astype(np.float64)
-    if len(x) < _FRAME:
+    if len(pcm) < _FRAME:
         return np.zeros(0)
+    x = band(pcm.astype(np.float64))
     frames = np.lib.stride_tricks.sliding_window_view(x, _FRAME)[::_HOP]
     frames = frames - frames.mean(axis=1, keepdims=True)
     energy = np.sum(frames * frames, axis=1)
@@ -41,27 +67,32 @@ def pitch_track(pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
     return np.where((peak > 0.45) & loud, RATE / lags, 0.0)
 
 
-def final_slope(pcm: npt.NDArray[np.int16], tail_ms: int = 400) -> float | None:
-    """Pitch slope (semitones/s) of the voiced frames in the last ``tail_ms`` before the
-    last voiced frame, or None with fewer than 4 of them."""
+def final_position(pcm: npt.NDArray[np.int16]) -> float | None:
+    """Where the pitch ends within the speaker's own range over the last ``LOOKBACK_S``:
+    0 at its 10th percentile, 1 at its 90th, below 0 under it (in semitones, so a voice's
+    register does not matter). None with fewer than ``MIN_VOICED`` voiced frames.
+
+    Frames further than ``OUTLIER_ST`` from the median pitch are dropped: they are the
+    tracker's octave errors and fricatives taken for a high pitch, which would otherwise
+    be the "last" pitch."""
     f0 = pitch_track(pcm[-int(LOOKBACK_S * RATE) :])
-    voiced = np.flatnonzero(f0 > 0)
-    if len(voiced) < 4:
+    f0 = f0[f0 > 0]
+    if len(f0) < MIN_VOICED:
         return None
-    idx = voiced[voiced > voiced[-1] - tail_ms // 10]
-    if len(idx) < 4:
+    semis = 12 * np.log2(f0)
+    semis = semis[np.abs(semis - np.median(semis)) < OUTLIER_ST]
+    if len(semis) < MIN_VOICED:
         return None
-    semis = 12 * np.log2(f0[idx])
-    # Fold octave errors (the tracker's usual mistake) back next to the median.
-    med = float(np.median(semis))
-    semis = semis - 12 * np.round((semis - med) / 12)
-    return float(np.polyfit(idx * (_HOP / RATE), semis, 1)[0])
+    low, high = np.percentile(semis, [10, 90])
+    end = float(np.mean(semis[-_END_FRAMES:]))
+    return (end - float(low)) / max(float(high - low), 1.0)
 
 
-def complete(pcm: npt.NDArray[np.int16], scale: float = 8.0, bias: float = -8.0) -> float:
-    """P(the phrase is complete): the logistic of a falling slope. ``bias`` (semitones/s) is
-    the slope taken as even odds; ``scale`` how sharply it turns. 0.5 when no pitch is found."""
-    slope = final_slope(pcm)
-    if slope is None:
+def complete(pcm: npt.NDArray[np.int16], bias: float = BIAS, scale: float = 0.1) -> float:
+    """P(the phrase is complete): the logistic of how low it ends (``final_position``).
+    ``bias`` is the position taken as even odds, ``scale`` how sharply it turns. 0.5 when no
+    pitch is found."""
+    position = final_position(pcm)
+    if position is None:
         return 0.5
-    return 1.0 / (1.0 + math.exp((slope - bias) / scale))
+    return 1.0 / (1.0 + math.exp((position - bias) / scale))

@@ -16,6 +16,13 @@ Owns when a turn opens, when it ends and whether it was a request at all:
   ``complete_ms`` of silence; an incomplete one (or one whose hint has not come back) only
   after ``incomplete_ms``, which is what keeps "set a timer for ... twelve minutes" one turn.
   Without a hint model (``use_hint=False``) every pause ends after ``silence_ms``.
+- **Levels where the VAD is slow.** With levels, two more rules use them where a neural VAD
+  lags 100-300 ms in noise (and misses some words outright): a turn's start is dated back to
+  where the sound rose above the floor's margin (``rise_max_ms``), so the pre-roll holds the
+  first syllable; and in a pause, sound after a quiet stretch holds the pause open and, once
+  it lasts ``resume_ms``, resumes the speech (for at most ``resume_max_ms`` unless the VAD
+  agrees), so the second half of "set a timer for ... twelve minutes" is not cut off while
+  the VAD catches up. Neither opens a turn: only the VAD does.
 - **Minimum voiced speech.** A turn that ends with less than ``min_voiced_ms`` of voiced
   frames is ``DISCARD``-ed (the caller clears what it sent and asks for no answer).
 - After a turn ends no new one opens until the VAD's probability has dropped below
@@ -33,6 +40,10 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
+
+RISE_GAP_MS = 100.0
+"""Quiet that ends a stretch of sound (``EndpointSettings.rise_max_ms``): longer than a
+stop consonant's closure, shorter than a pause between words."""
 
 
 class Decision(enum.Enum):
@@ -85,6 +96,17 @@ class EndpointSettings:
     frames outside turns that the VAD calls non-speech."""
     max_turn_ms: int = 30000
     """A turn is stopped after this long whatever the audio (music, television)."""
+    resume_ms: int = 40
+    """With levels given: in a pause that has had a quiet frame, this long of frames above the
+    floor's margin resumes the speech whatever the VAD says (0: off). A neural VAD takes
+    100-200 ms to rise again on speech in noise, and misses some words; the level does not."""
+    rise_max_ms: int = 500
+    """With levels given: a turn's start is dated back to where the level last rose above the
+    floor's margin, at most this long before the onset decision (0: off). In noise the VAD
+    calls a first syllable 100-300 ms late; the pre-roll, counted from that start, holds it."""
+    resume_max_ms: int = 400
+    """Speech resumed by level alone lasts while the level stays up, at most this long unless
+    the VAD agrees (a noise that rises inside a turn cannot hold it open)."""
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.speech_threshold <= 1.0 and 0.0 <= self.silence_threshold <= 1.0):
@@ -111,10 +133,16 @@ class Endpointer:
         self.silence_ms = 0.0
         """Silence so far in the current pause."""
         self.onset_lag_ms = 0.0
-        """At START: how long before the decision the first voiced frame of the window began."""
+        """At START: how long before the decision the turn's speech began (the first voiced
+        frame of the window, or with levels where the sound rose, if earlier)."""
         self._hint_asked = False
         self._complete: bool | None = None
         self._armed = True
+        self._stale = False
+        self._loud_ms = 0.0
+        self._quiet_seen = False
+        self._held_ms = 0.0
+        self._rise_ms = self._rise_quiet_ms = 0.0
         self.floor_db: float | None = None
         """The room's level, from the frames' levels outside turns (None until one came).
         A caller that skips frames outside turns (a detector asleep in a quiet room) sets
@@ -137,7 +165,12 @@ class Endpointer:
             # within the margin of the floor, and the VAD alone keeps noise out. After a turn
             # the VAD must let go first (its probability lingers past the end levels saw).
             voiced = probability >= self._onset_threshold
+            if self._stale:
+                self._stale = voiced
+                voiced = voiced and not quiet
             self._armed = self._armed or not voiced
+            if level_db is not None:
+                self._rise(frame_ms, quiet)
             return self._onset(frame_ms, voiced) if self._armed else None
         if quiet:
             probability = 0.0
@@ -145,22 +178,59 @@ class Endpointer:
         if self.phase is Phase.SPEECH:
             if probability >= s.silence_threshold:
                 self.voiced_ms += frame_ms
+                self._held_ms = 0.0
+            elif self._held_ms and not quiet and self._held_ms < s.resume_max_ms:
+                self._held_ms += frame_ms  # resumed by level, the VAD not yet agreeing
             else:
                 self.phase = Phase.PAUSE
                 self.silence_ms = frame_ms
                 self._hint_asked = False
                 self._complete = None
+                self._loud_ms = 0.0
+                self._quiet_seen = quiet
         elif probability >= max(s.speech_threshold, s.silence_threshold):
-            self.phase = Phase.SPEECH
+            self._resume()
             self.voiced_ms += frame_ms
-            self.silence_ms = 0.0
         else:
             self.silence_ms += frame_ms
+            if level_db is not None and s.resume_ms > 0:
+                self._sound_in_pause(frame_ms, quiet)
         if self.turn_ms >= s.max_turn_ms:
             return self._end()
-        if self.phase is Phase.PAUSE:
+        if self.phase is Phase.PAUSE and self._loud_ms == 0.0:
             return self._pause()
         return None
+
+    def _sound_in_pause(self, frame_ms: float, quiet: bool) -> None:
+        """Sound after a quiet stretch of a pause is speech coming back before the VAD says
+        so: it holds the pause open, and resumes the speech once it lasts ``resume_ms``."""
+        if quiet:
+            self._quiet_seen = True
+            self._loud_ms = 0.0
+        elif self._quiet_seen:
+            self._loud_ms += frame_ms
+            if self._loud_ms >= self.settings.resume_ms:
+                self._resume()
+                self._held_ms = frame_ms
+
+    def _rise(self, frame_ms: float, quiet: bool) -> None:
+        """Follow the current stretch of sound above the floor (IDLE): it ends at
+        ``RISE_GAP_MS`` of quiet, so a stop consonant's closure does not restart it."""
+        if not quiet:
+            self._rise_ms += frame_ms
+            self._rise_quiet_ms = 0.0
+        elif self._rise_ms:
+            self._rise_quiet_ms += frame_ms
+            if self._rise_quiet_ms >= RISE_GAP_MS:
+                self._rise_ms = self._rise_quiet_ms = 0.0
+            else:
+                self._rise_ms += frame_ms
+
+    def _resume(self) -> None:
+        self.phase = Phase.SPEECH
+        self.silence_ms = 0.0
+        self._loud_ms = 0.0
+        self._held_ms = 0.0
 
     def _track_floor(self, frame_ms: float, level_db: float, probability: float) -> bool:
         """Follow the room's floor outside turns; True if this frame is within
@@ -190,14 +260,30 @@ class Endpointer:
         self._complete = complete >= self.settings.hint_threshold
         return self._pause()
 
+    def gap(self) -> None:
+        """The frames stop coming here for a while (the echo guard's gate has them while the
+        speaker plays). A VAD not run across the gap comes back with the state it was left
+        in: pymicro-vad, stopped while its probability lingered after a turn, goes on saying
+        "speech" over the silence after it, and the next request would open no turn (the
+        VAD never let go in between). So after a gap the next turn is armed, and until the
+        VAD's probability has dropped once, a frame is voiced only if its level says so too."""
+        self._armed = True
+        self._stale = True
+        self._window.clear()
+        self._window_ms = self._window_voiced_ms = 0.0
+
     def reset(self) -> None:
-        """Forget any turn in progress (mute, reconnect, push-to-talk took over)."""
+        """Forget any turn in progress (mute, reconnect, push-to-talk took over, a wake
+        window opened). The VAD was not run meanwhile, as across a ``gap``."""
+        self._armed = self._stale = True
         self.phase = Phase.IDLE
         self._window.clear()
         self._window_ms = self._window_voiced_ms = 0.0
         self.turn_ms = self.voiced_ms = self.silence_ms = 0.0
         self._hint_asked = False
         self._complete = None
+        self._loud_ms = self._held_ms = self._rise_ms = self._rise_quiet_ms = 0.0
+        self._quiet_seen = False
 
     @property
     def end_silence_ms(self) -> float:
@@ -222,6 +308,7 @@ class Endpointer:
             lag += ms
             if was_voiced:
                 self.onset_lag_ms = lag
+        self.onset_lag_ms = max(self.onset_lag_ms, min(self._rise_ms, self.settings.rise_max_ms))
         self.phase = Phase.SPEECH
         self.turn_ms = self.onset_lag_ms
         self.voiced_ms = self._window_voiced_ms
@@ -243,5 +330,5 @@ class Endpointer:
         decision = Decision.STOP if self.voiced_ms >= self.settings.min_voiced_ms else Decision.DISCARD
         self.ended_silence_ms = self.silence_ms
         self.reset()
-        self._armed = False
+        self._armed = self._stale = False  # no new turn until the VAD has let go of this one
         return decision

@@ -456,6 +456,8 @@ class Listener:
     def _set_guard(self, on: bool) -> Guard:
         """Echo guard on (speaker playing) or off: detector level and start evidence."""
         self.guarded = on
+        if on and self._ep is not None:
+            self._ep.gap()  # the gate has the frames until the speaker stops
         s = self.settings
         frames, window = s.guard_start if on else (s.start_frames, s.start_window)
         self._gate.require(frames, window)
