@@ -104,6 +104,8 @@ def test_decoder_never_raises(kind: str, fields: dict[str, object]) -> None:
 
 def test_client_events_encode_to_the_protocols_json() -> None:
     assert json.loads(codec.encode(AppendAudio(b"\x00\x01"))) == {"type": "input_audio_buffer.append", "audio": "AAE="}
+    pcm = bytes(range(256)) * 19  # the bytes frame is the same text, byte for byte
+    assert codec.append_frame(pcm) == codec.encode(AppendAudio(pcm)).encode()
     assert json.loads(codec.encode(AppendAudio(b"\x00\x01", event_id="evt_9"))) == {
         "type": "input_audio_buffer.append", "event_id": "evt_9", "audio": "AAE="}
     assert json.loads(codec.encode(Truncate("item_1", 1234, event_id="evt_1"))) == {

@@ -34,6 +34,8 @@ from appliance.errors import ProtocolError
 
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
 _APPEND_SUFFIX = '"}'
+_APPEND_PREFIX_BYTES = _APPEND_PREFIX.encode()
+_APPEND_SUFFIX_BYTES = _APPEND_SUFFIX.encode()
 
 
 def dumps(event: dict[str, Any]) -> str:
@@ -48,6 +50,13 @@ def encode(event: ClientEvent) -> str:
             return dumps({"type": event.type, "event_id": event.event_id, "audio": audio})
         return _APPEND_PREFIX + audio + _APPEND_SUFFIX
     return dumps(to_dict(event))
+
+
+def append_frame(audio: bytes) -> bytes:
+    """``input_audio_buffer.append`` (no event id) as the UTF-8 bytes of its JSON text
+    frame, for a sender that takes bytes as text: base64 and one join, with no round trip
+    through ``str`` (three copies of each chunk fewer than ``encode``)."""
+    return b"".join((_APPEND_PREFIX_BYTES, base64.b64encode(audio), _APPEND_SUFFIX_BYTES))
 
 
 def to_dict(event: ClientEvent) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Events are JSON text frames both ways (``appliance.transport.codec``).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
@@ -18,12 +19,15 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from appliance import __version__
 from appliance.config import RealtimeSettings
-from appliance.core.protocol import ClientEvent, Incoming
+from appliance.core.protocol import AppendAudio, ClientEvent, Incoming
 from appliance.credentials import ApiKey
 from appliance.errors import AuthenticationError, TransportError
 from appliance.transport import codec
 
 MAX_FRAME = 32 * 1024 * 1024  # a 20 MiB delta must not kill the session
+# websockets 14 and later send bytes as a text frame (``send(data, text=True)``): each audio
+# append then goes out as built (``codec.append_frame``), with no str in between.
+_BYTES_AS_TEXT = "text" in inspect.signature(ClientConnection.send).parameters
 
 
 def session_url(base: str, session_key: str) -> str:
@@ -43,7 +47,10 @@ class RealtimeConnection:
 
     async def send(self, event: ClientEvent) -> None:
         try:
-            await self._ws.send(codec.encode(event))
+            if _BYTES_AS_TEXT and isinstance(event, AppendAudio) and not event.event_id:
+                await self._ws.send(codec.append_frame(event.audio), text=True)
+            else:
+                await self._ws.send(codec.encode(event))
         except ConnectionClosed as exc:
             raise TransportError(_closed_reason(exc)) from None
 
