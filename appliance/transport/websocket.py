@@ -9,7 +9,6 @@ Events are JSON text frames both ways (``appliance.transport.codec``).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
@@ -25,9 +24,6 @@ from appliance.errors import AuthenticationError, TransportError
 from appliance.transport import codec
 
 MAX_FRAME = 32 * 1024 * 1024  # a 20 MiB delta must not kill the session
-# websockets 14 and later send bytes as a text frame (``send(data, text=True)``): each audio
-# append then goes out as built (``codec.append_frame``), with no str in between.
-_BYTES_AS_TEXT = "text" in inspect.signature(ClientConnection.send).parameters
 
 
 def session_url(base: str, session_key: str) -> str:
@@ -47,7 +43,9 @@ class RealtimeConnection:
 
     async def send(self, event: ClientEvent) -> None:
         try:
-            if _BYTES_AS_TEXT and isinstance(event, AppendAudio) and not event.event_id:
+            if isinstance(event, AppendAudio) and not event.event_id:
+                # Bytes sent as a text frame (websockets >= 14): the append goes out as
+                # built, with no str in between.
                 await self._ws.send(codec.append_frame(event.audio), text=True)
             else:
                 await self._ws.send(codec.encode(event))
