@@ -112,6 +112,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 AUDIO_EXTRA = ""  # --audio 'key = value' lines for trying other [audio] settings
+GATE_EXTRA = ""  # --gate lines, the same for [gate]
 ECHO_CANCELLATION = "false"  # --aec: with the echo canceller on (no echo in this rig)
 
 
@@ -131,6 +132,7 @@ playback_channels = 2
 echo_cancellation = {ECHO_CANCELLATION}
 [gate]
 {gate}
+{GATE_EXTRA}
 [gpio]
 enabled = false
 [earcons]
@@ -737,7 +739,7 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
     print(f"audio engine through the daemon, clocked PulseAudio devices, {turns} turns per run")
     print(
         "(default config: 10 ms periods, chunk_ms auto, vad 2, 30 ms frames, echo guard 3 / 120 ms;"
-        f" echo cancellation {'on' if ECHO_CANCELLATION == 'true' else 'off'}{'; ' + AUDIO_EXTRA.replace(chr(10), ', ') if AUDIO_EXTRA else ''})"
+        f" echo cancellation {'on' if ECHO_CANCELLATION == 'true' else 'off'}{'; ' + AUDIO_EXTRA.replace(chr(10), ', ') if AUDIO_EXTRA else ''}{'; ' + GATE_EXTRA.replace(chr(10), ', ') if GATE_EXTRA else ''})"
     )
     print(f"{'what':<46} {'p50':>8} {'p95':>8} {'n':>7}  target")
     rows = [
@@ -802,7 +804,11 @@ async def run_all(alsa: AlsaEnv, pulse: PulseEnv, work: Path, quick: bool) -> No
 async def cpu_only(alsa: AlsaEnv, work: Path, seconds: float) -> None:
     """``--cpu-only``: the file-device windows and peak RSS, beside their targets."""
     idle, streaming, rss = await cpu_on_file_device(alsa, work, seconds)
-    print(f"echo cancellation {'on' if ECHO_CANCELLATION == 'true' else 'off'}, {seconds:.0f} s windows")
+    extra = "; ".join(line for line in (AUDIO_EXTRA + "\n" + GATE_EXTRA).splitlines() if line)
+    print(
+        f"echo cancellation {'on' if ECHO_CANCELLATION == 'true' else 'off'}, {seconds:.0f} s windows"
+        + (f"; {extra}" if extra else "")
+    )
     print_cpu(idle, streaming, rss)
 
 
@@ -811,6 +817,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer turns, 15 s CPU windows")
     parser.add_argument(
         "--audio", action="append", default=[], help="an [audio] line to try, e.g. 'period_ms = 20'"
+    )
+    parser.add_argument(
+        "--gate", action="append", default=[], help="a [gate] line to try, e.g. 'detector = \"webrtc\"'"
     )
     parser.add_argument(
         "--aec", action="store_true", help="(the default) [audio.processing] echo_cancellation = true"
@@ -828,8 +837,9 @@ def main(argv: list[str] | None = None) -> None:
         help="with py-spy installed: profile each file-device window into DIR (collapsed stacks)",
     )
     args = parser.parse_args(argv)
-    global AUDIO_EXTRA, ECHO_CANCELLATION, PY_SPY
+    global AUDIO_EXTRA, GATE_EXTRA, ECHO_CANCELLATION, PY_SPY
     AUDIO_EXTRA = "\n".join(args.audio)
+    GATE_EXTRA = "\n".join(args.gate)
     ECHO_CANCELLATION = "false" if args.no_aec else "true"
     PY_SPY = args.py_spy
     if PY_SPY is not None:
