@@ -23,7 +23,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.alarms import AlarmClock
 from appliance.app.announcements import Announcements
@@ -48,7 +48,6 @@ from appliance.core.timers import TimerSettings
 from appliance.credentials import ApiKey
 from appliance.earcons import load_earcons
 from appliance.errors import AudioDeviceError, ConfigError
-from appliance.gpio import Gpio, open_gpio
 from appliance.home import Facts, run_home, timer_facts
 from appliance.mixer import Mixer
 from appliance.notify import Notifier, watchdog_interval
@@ -58,6 +57,9 @@ from appliance.tools import Toolbox
 from appliance.transport import open_transport
 from appliance.transport.base import Connection
 from appliance.watchdog import audio_problem, run_watchdog
+
+if TYPE_CHECKING:
+    from appliance.gpio import Gpio
 
 __all__ = ["AUTH_RETRY_S", "HEALTHY_AFTER_S", "OUTGOING_FRAMES", "VOICE_BARGE_IN_OFF", "Daemon"]
 
@@ -265,6 +267,13 @@ class Daemon:
 
     def _open_gpio(self, settings: GpioSettings) -> None:
         assert self._loop is not None
+        if not settings.enabled:
+            self.gpio = None
+            return
+        # Imported only when enabled: gpiozero and its pin factories are 2.4 MB of a process
+        # whose budget is 50 MB, and a machine without GPIO never needs them.
+        from appliance.gpio import open_gpio
+
         self.gpio = open_gpio(settings, self, self._loop, levels=self.levels, cue=self.cue)
         if self.gpio is not None:
             self._observers.append(self.gpio.on_action)
