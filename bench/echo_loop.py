@@ -303,6 +303,15 @@ async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
         _frames.clear()
         _raw.clear()
         _raw_far.clear()
+    # Why a "stop" is missed: the double-talk rule needs the linear canceller converged
+    # (a median of 15 dB off the echo); on a rate-adapting loop the echo path drifts by
+    # about a sample a second under it and it may never get there.
+    out.notes += [
+        f"linear canceller: median {c.double_talk._typical:.0f} dB off the echo in the last reply,"
+        f" {'converged' if c.double_talk.converged else 'not converged'}"
+        for c in made
+        if c.double_talk.frames or c.double_talk._typical
+    ]
     out.notes += [
         line for line in lines.lines
         if "echo cancellation" in line or "underrun" in line or "barge-in" in line
