@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -105,3 +106,14 @@ async def running(daemon: Daemon) -> AsyncIterator[Daemon]:
     finally:
         stop.set()
         await asyncio.wait_for(runner, 10)
+
+
+def statuses(sock: socket.socket) -> list[str]:
+    """The STATUS= values the daemon sent to the notify socket ``sock`` (non-blocking)
+    since the last call."""
+    got: list[str] = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            msg = sock.recv(4096).decode()
+            got += [line[len("STATUS=") :] for line in msg.splitlines() if line.startswith("STATUS=")]
+    return got

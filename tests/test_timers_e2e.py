@@ -9,7 +9,6 @@ the LED, the state directory on disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import time
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from daemon_env import StateLog, running
+from daemon_env import StateLog, running, statuses
 from signals import window_norms
 from waiting import until
 
@@ -63,14 +62,6 @@ def best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
     return float(np.max(corr[: len(energy)] / (energy * np.linalg.norm(b) + 1e-9)))
 
 
-def statuses(sock: socket.socket) -> list[str]:
-    """The STATUS= values the daemon sent to the notify socket so far."""
-    got: list[str] = []
-    with contextlib.suppress(BlockingIOError):
-        while True:
-            msg = sock.recv(4096).decode()
-            got += [line[len("STATUS=") :] for line in msg.splitlines() if line.startswith("STATUS=")]
-    return got
 
 
 def test_a_timer_set_by_the_model_rings_offline_stops_at_the_button_and_survives_a_restart(

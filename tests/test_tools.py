@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from daemon_env import StateLog, running
+from daemon_env import StateLog, running, statuses
 from waiting import until, wait_until
 
 from appliance.config import Config, parse_config
@@ -252,14 +251,6 @@ def persisted_config(url: str, state: Path, **extra: Any) -> Config:
     return parse_config(data)
 
 
-def statuses(sock: socket.socket) -> list[str]:
-    """The STATUS= values the daemon sent to the notify socket so far."""
-    got: list[str] = []
-    with contextlib.suppress(BlockingIOError):
-        while True:
-            msg = sock.recv(4096).decode()
-            got += [line[len("STATUS=") :] for line in msg.splitlines() if line.startswith("STATUS=")]
-    return got
 
 
 def test_the_mute_tool_survives_a_restart_without_gpio(
