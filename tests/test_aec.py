@@ -448,10 +448,13 @@ def test_no_self_interruption_and_barge_in_with_the_canceller(agent: np.ndarray)
     # once the canceller has converged (its first seconds are the known start-up case).
     assert [s for s in starts if s >= CONVERGED_S * RATE] == [], starts
     assert [s for s in wrong if s >= CONVERGED_S * RATE] == [], wrong
-    # The user, 6 dB below the echo, always gets through, and fast (the double-talk rule:
-    # 120-170 ms here): every utterance barges in within 250 ms.
+    # The user, 6 dB below the echo, gets through, and fast (the double-talk rule: 120-170
+    # ms here): every utterance barges in within 250 ms once the linear canceller has
+    # converged. The first comes 5 s into a new daemon's first reply, before it has: since
+    # it must (issue 23: proved alone let echo through a real loop), that one cannot
+    # interrupt (the talk button can).
     assert len(latencies) == 7
-    assert all(math.isfinite(x) and x <= 0.25 for x in latencies), latencies
+    assert all(math.isfinite(x) and x <= 0.25 for x in latencies[1:]), latencies
 
 
 def test_without_the_double_talk_rule_a_loud_moment_delays_barge_in(agent: np.ndarray) -> None:

@@ -402,7 +402,7 @@ class EchoCanceller:
         self._talking = False
         if sounding and (
             echo.converging(self._n_loud)
-            or (mdf is not None and not self.double_talk.cancels)
+            or (mdf is not None and not self.double_talk.proved)
             or echo.residual(self._db(self._near_view), mic_db)
             or (mdf is not None and self.double_talk.echo_only(mic_db, mdf_db))
         ):

@@ -152,15 +152,15 @@ class DoubleTalk:
 
     @property
     def cancels(self) -> bool:
-        """The MDF cancels the echo on the current path (see _PROVE_FRAMES): only then is
-        the other canceller's output believed while the speaker sounds
-        (``aec.EchoCanceller``): the path has not just moved under both."""
+        """The MDF cancels the echo on the current path (see _PROVE_FRAMES): the path has
+        not just moved under both cancellers."""
         return self._proved_n >= _PROVE_FRAMES and self._proved >= _PROVE_DB
 
     @property
     def proved(self) -> bool:
         """``cancels``, and the MDF has converged: only then can a frame be judged the
-        user's."""
+        user's, and only then is the other canceller's output believed while the speaker
+        sounds (``aec.EchoCanceller``)."""
         return self.converged and self.cancels
 
     def __call__(self, mic_db: float, mdf_db: float, loud: bool, floor_db: float) -> bool:

@@ -16,7 +16,8 @@ drives AEC3 and the linear canceller; what it does with each frame is decided he
   through while it first converges (``converging``).
 - Voice barge-in: since issue 23, what AEC3 lets through while the speaker sounds is
   handed on only when the double-talk rule's linear canceller
-  (``appliance.audio.nearend.DoubleTalk``) has proved itself on the current echo path;
+  (``appliance.audio.nearend.DoubleTalk``) has converged and proved itself on the current
+  echo path (``DoubleTalk.proved``);
   a reply long enough in which it never did turns voice barge-in off until one in which
   it does (``voice_barge_in``), and the canceller logs both changes.
 
@@ -73,8 +74,11 @@ RESIDUAL_DB = 28.0
 # first reply cannot be interrupted (unless the coupling rule finds no echo to cancel).
 SETTLE_FRAMES = 300
 # Since issue 23, what AEC3 lets through while the speaker sounds is handed on only when
-# the double-talk rule's linear canceller has proved itself on the current echo path (see
-# nearend._PROVE_FRAMES); until then the voice cannot interrupt the reply. A reply with at
+# the double-talk rule's linear canceller has converged and proved itself on the current echo
+# path (``DoubleTalk.proved``, see nearend._PROVE_FRAMES); until then the voice cannot
+# interrupt the reply. Proved without having converged was not enough: through the real
+# loop (30 ms, rate-adapting, where the MDF takes only 4-8 dB off the echo) AEC3's output
+# was handed on 3.7 s into a second reply and its leaked echo cut the reply (1 run in 10). A reply with at
 # least UNSAFE_FRAMES loud frames (3 s) in which it never did is logged once (and the
 # return, once), so a microphone that hears its speaker too loud or too distorted to
 # cancel says so instead of cutting its replies.
