@@ -13,3 +13,17 @@ def window_norms(a: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
     power = np.concatenate([[0.0], np.cumsum(a**2)])
     norms: npt.NDArray[np.float64] = np.sqrt(np.maximum(power[n:] - power[: len(power) - n], 0.0))
     return norms
+
+
+def best_match(haystack: npt.NDArray[np.int16] | npt.NDArray[np.float64],
+               needle: npt.NDArray[np.int16] | npt.NDArray[np.float64]) -> float:
+    """The highest normalised correlation of ``needle`` anywhere in ``haystack`` (0 when
+    the haystack is shorter)."""
+    a, b = haystack.astype(np.float64), needle.astype(np.float64)
+    if len(a) < len(b):
+        return 0.0
+    size = 1 << (len(a) + len(b)).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    energy = window_norms(a, len(b))
+    return float(np.max(corr[: len(energy)] / (energy * np.linalg.norm(b) + 1e-9)))
+

@@ -23,7 +23,7 @@ import pytest
 import soxr
 from daemon_env import StateLog, running
 from gpiozero.pins.mock import MockFactory
-from signals import window_norms
+from signals import best_match
 
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted, SpeechStopped
 from appliance.audio.playback import (
@@ -78,16 +78,6 @@ def write_wav(path: Path, samples: np.ndarray, rate: int, width: int = 2) -> Pat
         w.writeframes(np.ascontiguousarray(samples).tobytes())
     return path
 
-
-def best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
-    """Peak normalised correlation of ``needle`` sliding over ``haystack``."""
-    a, b = haystack.astype(np.float64), needle.astype(np.float64)
-    if len(a) < len(b):
-        return 0.0
-    size = 1 << (len(a) + len(b)).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
-    energy = window_norms(a, len(b))
-    return float(np.max(corr[: len(energy)] / (energy * np.linalg.norm(b) + 1e-9)))
 
 
 # --- the sounds ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 from daemon_env import StateLog, running, statuses
-from signals import window_norms
+from signals import best_match
 from waiting import until
 
 from appliance.config import Config, parse_config
@@ -50,16 +50,6 @@ def config(url: str, state: Path, **extra: Any) -> Config:
     }
     return parse_config(data)
 
-
-def best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
-    """The highest normalised correlation of ``needle`` anywhere in ``haystack``."""
-    a, b = haystack.astype(np.float64), needle.astype(np.float64)
-    if len(a) < len(b):
-        return 0.0
-    size = 1 << (len(a) + len(b)).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
-    energy = window_norms(a, len(b))
-    return float(np.max(corr[: len(energy)] / (energy * np.linalg.norm(b) + 1e-9)))
 
 
 
