@@ -121,7 +121,9 @@ def trace(canceller: Any) -> None:
         _frames.append((at, time.monotonic(), mic, db(far), db(near), float(canceller.trusted),
                         float(canceller.residual_frames), float(canceller.double_talk.frames),
                         float(canceller._track or 0), float(canceller.resyncs),
-                        float(canceller.double_talk.converged), float(canceller.double_talk.proved), canceller.double_talk._proved, canceller.double_talk._typical, canceller._floor))
+                        float(canceller.double_talk.converged), float(canceller.double_talk.proved), canceller.double_talk._proved, canceller.double_talk._typical, canceller._floor,
+                        db(canceller._mdf.out) if canceller._mdf is not None else 0.0,
+                        canceller._drift.phase, canceller._drift.rate, float(canceller.placements)))
 
     canceller._run_frame = run_frame
 

@@ -24,9 +24,11 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from appliance.audio.drift import WINDOW_S, EchoDelay, FractionalReader
 from appliance.audio.nearend import DoubleTalk, MdfCanceller
 from appliance.audio.reference import FRAME, RATE, CaptureClock, ReferenceTap, Samples
 from appliance.core import echo
+from appliance.core.drift import DriftFit
 
 # One logger for echo cancellation: its lines keep the name they had before the split.
 log = logging.getLogger("appliance.audio.aec")
@@ -57,6 +59,14 @@ LEAD_S = 0.005
 _SLEW = 4.0
 _CATCH_UP = RATE * 3 // 1000
 _RESYNC = RATE * 30 // 1000
+# Where the echo lies behind the reference is measured (``appliance.audio.drift``) once
+# _MEASURE_AFTER frames of a placement are in, every _PLACING loud frames until one places
+# the reference, then every _MEASURE_EVERY: about 0.6 ms each here, only while the speaker
+# sounds.
+_MEASURE_AFTER = 40
+_PLACING = 10
+_MEASURE_EVERY = 25
+_CENTRE = round(WINDOW_S * RATE / FRAME / 2)  # frames back to the measured window's centre
 
 
 class Apm(Protocol):
@@ -141,6 +151,14 @@ class EchoCanceller:
         self._run_loud = 0  # loud frames of the current playback run
         self._run_proved = False  # the double-talk rule could judge the user in it
         self._talking = False  # the last frame was handed on as the user's (double talk)
+        # The echo's delay followed (appliance.core.drift): the MDF's filter is kept from one
+        # playback run to the next, and the reference moved so that it still fits.
+        self._drift = DriftFit()
+        self._echo_delay = EchoDelay()
+        self._reader = FractionalReader()
+        self._measure_n = 0
+        self.placements = 0  # the reference moved so the echo lies where the MDF expects it
+        self.dropouts = 0  # the echo path dropped out under the reference (see nearend)
         self.voice_barge_in = True  # False: the last long reply could not be interrupted
 
     @property
@@ -163,6 +181,8 @@ class EchoCanceller:
             "double_talk_frames": self.double_talk.frames,
             "resyncs": self.resyncs,
             "catch_ups": self.catch_ups,
+            "placements": self.placements,
+            "dropouts": self.dropouts,
             "unwritten": 0 if self._tap is None else self._tap.unwritten,
             "trusted": self.trusted,
             "voice_barge_in": self.voice_barge_in,
@@ -259,15 +279,15 @@ class EchoCanceller:
             if run != self._track_run:
                 self._run_at = at
                 log.debug("echo path: playback run from %d heard at %.3f", run, at)
-                if self._mdf is not None:
-                    if self._run_open:
-                        self._run_ended()
-                    self._mdf.reset()
-                    self.double_talk.reset()
+                if self._mdf is not None and self._run_open:
+                    self._run_ended()
+                # The MDF's filter stays (see _follow_echo); what it took off the echo
+                # before counts only once the reference is placed again.
+                self.double_talk.reset()
                 self._run_open = True
             track, self._track_run, self._track_err = target, run, 0.0
             self._track_base, self._clock_slack = self._capture.base, 0.0
-            self.double_talk.moved()
+            self._placed_afresh()
         else:
             self._track_err += 0.05 * ((target - track) - self._track_err)
             base = self._capture.base
@@ -283,11 +303,42 @@ class EchoCanceller:
                           target - track, at)
                 track, self._track_err = target, 0.0
                 self._track_base, self._clock_slack = self._capture.base, 0.0
-                self.double_talk.moved()
+                self._placed_afresh()
             elif self._track_err > _SLEW:  # never back: see _SLEW
                 track, self._track_err = track + 1, self._track_err - 1
         self._track = track + FRAME
-        return tap.read(at, self._far_view, track)
+        if self._mdf is None:
+            return tap.read(at, self._far_view, track)
+        if self._drift.step(at, FRAME / RATE):
+            self._placed_on_echo(at, "the fitted line")
+        return self._reader.read(tap, at, self._far_view, track + self._drift.phase)
+
+    def _placed_afresh(self) -> None:
+        """The reference was placed by the player's timing alone: the echo path moved
+        under both cancellers, and its delay is measured again."""
+        self.double_talk.moved()
+        self._drift.restart()
+        self._echo_delay.clear()
+
+    def _follow_echo(self, at: float) -> None:
+        """Measure where the echo lies behind the reference (a loud frame just went to the
+        MDF) and follow it (``appliance.core.drift``)."""
+        self._measure_n += 1
+        every = _MEASURE_EVERY if self._drift.placed else _PLACING
+        if self._echo_delay.frames < _MEASURE_AFTER or self._measure_n % every:
+            return
+        delay, quality = self._echo_delay.measure()
+        if self._drift.add(at - WINDOW_S / 2, delay, quality, _CENTRE):
+            self._placed_on_echo(at, f"measured {delay:.1f} samples behind")
+
+    def _placed_on_echo(self, at: float, how: str) -> None:
+        """The reference moved so the echo lies where the MDF's filter expects it."""
+        log.debug("echo path: reference placed on the echo at %.3f (%s)", at, how)
+        self._echo_delay.clear()  # what it holds is on the footing before the move
+        # The MDF's filter fits again (the first time: it starts learning); it must show
+        # that it cancels, and converge, before a frame can be the user's.
+        self.double_talk.reset(quick=self.placements > 0)
+        self.placements += 1
 
     def _run_ended(self) -> None:
         """A playback run is over: say once when voice barge-in was off for a whole reply
@@ -377,7 +428,14 @@ class EchoCanceller:
         mdf = None
         if self._mdf is not None and sounding:
             self._mic[:] = self._near_view
-            mdf = self._mdf.process(self._mic, self._far_view)
+            self._echo_delay.add(self._mic, self._far_view)
+            if loud:
+                self._follow_echo(at)
+            # A filter kept from the last run waits until the reference is placed back on
+            # its path: adapting to a path a few ms off would spoil it (through the loops,
+            # 5-11 dB off the echo after the placement instead of 15-20).
+            if self._drift.placed:
+                mdf = self._mdf.process(self._mic, self._far_view)
         elif self._mdf is not None:
             self.double_talk.silent()
             if echo.in_tail(at, self._stopped_at, self._tail_proved):
@@ -388,7 +446,13 @@ class EchoCanceller:
                 return
         self._apm.process_stream(self._near_frame)
         mdf_db = 0.0 if mdf is None else self._db(mdf)
-        if mdf is not None and loud:
+        if mdf is not None and self.double_talk.dropout(mic_db, mdf_db, loud, self._floor):
+            self.dropouts += 1
+            log.debug("echo path: the echo dropped out under the reference at %.3f"
+                      " (microphone %.0f dB, linear canceller %.0f dB): placing it again",
+                      at, mic_db, mdf_db)
+            self._placed_afresh()
+        if self._mdf is not None and loud:  # loud, whether the MDF was fed or still waits
             self._run_loud += 1
             self._run_proved = self._run_proved or self.double_talk.cancels
         if mdf is not None and self.double_talk(mic_db, mdf_db, loud, self._floor):
@@ -402,7 +466,7 @@ class EchoCanceller:
         self._talking = False
         if sounding and (
             echo.converging(self._n_loud)
-            or (mdf is not None and not self.double_talk.proved)
+            or (self._mdf is not None and not self.double_talk.proved)
             or echo.residual(self._db(self._near_view), mic_db)
             or (mdf is not None and self.double_talk.echo_only(mic_db, mdf_db))
         ):

@@ -32,7 +32,11 @@ import numpy as np
 import numpy.typing as npt
 
 _SET_SAMPLING_RATE = 24  # SPEEX_ECHO_SET_SAMPLING_RATE (speex/speex_echo.h)
-FILTER_S = 0.25  # the MDF's echo tail: the room's delay and reverberation past the tap
+# The MDF's filter: the room after the direct path. The echo is held 10 ms behind the
+# reference it is given (``appliance.core.drift``), so the device's and sound server's
+# latency need not fit in it; a shorter filter converges faster and cancels more
+# (replayed through bench.echo_loop's loops: 0.25 s -> 0.12 s, 2-6 dB more off the echo).
+FILTER_S = 0.12
 # The decision (bench.aec, 10 min in three rooms: see docs/performance.md):
 # a frame is the user's when the MDF took less than _NEAR_DB off the microphone, the
 # microphone is _ABOVE_FLOOR_DB over its floor (at the floor the MDF cannot take anything
@@ -43,6 +47,9 @@ _ABOVE_FLOOR_DB = 15.0
 _CONVERGED_DB = 15.0
 _CONVERGE_FRAMES = 300
 _CONVERGE_MIN = 200
+# ...or of _RECONVERGE_MIN, for a filter kept from the last reply and placed back on its
+# echo path (``appliance.core.drift``): it has converged once; this checks it fits again.
+_RECONVERGE_MIN = 100
 _CHECK_EVERY = 50
 # ...and the MDF's output is above what is left of the echo of the last _RECENT frames:
 # the loudest of them less the MDF's median reduction. A quiet syllable right after a loud
@@ -53,6 +60,14 @@ _RECENT = 20
 # edges): p95 287 -> 180 ms in the 80 ms room. At 8 frames the echo's own bursts get through
 # (3-9 self-interruptions per room in 10 min); 3-5 measured the same.
 _HOLD = 4
+# ...but only from the second of _ONSET frames in a row that look like the user. Once the
+# MDF is placed on the echo path and converged (``appliance.core.drift``), what else looks
+# like the user is a glitch of the echo path itself: a sound server or a device dropping or
+# repeating a few ms of the speaker's audio makes one 10 ms frame the MDF cannot cancel
+# (through bench.echo_loop's 60 ms loop: frames it took 0-3 dB off between frames it took
+# 20-30 dB off), and 4 such frames in 2 s cut a reply. A voice lasts longer than one frame:
+# this costs its onset 10 ms.
+_ONSET = 2
 # The other way round: a frame the converged MDF took at least _ECHO_ONLY_DB off is echo
 # with at most a faint voice under it, so what AEC3 let through of it is residual echo and
 # is handed on as silence (``core.echo.residual``, from the linear canceller's view).
@@ -75,6 +90,12 @@ _PROVE_ALPHA = 0.05
 # An MDF whose output is louder than its input added its own misprediction of the echo (it
 # diverged): never the user's voice.
 _DIVERGED_DB = 1.0
+# A converged MDF whose output is this much louder than its input predicted an echo that did
+# not come: the echo path dropped out or jumped under it (a sound server's or a device's
+# underrun, which the player's timing does not see). Through bench.echo_loop's 150 ms loop
+# the microphone fell to -45..-80 dBFS for 150 ms under a loud reference, the echo came back
+# later than before, the MDF took 5-8 dB off it (a voice's figures) and the reply was cut.
+_DROPOUT_DB = 6.0
 # A frame the MDF took down to within this of the microphone's floor counts as cancelled
 # (a faint echo, a few dB over the room noise, cannot lose 15 dB).
 _AT_FLOOR_DB = 6.0
@@ -141,10 +162,13 @@ class DoubleTalk:
     def __init__(self) -> None:
         self._reduction = np.full(_CONVERGE_FRAMES, np.nan)
         self._n = 0
+        self._converge_min = _CONVERGE_MIN
         self._typical = 0.0  # the MDF's median reduction (dB)
         self._recent = [-math.inf] * _RECENT  # the microphone's last levels
         self._k = 0
         self._hold = 0  # frames still handed on after one judged the user's
+        self._streak = 0  # frames in a row that looked like the user
+        self._dropping = False  # the last frame looked like a dropout (see dropout)
         self._proved = 0.0  # the MDF's smoothed reduction on the current path (dB)
         self._proved_n = 0  # loud frames since the path moved
         self.converged = False
@@ -174,18 +198,20 @@ class DoubleTalk:
             self._n += 1
             if self._n % _CHECK_EVERY == 0:
                 self._typical = float(np.nanmedian(self._reduction))
-                self.converged = self._n >= _CONVERGE_MIN and self._typical >= _CONVERGED_DB
+                self.converged = self._n >= self._converge_min and self._typical >= _CONVERGED_DB
         self._recent[self._k % _RECENT] = mic_db
         self._k += 1
-        if (
+        looks = (
             proved
             and not math.isinf(floor_db)
             and mic_db > floor_db + _ABOVE_FLOOR_DB
             and mic_db - _NEAR_DB < mdf_db <= mic_db + _DIVERGED_DB
             and mdf_db > max(self._recent) - self._typical
-        ):
+        )
+        self._streak = self._streak + 1 if looks else 0
+        if self._streak >= _ONSET:
             self._hold = _HOLD + 1
-        elif loud and self._hold == 0 and mic_db > floor_db + 2 * _AT_FLOOR_DB:
+        elif not looks and loud and self._hold == 0 and mic_db > floor_db + 2 * _AT_FLOOR_DB:
             # The proof follows the echo alone: the user's frames (judged, or held) leave it,
             # and so do frames with nothing to cancel (the echo path's delay at the start of
             # a run: the MDF's output is at the floor there whatever its filter).
@@ -204,6 +230,22 @@ class DoubleTalk:
         self.frames += 1
         return True
 
+    def dropout(self, mic_db: float, mdf_db: float, loud: bool, floor_db: float) -> bool:
+        """Whether the echo path dropped out or jumped under the converged MDF (see
+        ``_DROPOUT_DB``), from the second frame in a row that says so: the path must be
+        found again (``moved``). One frame alone is a syllable's onset after a digitally
+        silent pause, whose echo is not there yet while the filter's faint leading taps
+        predict some (through the silent-floor loops: the MDF at -58..-64 dBFS over a
+        microphone at -95)."""
+        now = (
+            self.converged
+            and loud
+            and mdf_db > mic_db + _DROPOUT_DB
+            and mdf_db > floor_db + _AT_FLOOR_DB
+        )
+        dropped, self._dropping = now and self._dropping, now
+        return dropped
+
     def echo_only(self, mic_db: float, mdf_db: float) -> bool:
         """Whether this frame is the echo alone (called when ``__call__`` said no)."""
         return self.converged and mic_db - mdf_db >= _ECHO_ONLY_DB
@@ -211,20 +253,22 @@ class DoubleTalk:
     def moved(self) -> None:
         """The echo path moved (a new playback run, the reference re-synchronised): no
         frame is the user's until the MDF has proved itself again, and any hold ends."""
-        self._proved, self._proved_n, self._hold = 0.0, 0, 0
+        self._proved, self._proved_n, self._hold, self._streak = 0.0, 0, 0, 0
 
-    def reset(self) -> None:
-        """The MDF was reset (a new playback run): what it took off the echo before says
-        nothing about its new filter, so it must converge again (``converged``) before a
-        frame can be judged the user's. Through the real loop under load a fresh MDF
-        "proved" itself 1.4 s into a reply, the old median said converged, and a frame it
-        took 6 dB off (still converging) was judged the user's: the reply was cut."""
+    def reset(self, quick: bool = False) -> None:
+        """The echo path changed under the MDF (a new playback run, a new filter): what it
+        took off the echo before says nothing about now, so it must converge again
+        (``converged``) before a frame can be judged the user's. Through the real loop under
+        load a fresh MDF "proved" itself 1.4 s into a reply, the old median said converged,
+        and a frame it took 6 dB off (still converging) was judged the user's: the reply was
+        cut. ``quick``: the filter was kept and its path restored (``_RECONVERGE_MIN``)."""
         self._reduction[:] = np.nan
         self._n = 0
+        self._converge_min = _RECONVERGE_MIN if quick else _CONVERGE_MIN
         self._typical = 0.0
         self.converged = False
         self.moved()
 
     def silent(self) -> None:
         """The speaker is silent this frame: no decision, and any hold ends."""
-        self._hold = 0
+        self._hold = self._streak = 0

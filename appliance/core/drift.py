@@ -1,0 +1,188 @@
+"""Where the echo lies behind the speaker's reference, held still: the decisions, sans I/O.
+
+The double-talk rule's linear canceller (speexdsp's MDF, ``appliance.audio.nearend``) tells
+the user's voice from the echo only once its filter has converged on the echo path, and
+through real devices that path does not stand still (issue 23, bench.echo_loop's PulseAudio
+loops):
+
+- every reply is a new playback run, which the sound server starts a few ms off the last
+  one (about 2 ms through the loops), so a filter learnt on one reply does not fit the next
+  and had to be learnt again, for longer than the 2-3 s a user waits to say "stop";
+- two sound cards with their own clocks (a USB microphone and a USB or on-board speaker),
+  or a sound server adapting its rate between them, make the echo slide by up to about a
+  sample a second at 16 kHz (0.9-1.8 samples/s through the rate-adapting loops), which
+  the player's timing cannot see; the filter lags it and took 4-10 dB off the echo
+  instead of 15-20;
+- a sound server or device underrun drops or shifts the echo under the reference.
+
+``appliance.audio.drift`` measures the echo's delay behind the reference the canceller
+reads (samples, to a fraction of one) a few times a second while the speaker sounds.
+``DriftFit`` turns those measurements into ``phase``, the samples the canceller adds to the
+reference's read position:
+
+- The first good measurement after the reference was placed by the player's timing (a new
+  run, a re-synchronisation, a dropout) moves ``phase`` at once so that the echo lies
+  ``HELD`` samples behind the reference, always the same: the MDF's filter, kept from one run
+  to the next, then fits every run, and it can be short (``nearend.FILTER_S``: the room after
+  the direct path, not the device's latency), which makes it converge faster and cancel
+  more. Until then the MDF is not fed (``placed``): adapting to a path a few ms off would
+  spoil its filter.
+- After that, ``step`` slides ``phase`` along the line fitted to the measurements (of the
+  delay behind the uncompensated reference: the echo path's own motion), at most
+  ``MAX_STEP`` a frame; before the first measurement of a placement the last rate carries
+  on, as a clock's drift does between replies.
+
+Replayed from bench.echo_loop's traces (8 loops of 10-150 ms, rate fixed and adapting), the
+MDF's median reduction over a reply's first second went from 0-20 dB (a 250 ms filter
+starting afresh each run) to 6-31 dB, and 15-37 dB in its second half.
+
+Imports: the standard library only.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+HELD = 160.0  # samples (10 ms) the echo is held behind the reference the MDF is given
+MIN_QUALITY = 0.15  # a GCC-PHAT peak below this is not the echo (noise, the user, silence)
+PLACE_QUALITY = 0.3  # the measurement that places the reference must be a clear one
+KEEP_S = 4.0  # the measurements fitted: the most recent this long
+MIN_SPAN_S = 1.5  # no line from measurements closer together than this
+MIN_POINTS = 5
+# A measurement this far off the fitted line is an outlier (a loud user over the reply,
+# a reverberant syllable): left out and the line fitted again without it.
+OUTLIER = 1.0
+# Clocks differ by tens of ppm, a rate-adapting server by up to about 100 (1.6 samples/s
+# at 16 kHz): a steeper line is not drift.
+MAX_RATE = 4.0
+MAX_STEP = 0.05  # samples per 10 ms frame the compensation slides at most (5 samples/s)
+# JUMPS clear measurements in a row this far off the line on the same side: the echo path
+# jumped (an underrun the player's timing did not see): placed again at once, as by a new
+# run, rather than slid there for seconds under a filter that no longer fits.
+JUMP = 3.0
+JUMPS = 3
+HISTORY = 64  # frames of phase kept (a measurement's window is centred 25 frames back)
+
+
+class DriftFit:
+    """Where to read the reference so the echo lies ``HELD`` samples behind it."""
+
+    def __init__(self) -> None:
+        self.phase = 0.0
+        self.rate = 0.0  # samples per second the echo's delay shrinks (its slope, negated)
+        self.placed = False  # the current placement had its first measurement
+        self._jumps = 0  # measurements in a row off the line by more than JUMP (signed)
+        self._candidate: float | None = None  # an unplaced placement's last good delay
+        self._points: list[tuple[float, float]] = []
+        self._line: tuple[float, float] | None = None  # slope, intercept
+        # The phases of the last frames: a measurement is of a window whose reference was
+        # read with the phases of its frames, not with the phase of now (taking today's
+        # while it slid made the compensation chase its own motion).
+        self._phases: deque[float] = deque(maxlen=HISTORY)
+
+    def restart(self) -> None:
+        """The reference was placed afresh by the player's timing: earlier delays are on
+        another footing."""
+        self.phase = 0.0
+        self.placed = False
+        self._jumps = 0
+        self._candidate = None
+        self._points.clear()
+        self._line = None
+        self._phases.clear()
+
+    def add(self, at: float, delay: float, quality: float, frames_ago: int) -> bool:
+        """A measurement of the echo's delay (samples) behind the compensated reference over
+        a window centred on ``at`` (s), ``frames_ago`` frames back, with its peak's
+        ``quality``. Returns True when it placed the reference: ``phase`` moved at once (the
+        second of two clear ones in a row that agree, since ``restart``; or the third in a
+        row off the fitted line the same way: the echo path jumped)."""
+        if quality < (MIN_QUALITY if self.placed else PLACE_QUALITY):
+            return False
+        phases = self._phases
+        then = phases[max(0, len(phases) - 1 - frames_ago)] if phases else self.phase
+        raw = delay - then  # behind the uncompensated reference
+        if not self.placed:
+            # Two clear measurements in a row that agree place the reference: one alone
+            # once found a peak 100 ms off the echo (bench.echo_loop's 100 ms loop).
+            agree = self._candidate is not None and abs(raw - self._candidate) <= JUMP
+            self._candidate = raw
+            if not agree:
+                return False
+        placing = not self.placed or self._jumped(at, raw, quality)
+        if placing:
+            self._place(raw)
+        self._points.append((at, raw))
+        while self._points[-1][0] - self._points[0][0] > KEEP_S:
+            self._points.pop(0)
+        self._fit()
+        return placing
+
+    def _place(self, raw: float) -> None:
+        """Move ``phase`` at once so that an echo ``raw`` samples behind the uncompensated
+        reference lies ``HELD`` behind the compensated one."""
+        self.placed = True
+        self.phase = HELD - raw
+        self._phases.clear()  # the frames before this are on the old footing
+        self._points.clear()
+        self._line = None
+        self._jumps = 0
+
+    def _jumped(self, at: float, raw: float, quality: float) -> bool:
+        if self._line is None:
+            return False
+        slope, intercept = self._line
+        off = raw - (intercept + slope * at)
+        if abs(off) <= JUMP or quality < PLACE_QUALITY:
+            self._jumps = 0
+        elif self._jumps * off >= 0:  # the same side as the last ones (or the first)
+            self._jumps += 1 if off > 0 else -1
+        else:
+            self._jumps = 1 if off > 0 else -1
+        return abs(self._jumps) >= JUMPS
+
+    def _fit(self) -> None:
+        points = self._points
+        if len(points) < MIN_POINTS or points[-1][0] - points[0][0] < MIN_SPAN_S:
+            return
+        slope, intercept = _line(points)
+        kept = [(t, d) for t, d in points if abs(d - (intercept + slope * t)) <= OUTLIER]
+        if len(kept) < MIN_POINTS or kept[-1][0] - kept[0][0] < MIN_SPAN_S:
+            return
+        slope, intercept = _line(kept)
+        if abs(slope) <= MAX_RATE:
+            self._line = (slope, intercept)
+            self.rate = -slope
+
+    def step(self, now: float, frame_s: float) -> bool:
+        """Move ``phase`` for the frame at ``now``, one frame of ``frame_s`` after the last.
+        Returns True when it placed the reference again: the fitted line puts the echo more
+        than ``JUMP`` from where ``phase`` holds it (a placement on a wrong peak), which a
+        slide at ``MAX_STEP`` would take minutes to mend."""
+        placing = False
+        if self._line is None:
+            self.phase += self.rate * frame_s
+        else:
+            slope, intercept = self._line
+            raw = intercept + slope * now
+            move = HELD - raw - self.phase
+            if abs(move) > JUMP:
+                self._place(raw)
+                self._points.append((now, raw))  # the line, from here on, is this one
+                placing = True
+            else:
+                self.phase += max(-MAX_STEP, min(MAX_STEP, move))
+        self._phases.append(self.phase)
+        return placing
+
+
+def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares slope and intercept of ``points`` (at least two distinct times)."""
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    md = sum(d for _, d in points) / n
+    stt = sum((t - mt) ** 2 for t, _ in points)
+    if stt == 0.0:
+        return 0.0, md
+    slope = sum((t - mt) * (d - md) for t, d in points) / stt
+    return slope, md - slope * mt
