@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from appliance.audio import prosody
 from appliance.audio.frontend import (
     AudioChunk,
     FrontEnd,
@@ -141,6 +142,10 @@ NOISY = ("pink", -50.0, 10.0)
         ("what time is it in Tokyo", "en+m3", 150),
         ("remind me to call my sister tonight", "en", 200),
         ("turn off the kitchen lights", "en", 200),
+        # Both rise over their last 30 ms after falling to the bottom of the range: read there,
+        # they waited 1000 ms; read over the last 50 ms voiced, they end low.
+        ("what time is it in Tokyo", "en-us+f3", 175),
+        ("what is on my calendar today", "en-us+f3", 175),
     ],
 )
 def test_a_complete_request_ends_within_500_ms_of_its_last_word(
@@ -181,6 +186,38 @@ def test_the_pre_roll_holds_a_first_syllable_the_vad_is_late_on(
     assert len(starts) == 1, got
     at, started = starts[0]
     assert at - started.preroll_ms * RATE // 1000 <= where[0][0] + MARGIN
+
+
+@pytest.mark.parametrize(
+    ("text", "voice", "speed", "kind", "calls"),
+    [
+        ("remind me to call my sister tonight", "en", 200, "pink", 1),
+        ("what is the square root of one hundred and forty four", "en", 200, "aircon", 2),
+    ],
+)
+def test_the_hint_runs_only_in_pauses_long_enough_to_need_it(
+    text: str, voice: str, speed: int, kind: str, calls: int
+) -> None:
+    # Asked 50 ms before end_complete_ms, not 120 ms into every pause: the level calls
+    # stretches inside these phrases quiet in noise, and the hint ran 2 and 5 times.
+    pcm, [(_, last)] = mix([synthesize(text, voice, speed)], kind, -45.0)
+    asked: list[int] = []
+    got: list[GateOutput] = []
+    pos = 0
+
+    def hint(recent: np.ndarray) -> float:
+        asked.append(pos)
+        return prosody.complete(recent)
+
+    fe = FrontEnd(device_rate=RATE, settings=listen_settings(GateSettings()), chunk_ms=40,
+                  vad=None, emit=got.append, hint=hint)
+    while pos + RATE // 100 <= len(pcm):
+        n = max(fe.wants(), RATE // 100)
+        fe.process(pcm[pos : pos + n])
+        pos += n
+    stops = [o for o in got if isinstance(o, SpeechStopped)]
+    assert len(stops) == 1 and not stops[0].discarded
+    assert len(asked) == calls and asked[-1] > last - MARGIN
 
 
 def test_a_blip_of_speech_is_discarded() -> None:
