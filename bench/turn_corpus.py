@@ -55,6 +55,9 @@ PAUSED = (
     ("set an alarm for", "seven thirty tomorrow"),
 )
 VOICES = (("en+m3", 150), ("en-us+f3", 175), ("en", 200), ("en-us+m1", 130))
+TUNING_VOICES = ("en+m3", "en-us+f3")
+"""The voices the end-of-turn hint's thresholds were chosen on; ``bench.turns`` reports the
+other two apart, as held-out voices."""
 NOISE_KINDS = ("pink", "brown", "white", "hum", "fan", "aircon", "pink+hum", "brown+fan+white")
 NOISE_LEVELS = (-60.0, -54.0, -48.0, -45.0, -40.0)
 NOISE_S = 20.0
@@ -77,6 +80,19 @@ class Clip:
     """Spoken segments as (first, last) sample; two for a paused request."""
     complete_at: int
     """Sample where the last word ends (0 for noise)."""
+
+    @property
+    def voice(self) -> str:
+        """The espeak-ng voice of a speech clip (``""`` for noise)."""
+        return request_voice(int(self.name.split("-")[1]))[0] if self.kind == "speech" else ""
+
+
+def request_voice(k: int) -> tuple[str, int]:
+    """(voice, rate) of request ``k`` (the number in its clips' names): the complete requests
+    come first, two per phrase, then the paused ones, and each pair takes the next voices."""
+    half = 2 * len(COMPLETE)
+    i, j = divmod(k % half, 2)
+    return VOICES[(i + j + (k >= half)) % len(VOICES)]
 
 
 def cache_dir() -> Path:
@@ -159,13 +175,13 @@ def _speech_clips() -> list[tuple[Clip, Samples]]:
     out: list[tuple[Clip, Samples]] = []
     rng = np.random.default_rng(17)
     requests: list[tuple[str, list[Samples], float]] = []
-    for i, text in enumerate(COMPLETE):
-        for j in range(2):
-            voice, speed = VOICES[(i + j) % len(VOICES)]
+    for text in COMPLETE:
+        for _ in range(2):
+            voice, speed = request_voice(len(requests))
             requests.append((text, [synthesize(text, voice, speed)], 0.0))
-    for i, (head, tail) in enumerate(PAUSED):
-        for j in range(2):
-            voice, speed = VOICES[(i + j + 1) % len(VOICES)]
+    for head, tail in PAUSED:
+        for _ in range(2):
+            voice, speed = request_voice(len(requests))
             # The comma gives the head espeak-ng's continuation intonation, as a speaker's
             # "set a timer for ..." has.
             parts = [synthesize(head + ",", voice, speed), synthesize(tail, voice, speed)]
