@@ -74,7 +74,8 @@ def reference_track(pcm: np.ndarray) -> np.ndarray:
     lags = np.argmax(ac[:, 40:267], axis=1) + 40
     peak = ac[np.arange(len(ac)), lags] / np.maximum(ac[:, 0], 1e-9)
     loud = energy > energy.max() * 10 ** (-prosody.LOUD_DB / 10)
-    return np.where((peak > 0.45) & loud, RATE / lags, 0.0)
+    f0: np.ndarray = np.where((peak > 0.45) & loud, RATE / lags, 0.0)
+    return f0
 
 
 def speech(text: str, voice: str, speed: int, kind: str = "", level: float = -50.0) -> np.ndarray:
@@ -84,7 +85,8 @@ def speech(text: str, voice: str, speed: int, kind: str = "", level: float = -50
     if kind:
         x = x * 32768 * 10 ** ((level + 10) / 20) / active_rms(x)
         x = x + noise(kind, level, len(x), seed=3)
-    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+    pcm: np.ndarray = np.clip(np.round(x), -32768, 32767).astype(np.int16)
+    return pcm
 
 
 @pytest.mark.parametrize("voice", ["en+m3", "en-us+m1"])
