@@ -151,8 +151,8 @@ NOISY = ("pink", -50.0, 10.0)
         ("what time is it in Tokyo", "en+m3", 150),
         ("remind me to call my sister tonight", "en", 200),
         ("turn off the kitchen lights", "en", 200),
-        # Both rise over their last 30 ms after falling to the bottom of the range: read there,
-        # they waited 1000 ms; read over the last 50 ms voiced, they end low.
+        # Both end at the bottom of the range, but the final pitch read as the last 30 ms
+        # voiced with frames 35 dB down was a faint tail (Tokyo) or a last rise: 1000 ms.
         ("what time is it in Tokyo", "en-us+f3", 175),
         ("what is on my calendar today", "en-us+f3", 175),
     ],
