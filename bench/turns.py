@@ -1,6 +1,6 @@
 """Turn-taking benchmark: candidate detectors over the turn corpus, offline, next to the targets.
 
-    .venv/bin/python -m bench.turns [--a53-factor 8]
+    .venv/bin/python -m bench.turns [--a53-factor 8] [--only ...] [--sweep]
 
 Each detector sees every clip of ``bench.turn_corpus`` from its first sample, in 16 kHz frames;
 time is the sample position (nothing runs in real time). ``product micro`` and ``product
@@ -44,7 +44,7 @@ from appliance.audio.vad import WebRtcVad
 from appliance.config import GateSettings, listen_settings
 from appliance.core.endpoint import Decision, Endpointer, EndpointSettings
 from appliance.core.gate import Edge, VadGate
-from bench.turn_corpus import RATE, TUNING_VOICES, Clip, Samples, load
+from bench.turn_corpus import RATE, TUNING_VOICES, Clip, Samples, load, sweep
 
 PREROLL_MS = GateSettings().preroll_ms
 # (kind, sample position) of each START / STOP / DISCARD, and of each end-of-turn hint's
@@ -362,10 +362,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="how many times slower a Pi Zero 2 W core runs the model")
     parser.add_argument("--only", default=",".join(DEFAULT),
                         help="comma-separated detectors, or 'all': " + ", ".join(detectors(1)))
+    parser.add_argument("--sweep", action="store_true",
+                        help="run over bench.turn_corpus.sweep() (560 clips, built in memory, "
+                        "no noise-only clips) instead of the cached corpus")
     parser.add_argument("--split", default="product micro",
                         help="the detector also scored on the tuning and held-out voices apart")
     args = parser.parse_args(argv)
-    clips = load()
+    clips = sweep() if args.sweep else load()
     speech = [c for c, _ in clips if c.kind == "speech"]
     noise_s = sum(len(p) for c, p in clips if c.kind == "noise") / RATE
     print(f"corpus: {len(speech)} requests ({sum(len(c.speech) > 1 for c in speech)} paused), "
