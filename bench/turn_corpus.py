@@ -55,6 +55,9 @@ PAUSED = (
     ("set an alarm for", "seven thirty tomorrow"),
 )
 VOICES = (("en+m3", 150), ("en-us+f3", 175), ("en", 200), ("en-us+m1", 130))
+TUNING_VOICES = ("en+m3", "en-us+f3")
+"""The voices the end-of-turn hint's thresholds were chosen on; ``bench.turns`` reports the
+other two apart, as held-out voices."""
 NOISE_KINDS = ("pink", "brown", "white", "hum", "fan", "aircon", "pink+hum", "brown+fan+white")
 NOISE_LEVELS = (-60.0, -54.0, -48.0, -45.0, -40.0)
 NOISE_S = 20.0
@@ -77,6 +80,16 @@ class Clip:
     """Spoken segments as (first, last) sample; two for a paused request."""
     complete_at: int
     """Sample where the last word ends (0 for noise)."""
+    voice: str = ""
+    """The espeak-ng voice (``""`` for noise)."""
+
+
+def request_voice(k: int) -> tuple[str, int]:
+    """(voice, rate) of request ``k`` (the number in its clips' names): the complete requests
+    come first, two per phrase, then the paused ones, and each pair takes the next voices."""
+    half = 2 * len(COMPLETE)
+    i, j = divmod(k % half, 2)
+    return VOICES[(i + j + (k >= half)) % len(VOICES)]
 
 
 def cache_dir() -> Path:
@@ -159,33 +172,19 @@ def _speech_clips() -> list[tuple[Clip, Samples]]:
     out: list[tuple[Clip, Samples]] = []
     rng = np.random.default_rng(17)
     requests: list[tuple[str, list[Samples], float]] = []
-    for i, text in enumerate(COMPLETE):
-        for j in range(2):
-            voice, speed = VOICES[(i + j) % len(VOICES)]
+    for text in COMPLETE:
+        for _ in range(2):
+            voice, speed = request_voice(len(requests))
             requests.append((text, [synthesize(text, voice, speed)], 0.0))
-    for i, (head, tail) in enumerate(PAUSED):
-        for j in range(2):
-            voice, speed = VOICES[(i + j + 1) % len(VOICES)]
+    for head, tail in PAUSED:
+        for _ in range(2):
+            voice, speed = request_voice(len(requests))
             # The comma gives the head espeak-ng's continuation intonation, as a speaker's
             # "set a timer for ..." has.
             parts = [synthesize(head + ",", voice, speed), synthesize(tail, voice, speed)]
             requests.append((f"{head} ... {tail}", parts, rng.uniform(0.6, 0.8)))
-    margin = RATE * 50 // 1000  # synthesize() keeps 50 ms around the loud samples
     for k, (text, parts, pause_s) in enumerate(requests):
-        lead = int(LEAD_S * RATE)
-        pieces: list[Floats] = [np.zeros(lead)]
-        segments: list[tuple[int, int]] = []
-        pos = lead
-        for p, part in enumerate(parts):
-            if p:
-                gap = int(pause_s * RATE) - 2 * margin
-                pieces.append(np.zeros(gap))
-                pos += gap
-            segments.append((pos + margin, pos + len(part) - margin))
-            pieces.append(part.astype(np.float64))
-            pos += len(part)
-        pieces.append(np.zeros(int(TAIL_S * RATE)))
-        dry = np.concatenate(pieces)
+        dry, segments = _lay_out(parts, pause_s)
         speech_level = active_rms(dry)
         for cond in ("clean", "noisy"):
             if cond == "clean":
@@ -202,10 +201,61 @@ def _speech_clips() -> list[tuple[Clip, Samples]]:
                 text=text,
                 noise="none" if cond == "clean" else kind,
                 level_db=round(level, 1),
-                speech=tuple(segments),
+                speech=segments,
                 complete_at=segments[-1][1],
+                voice=request_voice(k)[0],
             )
             out.append((clip, _to_int16(mix)))
+    return out
+
+
+def _lay_out(parts: list[Samples], pause_s: float) -> tuple[Floats, tuple[tuple[int, int], ...]]:
+    """The parts with ``pause_s`` between them (from the end of one's speech to the start of
+    the next), ``LEAD_S`` of room before and ``TAIL_S`` after; and where each part's speech
+    lies."""
+    margin = RATE * 50 // 1000  # synthesize() keeps 50 ms around the loud samples
+    lead = int(LEAD_S * RATE)
+    pieces: list[Floats] = [np.zeros(lead)]
+    segments: list[tuple[int, int]] = []
+    pos = lead
+    for p, part in enumerate(parts):
+        if p:
+            gap = int(pause_s * RATE) - 2 * margin
+            pieces.append(np.zeros(gap))
+            pos += gap
+        segments.append((pos + margin, pos + len(part) - margin))
+        pieces.append(part.astype(np.float64))
+        pos += len(part)
+    pieces.append(np.zeros(int(TAIL_S * RATE)))
+    return np.concatenate(pieces), tuple(segments)
+
+
+SWEEP_KINDS = ("pink", "white", "hum", "fan", "aircon", "brown+fan+white")
+SWEEP_LEVEL_DB = -48.0
+SWEEP_PAUSE_S = 0.7
+
+
+def sweep() -> list[tuple[Clip, Samples]]:
+    """A wider check than the corpus, built in memory (``bench.turns --sweep``): every phrase,
+    complete and paused (a 0.7 s pause), in every voice, clean and over six noises at
+    -48 dBFS with the speech 10 dB above, on noise seeds the corpus does not use (560 clips)."""
+    out: list[tuple[Clip, Samples]] = []
+    requests: list[tuple[str, list[str]]] = [(t, [t]) for t in COMPLETE]
+    requests += [(f"{head} ... {tail}", [head + ",", tail]) for head, tail in PAUSED]
+    for text, words in requests:
+        for voice, speed in VOICES:
+            dry, segments = _lay_out([synthesize(w, voice, speed) for w in words], SWEEP_PAUSE_S)
+            speech_level = active_rms(dry)
+            for kind in ("none", *SWEEP_KINDS):
+                level = -70.0 if kind == "none" else SWEEP_LEVEL_DB
+                gain = 32768 * 10 ** ((-26 if kind == "none" else level + SNR_DB) / 20)
+                seed = 7000 + len(out)
+                mix = dry * gain / speech_level + noise(
+                    "white" if kind == "none" else kind, level, len(dry), seed
+                )
+                clip = Clip(f"sweep-{len(out)}", "speech", text, kind, level, segments,
+                            segments[-1][1], voice)
+                out.append((clip, _to_int16(mix)))
     return out
 
 
@@ -237,6 +287,8 @@ def load(directory: Path | None = None) -> list[tuple[Clip, Samples]]:
     out = []
     for entry in json.loads((directory / "index.json").read_text()):
         entry["speech"] = tuple(tuple(s) for s in entry["speech"])
+        if entry["kind"] == "speech" and not entry.get("voice"):  # a cache from before voices
+            entry["voice"] = request_voice(int(entry["name"].split("-")[1]))[0]
         clip = Clip(**entry)
         out.append((clip, np.load(directory / f"{clip.name}.npy")))
     return out

@@ -1,6 +1,6 @@
 """Turn-taking benchmark: candidate detectors over the turn corpus, offline, next to the targets.
 
-    .venv/bin/python -m bench.turns [--a53-factor 8]
+    .venv/bin/python -m bench.turns [--a53-factor 8] [--only ...] [--sweep]
 
 Each detector sees every clip of ``bench.turn_corpus`` from its first sample, in 16 kHz frames;
 time is the sample position (nothing runs in real time). ``product micro`` and ``product
@@ -44,7 +44,7 @@ from appliance.audio.vad import WebRtcVad
 from appliance.config import GateSettings, listen_settings
 from appliance.core.endpoint import Decision, Endpointer, EndpointSettings
 from appliance.core.gate import Edge, VadGate
-from bench.turn_corpus import RATE, Clip, Samples, load
+from bench.turn_corpus import RATE, TUNING_VOICES, Clip, Samples, load, sweep
 
 PREROLL_MS = GateSettings().preroll_ms
 # (kind, sample position) of each START / STOP / DISCARD, and of each end-of-turn hint's
@@ -176,7 +176,10 @@ def product(detector: str) -> Detector:
         settings = listen_settings(gate)
 
         def hint(recent: Samples) -> float:
+            t0 = time.process_time()
             hints.append(prosody.complete(recent))
+            run.cost += time.process_time() - t0  # type: ignore[attr-defined]
+            run.calls += 1  # type: ignore[attr-defined]
             return hints[-1]
 
         fe = FrontEnd(
@@ -204,19 +207,39 @@ def product(detector: str) -> Detector:
                     yield ("discard" if o.discarded else "stop"), pos
             out.clear()
 
+    run.calls = 0  # type: ignore[attr-defined]
+    run.cost = 0.0  # type: ignore[attr-defined]
     return run
 
 
-def score(name: str, detector: Detector,
-          clips: list[tuple[Clip, Samples]]) -> Result:
-    r = Result(name)
+# One clip's run: the clip, its events, its length (s), the detector's CPU seconds less its
+# model's, the model's calls and their CPU seconds.
+Run = tuple[Clip, Events, float, float, int, float]
+
+
+def runs(detector: Detector, clips: list[tuple[Clip, Samples]]) -> list[Run]:
+    """Every clip through ``detector``, in order."""
+    out: list[Run] = []
     for clip, pcm in clips:
+        calls, cost = getattr(detector, "calls", 0), getattr(detector, "cost", 0.0)
         t0 = time.process_time()
         events: Events = list(detector(pcm, clip))
-        r.cpu_s += time.process_time() - t0
-        r.audio_s += len(pcm) / RATE
+        cpu = time.process_time() - t0
+        calls = getattr(detector, "calls", 0) - calls
+        cost = getattr(detector, "cost", 0.0) - cost
+        out.append((clip, events, len(pcm) / RATE, cpu - cost, calls, cost))
+    return out
+
+
+def score(name: str, clips: list[Run]) -> Result:
+    r = Result(name)
+    for clip, events, audio_s, cpu_s, calls, cost in clips:
+        r.cpu_s += cpu_s
+        r.model_calls += calls
+        r.model_cpu_s += cost
+        r.audio_s += audio_s
         if clip.kind == "noise":
-            r.noise_s += len(pcm) / RATE
+            r.noise_s += audio_s
             r.noise_starts += sum(k == "start" for k, _ in events)
             r.noise_answered += sum(k == "stop" for k, _ in events)
             continue
@@ -225,9 +248,9 @@ def score(name: str, detector: Detector,
         paused = len(clip.speech) > 1
         r.paused += paused
         _hints(r, clip, [(k, p) for k, p in events if k in HINTS])
-        events = [(k, p) for k, p in events if k not in HINTS]
-        starts = [p for k, p in events if k == "start"]
-        ends = [(k, p) for k, p in events if k != "start" and p > first]
+        turns = [(k, p) for k, p in events if k not in HINTS]
+        starts = [p for k, p in turns if k == "start"]
+        ends = [(k, p) for k, p in turns if k != "start" and p > first]
         if not starts or not any(k == "stop" for k, _ in ends):
             r.missed += 1
             r.discarded_requests += any(k == "discard" for k, _ in ends)
@@ -240,10 +263,6 @@ def score(name: str, detector: Detector,
         stop = next((p for k, p in ends if k == "stop"), None)
         if stop is not None:
             r.end_ms.append((stop - last) * 1000 / RATE)
-    calls = getattr(detector, "calls", 0)
-    r.model_calls = calls
-    r.model_cpu_s = getattr(detector, "cost", 0.0)
-    r.cpu_s -= r.model_cpu_s
     return r
 
 
@@ -286,9 +305,9 @@ def report(results: list[Result], factor: float) -> None:
          lambda r: f"{sum(o > PREROLL_MS for o in r.onset_ms)} / "
          f"{sum(o > 500 for o in r.onset_ms)}"),
         ("noise: turns opened per hour", "0",
-         lambda r: f"{r.noise_starts * 3600 / max(1.0, r.noise_s):.0f}"),
+         lambda r: f"{r.noise_starts * 3600 / r.noise_s:.0f}" if r.noise_s else "-"),
         ("noise: turns answered per hour", "0",
-         lambda r: f"{r.noise_answered * 3600 / max(1.0, r.noise_s):.0f}"),
+         lambda r: f"{r.noise_answered * 3600 / r.noise_s:.0f}" if r.noise_s else "-"),
         ("detector CPU, % of one x86 core", "",
          lambda r: f"{100 * r.cpu_s / r.audio_s:.2f}"),
         ("model calls / x86 ms per call", "",
@@ -343,8 +362,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="how many times slower a Pi Zero 2 W core runs the model")
     parser.add_argument("--only", default=",".join(DEFAULT),
                         help="comma-separated detectors, or 'all': " + ", ".join(detectors(1)))
+    parser.add_argument("--sweep", action="store_true",
+                        help="run over bench.turn_corpus.sweep() (560 clips, built in memory, "
+                        "no noise-only clips) instead of the cached corpus")
+    parser.add_argument("--split", default="product micro",
+                        help="the detector also scored on the tuning and held-out voices apart")
     args = parser.parse_args(argv)
-    clips = load()
+    clips = sweep() if args.sweep else load()
     speech = [c for c, _ in clips if c.kind == "speech"]
     noise_s = sum(len(p) for c, p in clips if c.kind == "noise") / RATE
     print(f"corpus: {len(speech)} requests ({sum(len(c.speech) > 1 for c in speech)} paused), "
@@ -354,7 +378,18 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         if name not in known:
             raise SystemExit(f"--only: no detector {name!r}; have {', '.join(known)}")
-    results = [score(name, known[name](), clips) for name in names]
+    results = []
+    for name in names:
+        done = runs(known[name](), clips)
+        results.append(score(name, done))
+        if name == args.split:
+            # Speech only: the noise rows belong to the whole corpus.
+            tuning = [r for r in done if r[0].voice in TUNING_VOICES]
+            held = [r for r in done if r[0].voice not in TUNING_VOICES and r[0].kind == "speech"]
+            results += [score("tuning voices", tuning), score("held-out voices", held)]
+    if args.split in names:
+        print(f"{args.split!r} also on the voices the hint was tuned on "
+              f"({', '.join(TUNING_VOICES)}) and on the others")
     report(results, args.a53_factor)
 
 

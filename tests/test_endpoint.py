@@ -61,7 +61,7 @@ def test_too_little_voiced_speech_is_discarded() -> None:
 
 
 def test_hint_complete_ends_turn_after_complete_ms() -> None:
-    s = replace(BASE, hint_after_ms=50, complete_ms=150, incomplete_ms=1000)
+    s = replace(BASE, hint_lead_ms=100, complete_ms=150, incomplete_ms=1000)
     ep = Endpointer(s)
     got = feed(ep, [0.9] * 50 + [0.0] * 5)
     assert [d for _, d in got] == [Decision.START, Decision.HINT]
@@ -71,14 +71,14 @@ def test_hint_complete_ends_turn_after_complete_ms() -> None:
 
 
 def test_late_hint_complete_stops_at_once() -> None:
-    ep = Endpointer(replace(BASE, hint_after_ms=50, complete_ms=150, incomplete_ms=1000))
+    ep = Endpointer(replace(BASE, hint_lead_ms=100, complete_ms=150, incomplete_ms=1000))
     feed(ep, [0.9] * 50 + [0.0] * 30)
     assert ep.silence_ms == 300
     assert ep.hint(0.8) is Decision.STOP
 
 
 def test_hint_incomplete_waits_incomplete_ms_and_resumed_speech_keeps_one_turn() -> None:
-    ep = Endpointer(replace(BASE, hint_after_ms=50, complete_ms=150, incomplete_ms=1000))
+    ep = Endpointer(replace(BASE, hint_lead_ms=100, complete_ms=150, incomplete_ms=1000))
     feed(ep, [0.9] * 50 + [0.0] * 5)
     assert ep.hint(0.1) is None
     assert feed(ep, [0.0] * 70) == []  # a 750 ms pause
@@ -90,13 +90,25 @@ def test_hint_incomplete_waits_incomplete_ms_and_resumed_speech_keeps_one_turn()
 
 
 def test_no_answer_to_hint_waits_incomplete_ms() -> None:
-    ep = Endpointer(replace(BASE, hint_after_ms=50, complete_ms=150, incomplete_ms=600))
+    ep = Endpointer(replace(BASE, hint_lead_ms=100, complete_ms=150, incomplete_ms=600))
     got = feed(ep, [0.9] * 50 + [0.0] * 60)
     assert [(i, d) for i, d in got][-1] == (109, Decision.STOP)
 
 
+def test_the_hint_is_asked_only_in_a_pause_long_enough_to_need_it() -> None:
+    # Asked hint_lead_ms before complete_ms (the time its answer may take), not at once: the
+    # pauses between words, shorter than that, never run the model.
+    ep = Endpointer(replace(BASE, hint_lead_ms=50, complete_ms=250, incomplete_ms=1000))
+    assert [d for _, d in feed(ep, [0.9] * 50 + ([0.0] * 19 + [0.9] * 10) * 5)] == [
+        Decision.START
+    ]
+    assert feed(ep, [0.0] * 20) == [(19, Decision.HINT)]  # 200 ms into the pause
+    assert ep.hint(0.9) is None
+    assert feed(ep, [0.0] * 5) == [(4, Decision.STOP)]
+
+
 def test_hint_after_speech_resumed_is_ignored() -> None:
-    ep = Endpointer(replace(BASE, hint_after_ms=50, complete_ms=150, incomplete_ms=1000))
+    ep = Endpointer(replace(BASE, hint_lead_ms=100, complete_ms=150, incomplete_ms=1000))
     feed(ep, [0.9] * 50 + [0.0] * 5 + [0.9] * 3)
     assert ep.phase is Phase.SPEECH
     assert ep.hint(1.0) is None
@@ -144,7 +156,8 @@ def test_reset_forgets_the_turn() -> None:
     [
         {"speech_threshold": 1.5},
         {"onset_ms": 300, "onset_window_ms": 200},
-        {"hint_after_ms": 500, "complete_ms": 200},
+        {"hint_lead_ms": -10},
+        {"complete_ms": 1200, "incomplete_ms": 1000},
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
@@ -245,7 +258,10 @@ def test_the_start_is_dated_back_to_where_the_sound_rose() -> None:
 def test_after_a_gap_the_next_request_opens_a_turn_though_the_vad_kept_its_state(
     gap: str,
 ) -> None:
-    s = replace(BASE, onset_ms=40, onset_window_ms=100, min_voiced_ms=100, complete_ms=200)
+    s = replace(
+        BASE, onset_ms=40, onset_window_ms=100, min_voiced_ms=100, complete_ms=200,
+        hint_lead_ms=80,
+    )
     ep = Endpointer(s)
     # A turn ends on the levels while pymicro-vad's probability still lingers; then the
     # speaker plays (the gate has the frames) and the model is not run: it comes back, on

@@ -105,21 +105,22 @@ def micro_frames(
 
 def test_micro_opens_on_speech_and_ends_at_a_pause_the_hint_calls_complete() -> None:
     listener = Listener(MICRO, RATE)
-    got = micro_frames(listener, [0.0] * 20 + [0.9] * 40 + [0.0] * 12)
-    # Onset after 40 ms voiced; at 120 ms of silence the hint is asked for.
-    # The pre-roll counts back from the first voiced frame, 30 ms before the deciding one.
-    assert got == [(23, StartTurn(RATE * 330 // 1000)), (60 + 11, Hint())]
-    assert listener.hint(0.9) is None  # 120 ms of silence, complete ends at 250 ms
+    got = micro_frames(listener, [0.0] * 20 + [0.9] * 40 + [0.0] * 20)
+    # Onset after 40 ms voiced; at 200 ms of silence (50 ms before end_complete_ms) the hint
+    # is asked for. The pre-roll counts back from the first voiced frame, 30 ms before the
+    # deciding one.
+    assert got == [(23, StartTurn(RATE * 330 // 1000)), (60 + 19, Hint())]
+    assert listener.hint(0.9) is None  # 200 ms of silence, complete ends at 250 ms
     got = micro_frames(listener, [0.0] * 14)
-    assert got == [(12, EndTurn(silence_ms=250))]
+    assert got == [(4, EndTurn(silence_ms=250))]
     assert not listener.streaming
 
 
 def test_micro_keeps_an_incomplete_phrase_open_through_its_pause() -> None:
     listener = Listener(MICRO, RATE)
-    micro_frames(listener, [0.9] * 40 + [0.0] * 12)
+    micro_frames(listener, [0.9] * 40 + [0.0] * 20)
     assert listener.hint(0.1) is None
-    assert micro_frames(listener, [0.0] * 70 + [0.9] * 30) == []  # 820 ms of pause: one turn
+    assert micro_frames(listener, [0.0] * 62 + [0.9] * 30) == []  # 820 ms of pause: one turn
     assert listener.streaming
 
 

@@ -6,9 +6,13 @@ espeak-ng's (a test dependency), noise ``bench.turn_corpus``'s generators."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from appliance.audio import prosody
 from appliance.audio.frontend import (
     AudioChunk,
     FrontEnd,
@@ -19,7 +23,7 @@ from appliance.audio.frontend import (
 from appliance.audio.micro_vad import SpeechStage
 from appliance.audio.vad import WebRtcVad
 from appliance.config import GateSettings, listen_settings
-from appliance.core.listen import Detector
+from appliance.core.listen import Detector, ListenSettings
 from bench.turn_corpus import KINDS, active_rms, noise
 from bench.wake_corpus import synthesize
 
@@ -27,16 +31,22 @@ RATE = 16000
 MARGIN = RATE * 50 // 1000
 
 
-def run(pcm: np.ndarray, gate: GateSettings | None = None) -> list[tuple[int, GateOutput]]:
+def run(
+    pcm: np.ndarray,
+    gate: GateSettings | None = None,
+    settings: ListenSettings | None = None,
+    hint: Callable[[np.ndarray], float] | None = None,
+) -> list[tuple[int, GateOutput]]:
     """(sample position after the call, output), fed as the capture thread feeds it."""
     got: list[tuple[int, GateOutput]] = []
     pos = 0
     fe = FrontEnd(
         device_rate=RATE,
-        settings=listen_settings(gate or GateSettings()),
+        settings=settings or listen_settings(gate or GateSettings()),
         chunk_ms=40,
         vad=None,
         emit=lambda o: got.append((pos, o)),
+        hint=hint,
     )
     step = RATE // 100
     while pos + step <= len(pcm):
@@ -141,6 +151,10 @@ NOISY = ("pink", -50.0, 10.0)
         ("what time is it in Tokyo", "en+m3", 150),
         ("remind me to call my sister tonight", "en", 200),
         ("turn off the kitchen lights", "en", 200),
+        # Both end at the bottom of the range, but the final pitch read as the last 30 ms
+        # voiced with frames 35 dB down was a faint tail (Tokyo) or a last rise: 1000 ms.
+        ("what time is it in Tokyo", "en-us+f3", 175),
+        ("what is on my calendar today", "en-us+f3", 175),
     ],
 )
 def test_a_complete_request_ends_within_500_ms_of_its_last_word(
@@ -181,6 +195,33 @@ def test_the_pre_roll_holds_a_first_syllable_the_vad_is_late_on(
     assert len(starts) == 1, got
     at, started = starts[0]
     assert at - started.preroll_ms * RATE // 1000 <= where[0][0] + MARGIN
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("remind me to call my sister tonight", "pink"),
+        ("what is the square root of one hundred and forty four", "aircon"),
+    ],
+)
+def test_the_hint_runs_only_in_pauses_long_enough_to_need_it(text: str, kind: str) -> None:
+    # Asked 50 ms before end_complete_ms, once, at the end; asked 120 ms into every pause (as
+    # it was), it also ran on the stretches inside these phrases that the level calls quiet.
+    pcm, [(_, last)] = mix([synthesize(text, "en", 200)], kind, -45.0)
+    settings = listen_settings(GateSettings())
+    early = replace(settings, endpoint=replace(settings.endpoint, hint_lead_ms=130))
+    asked = {}
+    for name, s in (("default", settings), ("at 120 ms", early)):
+        calls: list[np.ndarray] = []
+
+        def hint(recent: np.ndarray, calls: list[np.ndarray] = calls) -> float:
+            calls.append(recent)
+            return prosody.complete(recent)
+
+        got = run(pcm, settings=s, hint=hint)
+        assert sum(isinstance(o, SpeechStopped) for _, o in got) == 1
+        asked[name] = len(calls)
+    assert asked["default"] == 1 < asked["at 120 ms"]
 
 
 def test_a_blip_of_speech_is_discarded() -> None:
