@@ -267,12 +267,21 @@ async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
                     barge = i == case.replies - 1
                     if barge:
                         await asyncio.sleep(max(0.0, spoke + BARGE_AT_S - time.monotonic()))
+                        if rec.state() is None or rec.state().name != "SPEAKING":
+                            out.notes.append(
+                                f"reply {i + 1} ended {BARGE_AT_S} s in, before the stop: no"
+                                " barge-in to try"
+                            )
+                            barge = False
+                    if barge:
                         t1 = time.monotonic()
                         onset = t1 + stop_onset
-                        feeds.append((t1, t1 + len(stop) / RATE + 1.0))
+                        # A cut before the "stop" can reach the microphone is the reply's own.
+                        feeds.append((onset, t1 + len(stop) / RATE + 1.0))
                         f2 = pulse.feed(stop)
                         cut = await until(lambda t1=t1: any(t >= t1 for t in rec.stops), CAUGHT_S + 1)
-                        cuts = [t for t in rec.stops if t >= t1]
+                        cuts = [t for t in rec.stops if t >= onset - 0.05]
+                        cut = cut and bool(cuts)
                         latency = cuts[0] - onset if cut else float("inf")
                         out.barge_ins.append(latency if latency <= CAUGHT_S else float("inf"))
                         await asyncio.to_thread(f2.wait, 5)

@@ -29,12 +29,16 @@ The parts, each in its own module (and every name importable from here as before
   MDF) runs beside it on the same frames and reference; a frame it judges the user's goes
   on as the MDF's output instead, and one it judges the echo alone goes on as silence.
   Through real devices the echo path moves with every playback run (the sound server's
-  latency at each stream start), with underruns and with a rate-adapting path, and AEC3
-  then lets bursts of echo through as loud as a voice (issue 23). So the MDF starts afresh
-  with each run, and while the speaker sounds nothing AEC3 lets through is handed on until
-  the MDF has proved itself on the current path (``DoubleTalk.cancels``): until then the
+  latency at each stream start), slides with two clocks and jumps with underruns, and AEC3
+  then lets bursts of echo through as loud as a voice (issue 23). So the echo's delay is
+  measured and held 10 ms behind the reference the MDF is given
+  (``appliance.audio.drift``, ``appliance.core.drift``), its filter is kept from run to run,
+  and while the speaker sounds nothing AEC3 lets through is handed on until the MDF has
+  converged and proved itself on the current path (``DoubleTalk.proved``): until then the
   voice cannot interrupt the reply, and a whole reply like that is logged once
   (``EchoCanceller.voice_barge_in``).
+- ``appliance.audio.drift``: the echo's delay behind the reference (GCC-PHAT), and the
+  reference read between samples.
 
 Imports: numpy, ``appliance.config``, ``appliance.audio.reference``,
 ``appliance.audio.canceller``, ``appliance.audio.nearend``; pywebrtc_audio lazily, in

@@ -3,14 +3,16 @@ frame, with the reference handed over from the playback thread (``appliance.audi
 
 ``EchoCanceller.process`` takes the microphone at 16 kHz, gives each 10 ms frame the
 reference heard at the same moment (``LEAD_S`` ahead, its position kept continuous: see
-``_SLEW``), runs AEC3 (``Apm``) and, for double talk, speexdsp's MDF
-(``appliance.audio.nearend``) on it, and measures the levels the decisions need (numpy).
+``_SLEW``; with the linear canceller, moved so the echo lies 10 ms behind it:
+``appliance.audio.drift``, ``appliance.core.drift``), runs AEC3 (``Apm``) and, for double
+talk, speexdsp's MDF (``appliance.audio.nearend``) on it, and measures the levels the
+decisions need (numpy).
 What it then does with the frame (bypass it, hand on the raw microphone, the MDF's output,
 AEC3's, or silence) is decided by ``appliance.core.echo`` and ``nearend.DoubleTalk``; the
 module docstring of ``appliance.audio.aec`` tells the whole story.
 
 Imports: numpy, ``appliance.audio.reference``, ``appliance.audio.nearend``,
-``appliance.core.echo``.
+``appliance.audio.drift``, ``appliance.core.echo``, ``appliance.core.drift``.
 """
 
 from __future__ import annotations
