@@ -122,4 +122,4 @@ def test_a_loud_noise_after_speech_holds_a_turn_at_most_a_second_longer(
         got, _ = through_frontend(pcm, stage)
         ends.append(next(pos for pos, o in got if isinstance(o, SpeechStopped)))
     always, coasting = ends
-    assert always <= coasting <= always + RATE  # and the noise lasts 4 s
+    assert coasting <= always + RATE  # and the noise lasts 4 s

@@ -87,8 +87,9 @@ class SpeechStage:
         coast_db: float = 6.0,
         coast_p: float = 0.5,
         coast_dip_ms: int = 80,
-        coast_max_ms: int = 1000,
+        coast_max_ms: int = 2000,
         coast_swing_db: float = 10.0,
+        coast_flat_ms: int = 1000,
     ) -> None:
         """``coast_*``: how the model coasts inside a turn (``_run``); ``coast_max_ms = 0``:
         never, the model runs on every frame of a turn."""
@@ -120,6 +121,7 @@ class SpeechStage:
         self._dip = 0  # frames since the level was last coast_db above the floor
         self.coast_swing_db = coast_swing_db
         self._flat = 0  # frames since the level last fell coast_swing_db below its peak
+        self._coast_flat = coast_flat_ms // FRAME_MS
         self._peak = -math.inf
         self._p = 0.0  # the last probability handed on
 
@@ -223,8 +225,11 @@ class SpeechStage:
         pause may begin), the turn's end or ``coast_max_ms`` of coasting wake it with a
         catch-up on the coasted audio (at most ``catchup_ms``), so it judges the frame after
         as if it had run all along; the end-of-turn hint is asked later (at 120 ms of
-        silence). The cap bounds how long a loud noise after speech (a television) can hold
-        a turn open beyond the model's verdict."""
+        silence). A catch-up that short does not let the model drop a speech state it would
+        take ~650 ms of noise to drop, so a sound that no longer swings like speech (its
+        pre-emphasized level never ``coast_swing_db`` under its peak for ``coast_flat_ms``:
+        a fan, a vacuum cleaner, white noise) stops the coast, and a loud noise after speech
+        holds the turn at most about that long beyond the model's own verdict."""
         vad = self._vad
         rest = after + len(frames) * FRAME_SAMPLES
         threshold = self._threshold
@@ -244,7 +249,7 @@ class SpeechStage:
             if (
                 self._p >= self._coast_p
                 and self._dip <= self._coast_dip
-                and self._flat < self._coast_max
+                and self._flat < self._coast_flat
                 and self._coasted < self._coast_max
                 and streaming()
             ):
