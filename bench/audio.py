@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from appliance.audio.frontend import LISTEN_BATCH_MS
+from appliance.core.endpoint import EndpointSettings
 from appliance.demo import DEMO_KEY, speech_recording
 from realtime_sim.server import RealtimeSimulator
 
@@ -541,7 +542,8 @@ async def cpu_and_memory(
             idle = await cpu_window(pid, sim, seconds, work, perf=True)
             feeder = pulse.feed(continuous_speech(2 * seconds + 10))
             await asyncio.sleep(1.0)
-            streaming = await cpu_window(pid, sim, seconds, work, perf=True)
+            talk_s = streaming_s(seconds, 1 if shutil.which("perf") is None else 2)
+            streaming = await cpu_window(pid, sim, talk_s, work, perf=True)
             feeder.kill()
             feeder.wait()
             rss = peak_rss_mb(pid)
@@ -553,6 +555,15 @@ async def cpu_and_memory(
 
 
 FILE_LEAD_S = 12.0  # room noise alone before the window, for start-up and connection
+# The micro detector stops a turn after max_turn_ms whatever the audio; the reply that follows
+# then plays and the echo guard takes over. A streaming window (and the profile or perf window
+# after it) must end before that, 1 s after the turn began, with a second to spare.
+TURN_S = EndpointSettings().max_turn_ms / 1000 - 2.0
+
+
+def streaming_s(seconds: float, windows: int) -> float:
+    """The streaming window: ``seconds``, or less so ``windows`` of it fit in one turn."""
+    return min(seconds, TURN_S / windows)
 
 
 PY_SPY: Path | None = None  # --py-spy DIR: a py-spy profile of each file-device window there
@@ -603,7 +614,8 @@ async def cpu_on_file_device(
                 "speech", lambda: "input_audio_buffer.append" in types(sim.received), FILE_LEAD_S
             )
             await asyncio.sleep(1.0)
-            streaming = await profiled_window(pid, sim, seconds, work, "streaming")
+            talk_s = streaming_s(seconds, windows)
+            streaming = await profiled_window(pid, sim, talk_s, work, "streaming")
             rss = peak_rss_mb(pid)
         finally:
             child.stop()
@@ -807,6 +819,7 @@ async def cpu_only(alsa: AlsaEnv, work: Path, seconds: float) -> None:
     extra = "; ".join(line for line in (AUDIO_EXTRA + "\n" + GATE_EXTRA).splitlines() if line)
     print(
         f"echo cancellation {'on' if ECHO_CANCELLATION == 'true' else 'off'}, {seconds:.0f} s windows"
+        f" (streaming {streaming.audio_s:.0f} s: within one turn)"
         + (f"; {extra}" if extra else "")
     )
     print_cpu(idle, streaming, rss)

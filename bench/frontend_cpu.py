@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from appliance.audio.frontend import AudioChunk, FrontEnd, GateOutput, SpeechStarted
+from appliance.audio.micro_vad import SpeechStage
 from appliance.audio.vad import WebRtcVad
 from appliance.config import GateSettings, listen_settings
 from appliance.demo import speech_recording
@@ -29,16 +30,20 @@ from bench.turn_corpus import noise
 
 def run_once(
     pcm: np.ndarray, rate: int, paced: bool, detector: str, chunk_ms: int = 40
-) -> tuple[float, int, int, int, int]:
-    """(CPU seconds, calls, detector calls, chunks sent, turns opened)."""
+) -> tuple[float, int, int, int, int, int]:
+    """(CPU seconds, calls, detector calls, chunks sent, turns opened, frames pymicro-vad
+    ran on: the staged detector's level stage and coasting spare the rest)."""
     out: list[GateOutput] = []
     gate = GateSettings(detector=detector)
+    settings = listen_settings(gate)
+    stage = SpeechStage(speech_threshold=settings.endpoint.speech_threshold)
     fe = FrontEnd(
         device_rate=rate,
-        settings=listen_settings(gate),
+        settings=settings,
         chunk_ms=chunk_ms,
         vad=WebRtcVad(2, 30) if detector == "webrtc" else None,
         emit=out.append,
+        speech=stage if detector == "micro" else None,
     )
     step = rate // 100
     calls = 0
@@ -51,7 +56,8 @@ def run_once(
         calls += 1
     cpu = time.thread_time() - t0
     chunks = sum(isinstance(o, AudioChunk) for o in out)
-    return cpu, calls, fe.vad_calls, chunks, sum(isinstance(o, SpeechStarted) for o in out)
+    turns = sum(isinstance(o, SpeechStarted) for o in out)
+    return cpu, calls, fe.vad_calls, chunks, turns, stage.model_frames
 
 
 def measure(
@@ -61,12 +67,12 @@ def measure(
     for detector in ("webrtc", "micro"):
         for paced in (True, False) if periods else (True,):
             runs = [run_once(pcm, rate, paced, detector, chunk_ms) for _ in range(repeat)]
-            cpu, calls, vad_calls, chunks, turns = min(runs)
+            cpu, calls, vad_calls, chunks, turns, model = min(runs)
             how = "paced" if paced else "10 ms periods"
             print(
                 f"{label:<30} {detector:<6} {how:<13} {cpu / audio_s * 100:6.3f} % of one core"
                 f"  ({calls / audio_s:5.1f} calls/s, {vad_calls / audio_s:5.1f} detector frames/s,"
-                f" {turns} turns, {chunks} chunks)"
+                f" {model / audio_s:5.1f} model frames/s, {turns} turns, {chunks} chunks)"
             )
 
 

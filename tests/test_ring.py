@@ -110,3 +110,36 @@ def test_one_producer_thread_and_one_consumer_thread_keep_every_sample_in_order(
     producer.join()
     assert got == total
     np.testing.assert_array_equal(received, ramp(0, total))
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+
+def test_reclaim_gives_back_the_pages_of_played_audio_and_keeps_what_is_unread() -> None:
+    rate = 24000
+    ring = SampleRing(120 * rate, reclaim=True)  # the player's reply queue: 5.8 MB
+    before = rss_kb()
+    out = np.zeros(rate, np.int16)
+    for second in range(100):  # replies that were played
+        ring.write(ramp(second * rate, rate) | 1)
+        ring.read_into(out)
+    ring.write(ramp(0, 10 * rate) | 1)  # a reply not yet played, across the wrap
+    grown = rss_kb() - before
+    assert grown > 4000
+    assert ring.reclaim() >= 100 * 2 * rate - 8192
+    assert rss_kb() - before < grown - 4000
+    rest = np.zeros(10 * rate, np.int16)
+    assert ring.read_into(rest) == len(rest)
+    np.testing.assert_array_equal(rest, ramp(0, 10 * rate) | 1)
+    # The slots given back take writes as before.
+    assert ring.write(ramp(5, 110 * rate)) == 110 * rate
+    assert ring.read_into(rest) == len(rest)
+    np.testing.assert_array_equal(rest, ramp(5, 10 * rate))
+
+
+def test_a_plain_ring_has_nothing_to_reclaim() -> None:
+    ring = SampleRing(1 << 16)
+    ring.write(ramp(0, 1000))
+    assert ring.reclaim() == 0

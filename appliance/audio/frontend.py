@@ -305,7 +305,9 @@ class FrontEnd:
             if self._stage is not None and not self._listener.uses_gate:
                 if self._listener.streaming:
                     self._send(src)
-                self._stage.feed(pcm16k, self._on_speech, self._in_turn, self._on_wake)
+                self._stage.feed(
+                    pcm16k, self._on_speech, self._in_turn, self._on_wake, self._streaming
+                )
             else:
                 if self._stage is not None:
                     self._stage.gap()  # the echo guard's webrtcvad has this block
@@ -386,6 +388,9 @@ class FrontEnd:
 
     def _in_turn(self) -> bool:
         return self._listener.in_turn
+
+    def _streaming(self) -> bool:
+        return self._listener.streaming
 
     def _on_wake(self, floor_db: float) -> None:
         self._listener.set_room_floor(floor_db)

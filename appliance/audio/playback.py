@@ -125,7 +125,9 @@ class PlaybackThread(AudioThread):
         # Echo cancellation's reference: every frame written, with when it will be heard.
         self._tap = reference
         self._buffer_frames = 0
-        self._ring = SampleRing(max(1, int(capacity_s * source_rate)))
+        # Sized for the longest reply (the service streams faster than it plays), resident
+        # only as replies need it: each one's end gives the pages nothing unread is on back.
+        self._ring = SampleRing(max(1, int(capacity_s * source_rate)), reclaim=True)
         self._inbox: deque[Message] = deque()  # loop -> player thread
         self._want_wake = threading.Event()  # the player sleeps until enqueue() brings audio
 
@@ -181,6 +183,7 @@ class PlaybackThread(AudioThread):
         """The reply is complete: play out what is queued even if below the prefill."""
         self._inbox.append(EndOfStream(self._ring.write_pos))
         self._waker.wake()
+        self._ring.reclaim()
 
     def stop(self) -> None:
         """Barge-in: drop everything queued so far and stop the device now."""

@@ -10,10 +10,16 @@ alone advances ``read_pos`` and only after copying them out. Each position is a 
 attribute store, atomic under the GIL, so the other side sees either the old or the new
 value, and never a half-written sample. Nothing is allocated per call beyond numpy views.
 
-Imports: numpy only.
+A ring made with ``reclaim=True`` lives in an anonymous private mapping whose pages cost no
+memory until written, and ``reclaim()`` hands the pages of slots holding nothing unread back
+to the OS (the player's 120 s reply queue: resident is what replies need, not 5.8 MB).
+
+Imports: numpy and the standard library.
 """
 
 from __future__ import annotations
+
+import mmap
 
 import numpy as np
 import numpy.typing as npt
@@ -24,10 +30,17 @@ Samples = npt.NDArray[np.int16]
 class SampleRing:
     """A fixed-capacity FIFO of int16 samples for exactly one producer and one consumer."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, reclaim: bool = False) -> None:
         if capacity <= 0:
             raise ValueError(f"ring capacity must be positive, not {capacity}")
-        self._buf: Samples = np.zeros(capacity, dtype=np.int16)
+        self._map: mmap.mmap | None = None
+        if reclaim:
+            # Private: MADV_DONTNEED then frees the pages (a shared mapping keeps them).
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+            self._map = mmap.mmap(-1, 2 * capacity, flags=flags)
+            self._buf: Samples = np.frombuffer(self._map, dtype=np.int16)
+        else:
+            self._buf = np.zeros(capacity, dtype=np.int16)
         self._capacity = capacity
         self._write_pos = 0
         self._read_pos = 0
@@ -89,6 +102,32 @@ class SampleRing:
         if first == n:
             return self._buf[start : start + n].copy()
         return np.concatenate((self._buf[start:], self._buf[: n - first]))
+
+    def reclaim(self) -> int:
+        """Give back to the OS the whole pages of slots holding nothing unread (they read
+        as zeros until written again); the bytes released. Producer thread only: the
+        consumer reads only below ``write_pos`` and its position only grows, so the slots
+        from ``write_pos`` up to a capacity past the read position it had are nobody's."""
+        if self._map is None:
+            return 0
+        wpos = self._write_pos
+        free = self._capacity - (wpos - self._read_pos)
+        start = wpos % self._capacity
+        first = min(free, self._capacity - start)
+        released = self._release(2 * start, 2 * (start + first))
+        if free > first:
+            released += self._release(0, 2 * (free - first))
+        return released
+
+    def _release(self, begin: int, end: int) -> int:
+        assert self._map is not None
+        page = mmap.PAGESIZE
+        begin = -(-begin // page) * page
+        end = end // page * page
+        if end <= begin:
+            return 0
+        self._map.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+        return end - begin
 
     # --- consumer side ---------------------------------------------------------------------
 
