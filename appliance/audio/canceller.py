@@ -63,7 +63,7 @@ _CATCH_UP = RATE * 3 // 1000
 _RESYNC = RATE * 30 // 1000
 # Where the echo lies behind the reference is measured (``appliance.audio.drift``) once
 # _MEASURE_AFTER frames of a placement are in, every _PLACING loud frames until one places
-# the reference, then every _MEASURE_EVERY: about 0.6 ms each here, only while the speaker
+# the reference, then every _MEASURE_EVERY: about 2 ms each here, only while the speaker
 # sounds.
 _MEASURE_AFTER = 40
 _PLACING = 10
@@ -323,8 +323,8 @@ class EchoCanceller:
         self._echo_delay.clear()
 
     def _follow_echo(self, at: float) -> None:
-        """Measure where the echo lies behind the reference (a loud frame just went to the
-        MDF) and follow it (``appliance.core.drift``)."""
+        """Measure where the echo lies behind the reference (a loud frame just came in) and
+        follow it (``appliance.core.drift``)."""
         self._measure_n += 1
         every = _MEASURE_EVERY if self._drift.placed else _PLACING
         if self._echo_delay.frames < _MEASURE_AFTER or self._measure_n % every:

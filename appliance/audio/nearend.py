@@ -130,10 +130,6 @@ class MdfCanceller:
         )
         return self.out
 
-    def reset(self) -> None:
-        """Forget the echo path (a new one starts: its filter would be wrong for it)."""
-        self._lib.speex_echo_state_reset(self._state)
-
     def close(self) -> None:
         self._finalizer()
 
@@ -153,8 +149,6 @@ def load_mdf(frame: int, rate: int, library: str | None = None) -> MdfCanceller:
         lib.speex_echo_ctl.restype = ctypes.c_int
         lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
         lib.speex_echo_state_destroy.restype = None
-        lib.speex_echo_state_reset.restype = None
-        lib.speex_echo_state_reset.argtypes = [ctypes.c_void_p]
         lib.speex_echo_state_destroy.argtypes = [ctypes.c_void_p]
     except (OSError, AttributeError) as exc:
         raise OSError(f"{name}: not a usable speexdsp library: {exc}") from exc
