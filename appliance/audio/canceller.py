@@ -313,7 +313,16 @@ class EchoCanceller:
             return tap.read(at, self._far_view, track)
         if self._drift.step(at, FRAME / RATE):
             self._placed_on_echo(at, "the fitted line")
-        return self._reader.read(tap, at, self._far_view, track + self._drift.phase)
+        unwritten = tap.unwritten
+        sounding = self._reader.read(tap, at, self._far_view, track + self._drift.phase)
+        if tap.unwritten != unwritten:
+            # The player was late (a loaded machine): this frame's reference has a hole
+            # the speaker did not, and the linear canceller mispredicts for its filter's
+            # length. Through the real loop under load that was taken for the user.
+            log.debug("echo path: the reference ran past what the player had written at %.3f",
+                      at)
+            self.double_talk.moved()
+        return sounding
 
     def _placed_afresh(self) -> None:
         """The reference was placed by the player's timing alone: the echo path moved
