@@ -959,6 +959,9 @@ def test_the_linear_canceller_follows_a_drifting_echo_and_keeps_its_filter_acros
     assert canceller.placements >= 1
     first_rate = canceller._drift.rate
     assert first_rate == pytest.approx(-1.3, abs=0.3)
+    # Such a path (two clocks) also glitches through real loops: the voice does not
+    # interrupt replies on it (appliance.core.drift.STEADY_RATE), said once the reply ended.
+    assert not canceller._drift.steady and not canceller.voice_barge_in
     # The next reply: another stretch of speech, its echo 2.4 ms later.
     speech2 = to_pcm16(set_level(agent[10 * RATE : 13 * RATE], -20.0))
     placements = canceller.placements

@@ -11,7 +11,7 @@ import pytest
 
 from appliance.audio.drift import EchoDelay, FractionalReader
 from appliance.audio.reference import FRAME, RATE, ReferenceTap
-from appliance.core.drift import HELD, MAX_STEP, DriftFit
+from appliance.core.drift import HELD, MAX_STEP, STEADY_RATE, DriftFit
 
 DelayAt = Callable[[float], float]
 
@@ -179,3 +179,15 @@ def test_a_placement_on_a_wrong_peak_is_mended_once_the_line_says_so() -> None:
     placed = _follow(fit, lambda t: 1700.0, 7.0, start=0.5)
     assert any(placed)
     assert 1700.0 + fit.phase == pytest.approx(HELD, abs=0.5)
+
+
+def test_a_path_that_drifts_is_not_steady_and_one_that_stands_still_is() -> None:
+    """Two clocks (or a rate-adapting sound server) make a path that also glitches: the
+    voice does not interrupt replies on it. A still path, or one drifting by a few ppm, is
+    steady."""
+    still, slow, drifting = DriftFit(), DriftFit(), DriftFit()
+    _follow(still, lambda t: 655.0, 6.0)
+    _follow(slow, lambda t: 655.0 + 0.1 * t, 6.0)
+    _follow(drifting, lambda t: 655.0 + 1.3 * t, 6.0)
+    assert still.steady and slow.steady and not drifting.steady
+    assert abs(drifting.rate) > STEADY_RATE

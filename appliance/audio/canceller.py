@@ -357,7 +357,9 @@ class EchoCanceller:
         from the user's voice, so nothing the canceller let through was handed on), and
         once when it is back."""
         heard, self._run_loud = self._run_loud, 0
-        proved, self._run_proved = self._run_proved, False
+        # On a drifting path (two clocks: see appliance.core.drift.STEADY_RATE) the voice
+        # does not interrupt replies, however well the linear canceller did.
+        proved, self._run_proved = self._run_proved and self._drift.steady, False
         barge_in = echo.voice_barge_in(heard, proved, self.voice_barge_in)
         if barge_in == self.voice_barge_in:
             return
@@ -466,7 +468,11 @@ class EchoCanceller:
         if self._mdf is not None and loud:  # loud, whether the MDF was fed or still waits
             self._run_loud += 1
             self._run_proved = self._run_proved or self.double_talk.cancels
-        if mdf is not None and self.double_talk(mic_db, mdf_db, loud, self._floor):
+        if (
+            mdf is not None
+            and self.double_talk(mic_db, mdf_db, loud, self._floor)
+            and self._drift.steady
+        ):
             # The user talks over the reply: AEC3 would hand on silence (see nearend.py).
             if not self._talking:
                 self._talking = True
@@ -477,7 +483,7 @@ class EchoCanceller:
         self._talking = False
         if sounding and (
             echo.converging(self._n_loud)
-            or (self._mdf is not None and not self.double_talk.proved)
+            or (self._mdf is not None and not (self.double_talk.proved and self._drift.steady))
             or echo.residual(self._db(self._near_view), mic_db)
             or (mdf is not None and self.double_talk.echo_only(mic_db, mdf_db))
         ):
