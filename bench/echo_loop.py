@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from alsa_env import PulseEnv, make_alsa_env, pulse_running
+from alsa_env import PulseEnv, make_alsa_env, pulse_audio_config, pulse_running
 
 RATE = 16000
 USER_DBFS = -22.0  # the user's "stop", as in issue 23's rig
@@ -234,13 +234,7 @@ async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
     try:
         async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
             data = demo_config(sim.url)
-            data["audio"] = {
-                "capture_device": "pmic",
-                "capture_rate": 16000,
-                "playback_device": "pspk",
-                "playback_rate": 48000,
-                "playback_channels": 2,
-            }
+            data["audio"] = pulse_audio_config()
             daemon = Daemon(parse_config(data), ApiKey(DEMO_KEY, "bench"), observers=[rec])
             stopper = asyncio.Event()
             runner = asyncio.create_task(daemon.run(stopper))

@@ -208,6 +208,18 @@ def alsa_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlsaEnv]:
                 os.environ[key] = value
 
 
+def pulse_audio_config() -> dict[str, object]:
+    """The daemon's ``[audio]`` section for this rig: captures ``pmic`` at 16 kHz, plays to
+    ``pspk`` at 48 kHz stereo (what ``module-loopback`` echo rigs hear)."""
+    return {
+        "capture_device": "pmic",
+        "capture_rate": 16000,
+        "playback_device": "pspk",
+        "playback_rate": 48000,
+        "playback_channels": 2,
+    }
+
+
 @dataclass
 class PulseEnv:
     """A running private PulseAudio with null sinks ``spk`` (48 kHz stereo), ``micfeed``

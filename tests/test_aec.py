@@ -702,14 +702,10 @@ _ASK_SLACK_MS = 2000  # the user's questions through pacat: see _daemon_through_
 def _loop_config(url: str) -> dict[str, Any]:
     """The daemon's config for the echo-loop rig: captures ``pmic``, plays to ``pspk``, no
     earcons; the default gate (vad mode, the micro detector), as a user has it."""
+    from alsa_env import pulse_audio_config  # a pytest plugin here: imported once registered
+
     data = demo_config(url)
-    data["audio"] = {
-        "capture_device": "pmic",
-        "capture_rate": 16000,
-        "playback_device": "pspk",
-        "playback_rate": 48000,
-        "playback_channels": 2,
-    }
+    data["audio"] = pulse_audio_config()
     data["earcons"] = {"enabled": False}
     return data
 
