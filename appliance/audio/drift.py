@@ -62,10 +62,6 @@ class EchoDelay:
         self._far_at = (self._far_at + FRAME) % len(self._far)
         self.frames += 1
 
-    @property
-    def full(self) -> bool:
-        return self.frames * FRAME >= len(self._far)
-
     def measure(self) -> tuple[float, float]:
         """(delay in samples, peak quality 0-1) of the echo behind the reference."""
         mic = np.roll(self._mic, -self._mic_at)
