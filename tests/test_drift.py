@@ -128,6 +128,28 @@ def test_a_jump_of_the_echo_path_places_the_reference_again() -> None:
     assert 720.0 + fit.phase == pytest.approx(HELD, abs=1e-6)
 
 
+def test_a_slew_of_the_players_timing_leaves_the_placed_reference_on_the_echo() -> None:
+    """The player's timing slews the reference a sample later now and then in a run's first
+    seconds (PulseAudio's timing tightening): the echo itself did not move, so the
+    compensated reference must not either, nor may the slews read as drift."""
+    fit = DriftFit()
+    raw = [700.0]  # where the echo lies behind the uncompensated reference
+    _follow(fit, lambda t: raw[0], 3.0)
+    assert raw[0] + fit.phase == pytest.approx(HELD, abs=1e-6)
+    t, placed = 3.0, []
+    for k in range(400):
+        if k % 25 == 10 and k < 100:  # four slews in a second
+            raw[0] += 1.0
+            fit.rebase(1.0)
+        placed.append(fit.step(t, FRAME / RATE))
+        assert raw[0] + fit.phase == pytest.approx(HELD, abs=1e-6)
+        if k % 25 == 0:
+            placed.append(fit.add(t, raw[0] + fit.phase, 0.6, 0))
+        t += FRAME / RATE
+    assert not any(placed) and raw[0] == 704.0
+    assert fit.rate == pytest.approx(0.0, abs=1e-6) and fit.steady
+
+
 # --- the measurement and the fractional reference -------------------------------------------
 
 

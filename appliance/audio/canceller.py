@@ -308,6 +308,7 @@ class EchoCanceller:
                 self._placed_afresh()
             elif self._track_err > _SLEW:  # never back: see _SLEW
                 track, self._track_err = track + 1, self._track_err - 1
+                self._drift.rebase(1)  # the echo is measured: it stays where it is found
         self._track = track + FRAME
         if self._mdf is None:
             return tap.read(at, self._far_view, track)

@@ -105,6 +105,21 @@ class DriftFit:
         self._line = None
         self._phases.clear()
 
+    def rebase(self, samples: float) -> None:
+        """The uncompensated reference moved ``samples`` later (the player's timing slewed
+        it): the compensated one stays on the echo. Through bench.echo_loop's fixed loops the
+        timing slewed the reference 2-4 samples in the second after a placement, the echo
+        moved as far off where the kept filter expects it, and that filter took 2-8 dB off
+        the next reply's echo instead of 15-20."""
+        self.phase -= samples
+        for i in range(len(self._phases)):
+            self._phases[i] -= samples
+        self._points = [(t, d + samples) for t, d in self._points]
+        if self._line is not None:
+            self._line = (self._line[0], self._line[1] + samples)
+        if self._candidate is not None:
+            self._candidate += samples
+
     def add(self, at: float, delay: float, quality: float, frames_ago: int) -> bool:
         """A measurement of the echo's delay (samples) behind the compensated reference over
         a window centred on ``at`` (s), ``frames_ago`` frames back, with its peak's
