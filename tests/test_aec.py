@@ -219,6 +219,28 @@ def test_double_talk_rule_needs_the_reset_mdf_converged_again() -> None:
     assert rule(-24.0, -26.0, True, floor)
 
 
+def test_a_stop_said_as_the_kept_filter_reconverges_is_still_the_users() -> None:
+    """The user says "stop" as the kept filter reconverges on a new reply (2.5 s in, through
+    bench.echo_loop's 100 ms loop): the first syllable's frames, which the MDF takes nothing
+    off, fell into the few frames the rule judged its bar from, that bar (the echo's worst
+    frames) went to 0 dB and none of the voice's frames could be the user's: the reply was
+    cut 670 ms after the onset. The bar is the path's: a quick reset keeps it until a
+    whole window of the new run is in, and frames judged the user's never count in it."""
+    rule = DoubleTalk()
+    floor = -60.0
+    for _ in range(300):
+        rule(-20.0, -40.0, True, floor)
+    assert rule.proved
+    rule.silent()
+    rule.reset(quick=True)
+    for _ in range(90):  # the kept filter fits again
+        rule(-20.0, -40.0, True, floor)
+    for _ in range(10):  # "stop" over the reply, before the rule can judge anything
+        assert not rule(-18.0, -19.0, True, floor)
+    assert rule.proved
+    assert any(rule(-18.0, -19.0, True, floor) for _ in range(3))
+
+
 def test_mdf_keeps_the_voice_and_takes_the_echo_out(agent: np.ndarray) -> None:
     """speexdsp's linear canceller on the simulated room: about 20 dB off the echo alone,
     and over the user's voice its output is the voice (within a few dB)."""

@@ -172,6 +172,7 @@ class DoubleTalk:
         self._converge_min = _CONVERGE_MIN
         self._typical = 0.0  # the MDF's median reduction (dB)
         self._near = _NEAR_DB  # a frame the MDF took less than this off may be the user's
+        self._keep_near = False  # _near stays until a whole window is in (see reset)
         self._recent = [-math.inf] * _RECENT  # the microphone's last levels
         self._k = 0
         self._hold = 0  # frames still handed on after one judged the user's
@@ -201,14 +202,6 @@ class DoubleTalk:
         playing loud, ``floor_db`` the microphone's floor. Called while the speaker sounds."""
         proved = self.proved  # judged before this frame counts: an onset keeps its own bar
         reduction = mic_db - mdf_db
-        if loud:
-            self._reduction[self._n % _CONVERGE_FRAMES] = reduction
-            self._n += 1
-            if self._n % _CHECK_EVERY == 0:
-                self._typical = float(np.nanmedian(self._reduction))
-                low = float(np.nanpercentile(self._reduction, _LOW_PCT)) - _LOW_MARGIN_DB
-                self._near = max(0.0, min(_NEAR_DB, low))
-                self.converged = self._n >= self._converge_min and self._typical >= _CONVERGED_DB
         self._recent[self._k % _RECENT] = mic_db
         self._k += 1
         looks = (
@@ -218,6 +211,16 @@ class DoubleTalk:
             and mic_db - self._near < mdf_db <= mic_db + _DIVERGED_DB
             and mdf_db > max(self._recent) - self._typical + _ABOVE_RESIDUAL_DB
         )
+        if loud and not looks and self._hold == 0:
+            # What the MDF takes off the echo: the user's frames (judged, or held) leave it.
+            self._reduction[self._n % _CONVERGE_FRAMES] = reduction
+            self._n += 1
+            if self._n % _CHECK_EVERY == 0:
+                self._typical = float(np.nanmedian(self._reduction))
+                if not self._keep_near or self._n >= _CONVERGE_FRAMES:
+                    low = float(np.nanpercentile(self._reduction, _LOW_PCT)) - _LOW_MARGIN_DB
+                    self._near = max(0.0, min(_NEAR_DB, low))
+                self.converged = self._n >= self._converge_min and self._typical >= _CONVERGED_DB
         self._streak = self._streak + 1 if looks else 0
         if self._streak >= _ONSET:
             self._hold = _HOLD + 1
@@ -271,12 +274,19 @@ class DoubleTalk:
         (``converged``) before a frame can be judged the user's. Through the real loop under
         load a fresh MDF "proved" itself 1.4 s into a reply, the old median said converged,
         and a frame it took 6 dB off (still converging) was judged the user's: the reply was
-        cut. ``quick``: the filter was kept and its path restored (``_RECONVERGE_MIN``)."""
+        cut. ``quick``: the filter was kept and its path restored (``_RECONVERGE_MIN``);
+        the bar its worst echo frames set (``_LOW_PCT``) is the path's, and it stays until
+        a whole window of the new run is in: from the few frames of a reconvergence, a
+        user who says "stop" just then set it (through bench.echo_loop's 100 ms loop, the
+        "stop"'s first syllable over a loud reply put it at 0 dB, and none of its frames
+        could be the user's)."""
         self._reduction[:] = np.nan
         self._n = 0
         self._converge_min = _RECONVERGE_MIN if quick else _CONVERGE_MIN
         self._typical = 0.0
-        self._near = _NEAR_DB
+        self._keep_near = quick
+        if not quick:
+            self._near = _NEAR_DB
         self.converged = False
         self.moved()
 
