@@ -9,8 +9,8 @@ in this process against the loopback simulator, capturing ``pmic`` and playing t
 
 Per case, the "user" (espeak-ng sentences fed into ``micfeed``) asks ``--replies`` questions;
 the simulator answers each with what it heard, so each reply is several seconds of speech
-whose echo reaches the microphone through the loop. The last reply of each case is
-interrupted by the user's "stop" (``appliance/data/speech.wav``, at -22 dBFS), fed
+whose echo reaches the microphone through the loop. The last ``--barges`` replies of each
+case (default 2) are interrupted by the user's "stop" (``appliance/data/speech.wav``, at -22 dBFS), fed
 ``BARGE_AT_S`` into the reply. The replies' level sets the echo relative to the user's
 voice (-10 to +6 dB); a room-noise floor (pink noise at -64 dBFS) is fed or not (digital
 silence, as a sound server's idle source gives).
@@ -52,7 +52,7 @@ from alsa_env import PulseEnv, make_alsa_env, pulse_audio_config, pulse_running
 RATE = 16000
 USER_DBFS = -22.0  # the user's "stop", as in issue 23's rig
 NOISE_DBFS = -64.0
-BARGE_AT_S = 2.5  # the "stop" starts this far into the last reply
+BARGE_AT_S = 2.5  # the "stop" starts this far into a reply (see --barges)
 CAUGHT_S = 1.5
 
 
@@ -63,6 +63,7 @@ class Case:
     noise: bool
     adjust: bool
     replies: int = 3
+    barges: int = 2  # the last this many replies are interrupted by the user's "stop"
 
     def __str__(self) -> str:
         return (
@@ -187,6 +188,21 @@ async def until(ok: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
+async def into_reply(rec: Recorder, seconds: float, timeout: float) -> bool:
+    """Wait until a reply has played ``seconds`` (a question the detector cut in two gets
+    two replies: the first may end sooner)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if rec.states and rec.states[-1][1].name == "SPEAKING":
+            n = len(rec.states)
+            await asyncio.sleep(max(0.0, rec.states[-1][0] + seconds - time.monotonic()))
+            if len(rec.states) == n:
+                return True
+        else:
+            await asyncio.sleep(0.02)
+    return False
+
+
 async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
     import appliance.app.audio as daemon_module  # where the daemon's audio path loads the canceller
     from appliance.audio.aec import EchoCanceller
@@ -258,15 +274,10 @@ async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
                     await asyncio.to_thread(feeder.wait, len(ask) / RATE + 10)
                     spoke = next(t for t, s in rec.states[n_states:] if s.name == "SPEAKING")
                     out.replies += 1
-                    barge = i == case.replies - 1
-                    if barge:
-                        await asyncio.sleep(max(0.0, spoke + BARGE_AT_S - time.monotonic()))
-                        if rec.state() is None or rec.state().name != "SPEAKING":
-                            out.notes.append(
-                                f"reply {i + 1} ended {BARGE_AT_S} s in, before the stop: no"
-                                " barge-in to try"
-                            )
-                            barge = False
+                    barge = i >= case.replies - case.barges
+                    if barge and not await into_reply(rec, BARGE_AT_S, 20.0):
+                        out.notes.append(f"reply {i + 1}: none lasted {BARGE_AT_S} s: no barge-in")
+                        barge = False
                     if barge:
                         t1 = time.monotonic()
                         onset = t1 + stop_onset
@@ -371,13 +382,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="three cases")
     parser.add_argument("--replies", type=int, default=3, help="replies per case")
+    parser.add_argument("--barges", type=int, default=2,
+                        help="the last N replies of each case are interrupted")
     parser.add_argument("--case", type=int, action="append", help="only case N (0-based)")
     parser.add_argument("--trace", type=Path, help="save each case's canceller frames here")
     args = parser.parse_args()
     global TRACE
     TRACE = args.trace
     cases = [CASES[i] for i in args.case] if args.case else list(QUICK if args.quick else CASES)
-    cases = [Case(c.latency_ms, c.echo_db, c.noise, c.adjust, args.replies) for c in cases]
+    cases = [Case(c.latency_ms, c.echo_db, c.noise, c.adjust, args.replies, args.barges) for c in cases]
     with tempfile.TemporaryDirectory(prefix="echo-loop-") as tmp:
         alsa = make_alsa_env(Path(tmp))
         os.environ.update(alsa.env())  # alsa-lib reads its configuration at the first open
