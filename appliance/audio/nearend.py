@@ -172,7 +172,6 @@ class DoubleTalk:
         self._converge_min = _CONVERGE_MIN
         self._typical = 0.0  # the MDF's median reduction (dB)
         self._near = _NEAR_DB  # a frame the MDF took less than this off may be the user's
-        self._keep_near = False  # _near stays until a whole window is in (see reset)
         self._recent = [-math.inf] * _RECENT  # the microphone's last levels
         self._k = 0
         self._hold = 0  # frames still handed on after one judged the user's
@@ -216,11 +215,21 @@ class DoubleTalk:
             self._reduction[self._n % _CONVERGE_FRAMES] = reduction
             self._n += 1
             if self._n % _CHECK_EVERY == 0:
-                self._typical = float(np.nanmedian(self._reduction))
-                if not self._keep_near or self._n >= _CONVERGE_FRAMES:
+                # What the filter does now: its last _converge_min frames, not the ones it
+                # reconverged over (through the rate-adapting loops a kept filter was back at
+                # 15-27 dB 1.5 s into a reply while the median since its reset, 6-12 dB, kept
+                # a "stop" 2.7 s in from counting).
+                recent = min(self._n, self._converge_min)
+                window = np.arange(self._n - recent, self._n) % _CONVERGE_FRAMES
+                self._typical = float(np.nanmedian(self._reduction[window]))
+                if self._n >= _CONVERGE_FRAMES:
                     low = float(np.nanpercentile(self._reduction, _LOW_PCT)) - _LOW_MARGIN_DB
                     self._near = max(0.0, min(_NEAR_DB, low))
-                self.converged = self._n >= self._converge_min and self._typical >= _CONVERGED_DB
+                # Once converged, it stays so until the next reset: a path that moves under
+                # it must prove itself again (``cancels``), not reconverge.
+                self.converged = self.converged or (
+                    self._n >= self._converge_min and self._typical >= _CONVERGED_DB
+                )
         self._streak = self._streak + 1 if looks else 0
         if self._streak >= _ONSET:
             self._hold = _HOLD + 1
@@ -274,19 +283,16 @@ class DoubleTalk:
         (``converged``) before a frame can be judged the user's. Through the real loop under
         load a fresh MDF "proved" itself 1.4 s into a reply, the old median said converged,
         and a frame it took 6 dB off (still converging) was judged the user's: the reply was
-        cut. ``quick``: the filter was kept and its path restored (``_RECONVERGE_MIN``);
-        the bar its worst echo frames set (``_LOW_PCT``) is the path's, and it stays until
-        a whole window of the new run is in: from the few frames of a reconvergence, a
-        user who says "stop" just then set it (through bench.echo_loop's 100 ms loop, the
-        "stop"'s first syllable over a loud reply put it at 0 dB, and none of its frames
-        could be the user's)."""
+        cut. ``quick``: the filter was kept and its path restored (``_RECONVERGE_MIN``).
+        The bar the echo's worst frames set (``_LOW_PCT``) waits for a whole window of the
+        new run: from the few frames of a reconvergence, a user who says "stop" just then
+        set it (through bench.echo_loop's 100 ms loop, the "stop"'s first syllable over a
+        loud reply put it at 0 dB, and none of its frames could be the user's)."""
         self._reduction[:] = np.nan
         self._n = 0
         self._converge_min = _RECONVERGE_MIN if quick else _CONVERGE_MIN
         self._typical = 0.0
-        self._keep_near = quick
-        if not quick:
-            self._near = _NEAR_DB
+        self._near = _NEAR_DB
         self.converged = False
         self.moved()
 
