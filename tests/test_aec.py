@@ -261,6 +261,27 @@ def test_a_kept_filter_counts_as_converged_on_what_it_does_now() -> None:
     assert any(rule(-18.0, -19.0, True, floor) for _ in range(3))  # "stop"
 
 
+def test_the_paths_bar_stands_until_the_reconverged_filter_has_shown_its_own() -> None:
+    """On an unsteady path (a rate-adapting loop) some echo frames lose only a few dB under
+    the converged MDF, and the bar follows them down. The next reply's filter, placed back
+    and reconverged, is judged by that bar until it has shown its own worst frames: through
+    bench.echo_loop's 10 ms rate-adapting loop, echo frames it took 7-9 dB off 0.2 s after
+    it reconverged passed for the user's under the 8 dB a reset used to put back."""
+    rule = DoubleTalk()
+    floor = -60.0
+    for k in range(300):  # 1 frame in 10 of this path's echo loses only 5 dB
+        rule(-20.0, -25.0 if k % 10 == 0 else -40.0, True, floor)
+    assert rule.proved
+    rule.silent()
+    rule.reset()  # the next reply (a new playback run)...
+    rule.reset(quick=True)  # ...placed back on its path
+    for _ in range(100):
+        rule(-20.0, -40.0, True, floor)
+    assert rule.proved
+    assert not any(rule(-20.0, -27.0, True, floor) for _ in range(5))  # echo, 7 dB off
+    assert any(rule(-18.0, -19.0, True, floor) for _ in range(3))  # "stop"
+
+
 def test_mdf_keeps_the_voice_and_takes_the_echo_out(agent: np.ndarray) -> None:
     """speexdsp's linear canceller on the simulated room: about 20 dB off the echo alone,
     and over the user's voice its output is the voice (within a few dB)."""

@@ -51,6 +51,13 @@ _NEAR_DB = 8.0
 # tests/test_aec.py's real loop with a busy core beside it, 1 run in 5 was cut).
 _LOW_PCT = 5
 _LOW_MARGIN_DB = 1.0
+# The bar comes from frames the MDF took off once converged, from _BAR_MIN of them after a
+# reset; until then the last one stands (the path's). From the frames of a reconvergence a
+# user who says "stop" just then set it (bench.echo_loop's 100 ms loop: the first syllable
+# over a loud reply put it at 0 dB and none of the voice's frames could be the user's); at
+# _NEAR_DB until a whole window was in, echo frames a rate-adapting loop took 7-9 dB off,
+# 0.2 s after the kept filter reconverged, passed for the user's.
+_BAR_MIN = 50
 _ABOVE_FLOOR_DB = 15.0
 _CONVERGED_DB = 15.0
 _CONVERGE_FRAMES = 300
@@ -168,6 +175,8 @@ class DoubleTalk:
 
     def __init__(self) -> None:
         self._reduction = np.full(_CONVERGE_FRAMES, np.nan)
+        self._echo = np.full(_CONVERGE_FRAMES, np.nan)  # ...once converged (see _BAR_MIN)
+        self._echo_n = 0
         self._n = 0
         self._converge_min = _CONVERGE_MIN
         self._typical = 0.0  # the MDF's median reduction (dB)
@@ -210,26 +219,6 @@ class DoubleTalk:
             and mic_db - self._near < mdf_db <= mic_db + _DIVERGED_DB
             and mdf_db > max(self._recent) - self._typical + _ABOVE_RESIDUAL_DB
         )
-        if loud and not looks and self._hold == 0:
-            # What the MDF takes off the echo: the user's frames (judged, or held) leave it.
-            self._reduction[self._n % _CONVERGE_FRAMES] = reduction
-            self._n += 1
-            if self._n % _CHECK_EVERY == 0:
-                # What the filter does now: its last _converge_min frames, not the ones it
-                # reconverged over (through the rate-adapting loops a kept filter was back at
-                # 15-27 dB 1.5 s into a reply while the median since its reset, 6-12 dB, kept
-                # a "stop" 2.7 s in from counting).
-                recent = min(self._n, self._converge_min)
-                window = np.arange(self._n - recent, self._n) % _CONVERGE_FRAMES
-                self._typical = float(np.nanmedian(self._reduction[window]))
-                if self._n >= _CONVERGE_FRAMES:
-                    low = float(np.nanpercentile(self._reduction, _LOW_PCT)) - _LOW_MARGIN_DB
-                    self._near = max(0.0, min(_NEAR_DB, low))
-                # Once converged, it stays so until the next reset: a path that moves under
-                # it must prove itself again (``cancels``), not reconverge.
-                self.converged = self.converged or (
-                    self._n >= self._converge_min and self._typical >= _CONVERGED_DB
-                )
         self._streak = self._streak + 1 if looks else 0
         if self._streak >= _ONSET:
             self._hold = _HOLD + 1
@@ -246,6 +235,30 @@ class DoubleTalk:
             rate = _PROVE_ALPHA if reduction > self._proved else _PROVE_ALPHA / 4
             self._proved += rate * (reduction - self._proved)
             self._proved_n += 1
+        if loud and self._hold == 0:
+            # What the MDF takes off the echo: the user's frames (judged, or held) leave it;
+            # a single frame that looks like the user's is the echo's own worst (the bar's).
+            self._reduction[self._n % _CONVERGE_FRAMES] = reduction
+            self._n += 1
+            if self.converged:  # the bar: what the converged filter takes off the echo
+                self._echo[self._echo_n % _CONVERGE_FRAMES] = reduction
+                self._echo_n += 1
+            if self._n % _CHECK_EVERY == 0:
+                # What the filter does now: its last _converge_min frames, not the ones it
+                # reconverged over (through the rate-adapting loops a kept filter was back at
+                # 15-27 dB 1.5 s into a reply while the median since its reset, 6-12 dB, kept
+                # a "stop" 2.7 s in from counting).
+                recent = min(self._n, self._converge_min)
+                window = np.arange(self._n - recent, self._n) % _CONVERGE_FRAMES
+                self._typical = float(np.nanmedian(self._reduction[window]))
+                if self._echo_n >= _BAR_MIN:
+                    low = float(np.nanpercentile(self._echo, _LOW_PCT)) - _LOW_MARGIN_DB
+                    self._near = max(0.0, min(_NEAR_DB, low))
+                # Once converged, it stays so until the next reset: a path that moves under
+                # it must prove itself again (``cancels``), not reconverge.
+                self.converged = self.converged or (
+                    self._n >= self._converge_min and self._typical >= _CONVERGED_DB
+                )
         if self._hold == 0:
             return False
         self._hold -= 1
@@ -284,15 +297,14 @@ class DoubleTalk:
         load a fresh MDF "proved" itself 1.4 s into a reply, the old median said converged,
         and a frame it took 6 dB off (still converging) was judged the user's: the reply was
         cut. ``quick``: the filter was kept and its path restored (``_RECONVERGE_MIN``).
-        The bar the echo's worst frames set (``_LOW_PCT``) waits for a whole window of the
-        new run: from the few frames of a reconvergence, a user who says "stop" just then
-        set it (through bench.echo_loop's 100 ms loop, the "stop"'s first syllable over a
-        loud reply put it at 0 dB, and none of its frames could be the user's)."""
+        The bar the echo's worst frames set stays until the MDF has converged again
+        (``_BAR_MIN``)."""
         self._reduction[:] = np.nan
         self._n = 0
+        self._echo[:] = np.nan
+        self._echo_n = 0
         self._converge_min = _RECONVERGE_MIN if quick else _CONVERGE_MIN
         self._typical = 0.0
-        self._near = _NEAR_DB
         self.converged = False
         self.moved()
 
