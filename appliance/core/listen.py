@@ -294,6 +294,14 @@ class Listener:
             return Pace.PERIOD
         return Pace.FRAME if self._last_voiced else Pace.BLOCK
 
+    def undecided(self) -> int:
+        """While a turn streams under the endpoint core: samples of audio in which no frame
+        can bring a decision (``Endpointer.undecided_ms``), so ``Pace.CHUNK`` may gather them
+        in one block without the turn's end coming late; 0 otherwise."""
+        if self._ep is None or not self.streaming or self.uses_gate:
+            return 0
+        return int(self._ep.undecided_ms) * self.rate // 1000
+
     def block(self, now: int) -> tuple[Route, tuple[Decision, ...]]:
         """A block was written to the history, which now ends at ``now``."""
         self._now = now
