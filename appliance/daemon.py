@@ -38,9 +38,10 @@ from appliance.audio.playback import PlaybackThread
 from appliance.config import Config, GpioSettings, session_settings
 from appliance.controls import Levels
 from appliance.core.announce import Outcome
+from appliance.core.control_state import ControlState
 from appliance.core.cues import RATE as CUE_RATE
 from appliance.core.cues import Cues
-from appliance.core.listen import ControlState, GateMode
+from appliance.core.listen import GateMode
 from appliance.core.protocol import ClientEvent, Incoming
 from appliance.core.session import Action, CallTool, Session
 from appliance.core.state import State

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from appliance.core.endpoint import Decision, Endpointer, EndpointSettings, Phase
@@ -277,3 +278,47 @@ def test_after_a_gap_the_next_request_opens_a_turn_though_the_vad_kept_its_state
         assert got[0] == (30 + 3, Decision.START)
     else:  # the VAD never let go: the request is lost
         assert got == []
+
+
+@pytest.mark.parametrize("use_hint", [True, False])
+def test_no_decision_comes_within_the_undecided_audio(use_hint: bool) -> None:
+    # undecided_ms is what a caller may gather before feeding it without deciding late: no
+    # frame within it brings a HINT, STOP or DISCARD, whatever the audio and the hints say.
+    s = replace(BASE, use_hint=use_hint, max_turn_ms=3000, min_voiced_ms=100, resume_ms=40)
+    ep = Endpointer(s)
+    rng = np.random.default_rng(3)
+    # Speech with pauses of every length, levels that sometimes resume a pause.
+    probs = np.repeat(rng.random(400) < 0.6, rng.integers(1, 40, 400)) * 0.9
+    levels = np.where(probs > 0, -30.0, rng.choice([-70.0, -40.0], len(probs)))
+    assert ep.undecided_ms == 0.0  # outside a turn: the onset is judged frame by frame
+    decided_at: list[int] = []
+    bound: list[tuple[int, float]] = []
+    answers = iter(rng.random(10_000))
+    for i, (p, level) in enumerate(zip(probs, levels, strict=True)):
+        bound.append((i, ep.undecided_ms))
+        d = ep.process(FRAME, float(p), float(level))
+        if d is Decision.HINT:
+            decided_at.append(i)
+            d = ep.hint(float(next(answers)))
+        if d is not None and d is not Decision.START:
+            decided_at.append(i)
+    assert len(decided_at) > 20
+    for i, undecided in bound:
+        nxt = next((j for j in decided_at if j >= i), None)
+        if nxt is not None:
+            # frames i..nxt hold (nxt - i + 1) * FRAME ms of audio; the decision ends it
+            assert (nxt - i + 1) * FRAME >= undecided, (i, nxt, undecided)
+
+
+def test_undecided_audio_in_a_turn() -> None:
+    ep = Endpointer(replace(BASE, hint_lead_ms=50, complete_ms=250, incomplete_ms=1000))
+    feed(ep, [0.9] * 30)
+    assert ep.phase is Phase.SPEECH and ep.undecided_ms == 200  # a pause must reach the hint
+    feed(ep, [0.0] * 5)
+    assert ep.undecided_ms == 150
+    got = feed(ep, [0.0] * 15)
+    assert [d for _, d in got] == [Decision.HINT]
+    assert ep.hint(0.1) is None  # incomplete: the pause ends at 1000 ms, unless speech
+    assert ep.undecided_ms == 200  # resumes and a new pause reaches the hint first
+    feed(ep, [0.0] * 70)
+    assert ep.undecided_ms == 100  # 900 ms of pause

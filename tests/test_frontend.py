@@ -8,6 +8,7 @@ import numpy as np
 
 from appliance.audio.frontend import (
     LISTEN_BATCH_MS,
+    STREAM_PACE_MS,
     WAKE_BATCH_MS,
     AudioChunk,
     FrontEnd,
@@ -202,6 +203,47 @@ def test_blocks_of_what_wants_asks_send_the_same_turn_as_single_periods() -> Non
     # one); streaming, for 40 ms chunks.
     assert sizes.count(LISTEN_BATCH_MS * rate // 1000) > 5 and sizes.count(640) > 30
     assert len(sizes) < len(pcm) // 160 // 3  # fewer than a third of the calls of 10 ms periods
+
+
+def test_speech_streams_in_whole_chunks_and_the_turn_ends_no_later() -> None:
+    # 100 ms chunks (the gated modes' "auto"): while no frame can end the turn (speech goes on;
+    # the endpoint core needs 200 ms of pause to ask for its hint), the capture thread may
+    # gather the rest of the chunk in one block instead of STREAM_PACE_MS at a time; near a
+    # possible decision it is handed over in 40 ms blocks again.
+    pcm, rate = recording()
+    pace = STREAM_PACE_MS * rate // 1000
+
+    def feed(cap: bool) -> tuple[list[GateOutput], list[int], int | None]:
+        """As the capture thread feeds it; ``cap``: at most STREAM_PACE_MS while a turn
+        streams (the pacing before)."""
+        out: list[GateOutput] = []
+        fe = FrontEnd(
+            device_rate=rate, settings=listen_settings(GateSettings()), chunk_ms=100, vad=None, emit=out.append
+        )
+        sizes: list[int] = []
+        stopped_at = None
+        pos = 0
+        while pos < len(pcm):
+            n = max(fe.wants(), rate // 100)
+            started = any(isinstance(o, SpeechStarted) for o in out)
+            if cap and started and stopped_at is None:
+                n = min(n, pace)
+            fe.process(pcm[pos : pos + n])
+            pos += n
+            sizes.append(n)
+            if stopped_at is None and any(isinstance(o, SpeechStopped) for o in out):
+                stopped_at = pos
+        return out, sizes, stopped_at
+
+    out, sizes, stopped_at = feed(cap=False)
+    before, before_sizes, before_stopped_at = feed(cap=True)
+    assert [type(o) for o in out if not isinstance(o, AudioChunk)] == [SpeechStarted, SpeechStopped]
+    assert out == before  # the same turn, to the sample
+    assert stopped_at is not None and before_stopped_at is not None
+    assert stopped_at <= before_stopped_at  # its end handed over no later
+    # Most of the turn came in blocks longer than 40 ms: far fewer calls.
+    assert sum(n for n in sizes if pace < n <= 100 * rate // 1000) > rate
+    assert len(sizes) < len(before_sizes) * 2 // 3
 
 
 def test_wants_every_period_while_the_speaker_plays_and_in_push_to_talk() -> None:

@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 
 from appliance.config import GateSettings, listen_settings
+from appliance.core.control_state import ControlState
 from appliance.core.listen import (
     WAKE_BLOCK_MS,
     Control,
-    ControlState,
     Decision,
     Detector,
     EndTurn,

@@ -33,7 +33,8 @@ from appliance.audio.frontend import FrontEnd, GateOutput
 from appliance.audio.playback import PlaybackThread
 from appliance.audio.vad import WebRtcVad
 from appliance.config import Config, listen_settings, upstream_chunk_ms
-from appliance.core.listen import Control, ControlState, Detector, GateMode
+from appliance.core.control_state import ControlState
+from appliance.core.listen import Control, Detector, GateMode
 from appliance.errors import AudioDeviceError, ConfigError
 
 if TYPE_CHECKING:

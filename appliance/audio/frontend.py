@@ -88,6 +88,7 @@ _CHUNK_SLACK = 24
 # While a turn streams, the capture thread hands audio over at least this often whatever the
 # chunk length: the turn's end is decided on the frames handed over, so a 100 ms chunk must
 # not make it up to 100 ms late (the partial chunk and the commit go out at that decision).
+# Longer blocks only while no frame in them can decide anything (``Listener.undecided``).
 STREAM_PACE_MS = 40
 HINT_S = 1.5  # the end-of-turn hint reads this much of the turn's end (prosody.LOOKBACK_S)
 
@@ -278,7 +279,10 @@ class FrontEnd:
         if pace is Pace.FRAME:
             return self._pace_frame
         if pace is Pace.CHUNK:
-            left = min(len(self._batch) - self._batch_fill, self._pace_stream)
+            # STREAM_PACE_MS at a time, or more while no frame can end the turn (speech goes
+            # on: the endpoint core waits for a pause of some length), up to the chunk's end.
+            pace_stream = max(self._pace_stream, self._listener.undecided())
+            left = min(len(self._batch) - self._batch_fill, pace_stream)
             if self._canceller is not None:  # it hands on whole 10 ms frames only
                 left = -(-left // _AEC_FRAME) * _AEC_FRAME - self._canceller.pending
             return -(-left * self._device_rate // self._rate)

@@ -291,6 +291,28 @@ class Endpointer:
         self._quiet_seen = False
 
     @property
+    def undecided_ms(self) -> float:
+        """Inside a turn: how much more audio no frame can bring a decision in (``HINT``,
+        ``STOP``, ``DISCARD``), whatever it holds: the pause must first last to the hint's or
+        the end's threshold (a new pause, after speech resumes, to the first of them), or the
+        turn reach ``max_turn_ms``. 0 outside a turn. A caller may gather this much before it
+        feeds the frames without deciding any later."""
+        if self.phase is Phase.IDLE:
+            return 0.0
+        s = self.settings
+        first = float(s.complete_ms - s.hint_lead_ms if s.use_hint else s.silence_ms)
+        until = first
+        if self.phase is Phase.PAUSE:
+            if s.use_hint and not self._hint_asked:
+                target = first
+            elif s.use_hint and self._complete is None:
+                target = s.complete_ms  # an answer still to come may end the pause at once
+            else:
+                target = self.end_silence_ms
+            until = min(first, target - self.silence_ms)
+        return max(0.0, min(until, s.max_turn_ms - self.turn_ms))
+
+    @property
     def end_silence_ms(self) -> float:
         """The silence that ends the current pause as things stand."""
         s = self.settings

@@ -27,7 +27,7 @@ the hang-over gate (``appliance.core.gate``) on webrtcvad's yes/no, the behaviou
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from appliance.core.endpoint import Decision as EndpointDecision
@@ -294,6 +294,14 @@ class Listener:
             return Pace.PERIOD
         return Pace.FRAME if self._last_voiced else Pace.BLOCK
 
+    def undecided(self) -> int:
+        """While a turn streams under the endpoint core: samples of audio in which no frame
+        can bring a decision (``Endpointer.undecided_ms``), so ``Pace.CHUNK`` may gather them
+        in one block without the turn's end coming late; 0 otherwise."""
+        if self._ep is None or not self.streaming or self.uses_gate:
+            return 0
+        return int(self._ep.undecided_ms) * self.rate // 1000
+
     def block(self, now: int) -> tuple[Route, tuple[Decision, ...]]:
         """A block was written to the history, which now ends at ``now``."""
         self._now = now
@@ -463,48 +471,3 @@ class Listener:
         self._gate.require(frames, window)
         return Guard(s.guard_aggressiveness if on else s.aggressiveness)
 
-
-class ControlState:
-    """The loop thread's view of what it told the capture side: each change becomes one
-    ``Control`` message, and a new front end gets the whole state (``replay``)."""
-
-    def __init__(self) -> None:
-        self.talking = False
-        self.muted = False
-        self.playing = False
-        self.earcon = False
-
-    def talk(self, held: bool) -> Control | None:
-        if held == self.talking:
-            return None
-        self.talking = held
-        return Control.TALK_PRESSED if held else Control.TALK_RELEASED
-
-    def mute(self, on: bool) -> Control | None:
-        if on == self.muted:
-            return None
-        self.muted = on
-        return Control.MUTE_ON if on else Control.MUTE_OFF
-
-    def speaker(self, playing: bool) -> Control | None:
-        if playing == self.playing:
-            return None
-        self.playing = playing
-        return Control.SPEAKER_PLAYING if playing else Control.SPEAKER_IDLE
-
-    def hold(self, on: bool) -> Control | None:
-        if on == self.earcon:
-            return None
-        self.earcon = on
-        return Control.EARCON_HOLD if on else Control.EARCON_RELEASE
-
-    def replay(self) -> Iterable[Control]:
-        """The messages that bring a fresh ``Listener`` to this state."""
-        if self.talking:
-            yield Control.TALK_PRESSED
-        if self.muted:
-            yield Control.MUTE_ON
-        if self.playing:
-            yield Control.SPEAKER_PLAYING
-        if self.earcon:
-            yield Control.EARCON_HOLD
