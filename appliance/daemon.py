@@ -66,7 +66,7 @@ __all__ = ["AUTH_RETRY_S", "HEALTHY_AFTER_S", "OUTGOING_FRAMES", "VOICE_BARGE_IN
 
 log = logging.getLogger(__name__)
 
-VOICE_BARGE_IN_OFF = "voice barge-in off: echo too strong to tell the voice apart"
+VOICE_BARGE_IN_OFF = "voice barge-in off: the voice cannot be told from the echo"
 """STATUS= suffix while the echo canceller cannot tell the user's voice from the echo."""
 
 

@@ -999,7 +999,7 @@ def _canceller_runs(
 
 
 def test_the_linear_canceller_follows_a_drifting_echo_and_keeps_its_filter_across_replies(
-    agent: np.ndarray,
+    agent: np.ndarray, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 23 through the rate-adapting loops: the echo slid 1.3 samples a second behind
     a reference the player's timing placed correctly, and every reply started a few ms off
@@ -1021,6 +1021,10 @@ def test_the_linear_canceller_follows_a_drifting_echo_and_keeps_its_filter_acros
     # Such a path (two clocks) also glitches through real loops: the voice does not
     # interrupt replies on it (appliance.core.drift.STEADY_RATE), said once the reply ended.
     assert not canceller._drift.steady and not canceller.voice_barge_in
+    said = [r.getMessage() for r in caplog.records if "drifts" in r.getMessage()]
+    assert len(said) == 1 and "two sound cards" in said[0], said
+    ppm = float(said[0].split(" ppm")[0].rsplit(" ", 1)[1])
+    assert ppm == pytest.approx(1.3 / RATE * 1e6, abs=0.3 / RATE * 1e6)  # 81 ppm
     # The next reply: another stretch of speech, its echo 2.4 ms later.
     speech2 = to_pcm16(set_level(agent[10 * RATE : 13 * RATE], -20.0))
     placements = canceller.placements

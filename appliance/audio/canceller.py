@@ -360,13 +360,21 @@ class EchoCanceller:
         heard, self._run_loud = self._run_loud, 0
         # On a drifting path (two clocks: see appliance.core.drift.STEADY_RATE) the voice
         # does not interrupt replies, however well the linear canceller did.
-        proved, self._run_proved = self._run_proved and self._drift.steady, False
+        drifts = self._run_proved and not self._drift.steady
+        proved, self._run_proved = self._run_proved and not drifts, False
         barge_in = echo.voice_barge_in(heard, proved, self.voice_barge_in)
         if barge_in == self.voice_barge_in:
             return
         self.voice_barge_in = barge_in
         if barge_in:
             log.info("echo cancellation: the user's voice can interrupt the reply again")
+        elif drifts:
+            log.warning(
+                "echo cancellation: the speaker's echo drifts %.0f ppm against the microphone"
+                " (two sound cards, each on its own clock); the voice does not interrupt the"
+                " reply (the talk button does): one sound card for both keeps it",
+                abs(self._drift.rate) / RATE * 1e6,
+            )
         else:
             log.warning(
                 "echo cancellation: cannot tell the user's voice from the speaker's echo"
