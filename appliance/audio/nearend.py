@@ -40,8 +40,8 @@ FILTER_S = 0.12
 # The decision (bench.aec, 10 min in three rooms: see docs/performance.md):
 # a frame is the user's when the MDF took less than _NEAR_DB off the microphone, the
 # microphone is _ABOVE_FLOOR_DB over its floor (at the floor the MDF cannot take anything
-# off, echo or not), and the MDF has converged: over the last _CONVERGE_FRAMES frames with
-# the speaker loud it took a median of at least _CONVERGED_DB off.
+# off, echo or not), and the MDF has converged: over its last _CONVERGE_MIN frames with the
+# speaker loud (_RECONVERGE_MIN for a kept filter) it took a median of _CONVERGED_DB off.
 _NEAR_DB = 8.0
 # ...and less than what the MDF takes off the echo alone in all but the worst _LOW_PCT % of
 # loud frames, less _LOW_MARGIN_DB: where the echo path is steady (the simulated rooms, a
