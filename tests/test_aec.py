@@ -192,18 +192,24 @@ def test_double_talk_rule_needs_the_mdf_proved_on_the_current_echo_path() -> Non
     assert rule(-24.0, -26.0, True, floor)
 
 
+def _rule_after_a_reply() -> DoubleTalk:
+    """A rule whose MDF converged over a reply (20 dB off the echo), the speaker now quiet."""
+    rule = DoubleTalk()
+    for _ in range(300):
+        rule(-20.0, -40.0, True, -60.0)
+    assert rule.proved
+    rule.silent()
+    return rule
+
+
 def test_double_talk_rule_needs_the_reset_mdf_converged_again() -> None:
     """A new playback run resets the MDF: its old median reduction says nothing of the new
     filter. After ``reset()`` the rule judges no frame the user's until the MDF has
     converged again (200 loud frames at its usual reduction), even once it has proved
     itself on the path (30 frames): a fresh MDF still converging takes 6 dB off some echo
     frames, which looked like the user (the real loop under load: a reply cut 1.4 s in)."""
-    rule = DoubleTalk()
+    rule = _rule_after_a_reply()
     floor = -60.0
-    for _ in range(300):
-        rule(-20.0, -40.0, True, floor)
-    assert rule.proved
-    rule.silent()
     rule.reset()
     for _ in range(60):  # the fresh MDF cancels again: proved on the path, not converged
         rule(-20.0, -40.0, True, floor)
@@ -224,14 +230,10 @@ def test_a_stop_said_as_the_kept_filter_reconverges_is_still_the_users() -> None
     bench.echo_loop's 100 ms loop): the first syllable's frames, which the MDF takes nothing
     off, fell into the few frames the rule judged its bar from, that bar (the echo's worst
     frames) went to 0 dB and none of the voice's frames could be the user's: the reply was
-    cut 670 ms after the onset. The bar is the path's: a quick reset keeps it until a
-    whole window of the new run is in, and frames judged the user's never count in it."""
-    rule = DoubleTalk()
+    cut 670 ms after the onset. The bar is the path's: it stands until the reconverged
+    filter has shown 50 echo frames of its own, and frames judged the user's never count."""
+    rule = _rule_after_a_reply()
     floor = -60.0
-    for _ in range(300):
-        rule(-20.0, -40.0, True, floor)
-    assert rule.proved
-    rule.silent()
     rule.reset(quick=True)
     for _ in range(90):  # the kept filter fits again
         rule(-20.0, -40.0, True, floor)
@@ -246,11 +248,8 @@ def test_a_kept_filter_counts_as_converged_on_what_it_does_now() -> None:
     bench.echo_loop's rate-adapting loops: 3-6 dB off the echo, then 15-27 dB 1.5 s into the
     reply): it has converged once its recent frames take 15 dB off, though the median since
     its reset is still low (that median kept a "stop" 2.7 s into the reply from counting)."""
-    rule = DoubleTalk()
+    rule = _rule_after_a_reply()
     floor = -60.0
-    for _ in range(300):
-        rule(-20.0, -40.0, True, floor)
-    rule.silent()
     rule.reset(quick=True)
     for _ in range(120):  # reconverging: 3 dB off the echo
         rule(-20.0, -23.0, True, floor)
