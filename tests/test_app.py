@@ -286,7 +286,13 @@ def _alive(pid: int) -> bool:
 
 def hang_tool(tmp_path: Path) -> tuple[dict[str, Any], Path]:
     pidfile = tmp_path / "hang.pid"
-    code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    # The file appears with the pid in it (a rename): a daemon stopped at once may kill the
+    # tool between the open and the write, and an empty file read as no pid (seen under load).
+    part = f"{str(pidfile)!r} + '.part'"
+    code = (
+        f"import os, time; open({part}, 'w').write(str(os.getpid()));"
+        f" os.replace({part}, {str(pidfile)!r}); time.sleep(60)"
+    )
     return {"name": "hang", "command": [sys.executable, "-c", code], "timeout_s": 60}, pidfile
 
 
