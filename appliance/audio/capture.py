@@ -18,11 +18,11 @@ they are due, reads until the sink has them and hands them over in one call; a b
 of what was asked (the wake-up came a little before its last frames) waits for the rest.
 The front end asks for 240 ms of VAD frames while listening, while streaming the rest of the
 current chunk (it could not go out sooner), at most 40 ms of it where a frame may end the turn,
-and every period while the speaker plays (barge-in must be fast); ``wake()`` cuts a sleep short when that changes. The buffer
-(``BUFFER_S``) holds far more than a block, so a late wake-up loses nothing; it adds no
-latency. A device without a clock (ALSA's ``file`` plugin: ``appliance demo``) is paced in
-the same blocks: each is read once it would have been captured, so neither a block nor a
-``wake()`` reads ahead of real time.
+and every period while the speaker plays (barge-in must be fast); ``wake()`` cuts a sleep
+short when that changes. The buffer (``BUFFER_S``) holds far more than a block, so a late
+wake-up loses nothing; it adds no latency. A device without a clock (ALSA's ``file``
+plugin: ``appliance demo``) is paced in the same blocks: each is read once it would have been
+captured, so neither a block nor a ``wake()`` reads ahead of real time.
 
 Imports: numpy, ``appliance.audio.alsa``, ``appliance.errors``.
 """
