@@ -10,8 +10,8 @@ in this process against the loopback simulator, capturing ``pmic`` and playing t
 Per case, the "user" (espeak-ng sentences fed into ``micfeed``) asks ``--replies`` questions;
 the simulator answers each with what it heard, so each reply is several seconds of speech
 whose echo reaches the microphone through the loop. The last ``--barges`` replies of each
-case (default 2) are interrupted by the user's "stop" (``appliance/data/speech.wav``, at -22 dBFS), fed
-``BARGE_AT_S`` into the reply. The replies' level sets the echo relative to the user's
+case (default 2) are interrupted by the user's "stop" (``appliance/data/speech.wav``, at
+-22 dBFS), fed ``BARGE_AT_S`` into the reply. The replies' level sets the echo relative to the user's
 voice (-10 to +6 dB); a room-noise floor (pink noise at -64 dBFS) is fed or not (digital
 silence, as a sound server's idle source gives).
 
@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -390,7 +390,7 @@ def main() -> None:
     global TRACE
     TRACE = args.trace
     cases = [CASES[i] for i in args.case] if args.case else list(QUICK if args.quick else CASES)
-    cases = [Case(c.latency_ms, c.echo_db, c.noise, c.adjust, args.replies, args.barges) for c in cases]
+    cases = [replace(c, replies=args.replies, barges=args.barges) for c in cases]
     with tempfile.TemporaryDirectory(prefix="echo-loop-") as tmp:
         alsa = make_alsa_env(Path(tmp))
         os.environ.update(alsa.env())  # alsa-lib reads its configuration at the first open
