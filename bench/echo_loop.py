@@ -3,8 +3,9 @@
 ``.venv/bin/python -m bench.echo_loop`` (``--quick`` for three cases). A private PulseAudio
 (``tests/alsa_env.py``) gives clocked ALSA devices; a ``module-loopback`` plays everything
 the speaker sink ``spk`` renders into the microphone's sink ``micfeed`` after 10-150 ms, at
-unity gain, with its rate adaptation on (as between two USB devices with their own clocks)
-or off. The real ``Daemon`` (default configuration, ``vad`` mode, the ``aec`` extra) runs
+unity gain, with its rate adaptation on (a sound server adapting its rate between two
+devices: the rate wanders) or off (one sound card); or ``tests/clock_relay.py`` does, at a
+steady ratio tens of ppm off (two sound cards, each on its own crystal). The real ``Daemon`` (default configuration, ``vad`` mode, the ``aec`` extra) runs
 in this process against the loopback simulator, capturing ``pmic`` and playing to ``pspk``.
 
 Per case, the "user" (espeak-ng sentences fed into ``micfeed``) asks ``--replies`` questions;
@@ -20,12 +21,15 @@ Prints, per case and in total:
 - self-interruptions: reply cuts (``StopPlayback``) with no user speech being fed (target 0);
 - barge-ins caught: the user's "stop" cut the reply within 1.5 s of its onset (target all),
   and the latency from its onset (feed start + its leading silence) to the cut (p50 / p95;
-  target p95 <= 300 ms); pacat's 20 ms of buffering is included;
+  target p95 <= 300 ms); pacat's 20 ms of buffering is included; and the same over the
+  stops said while the appliance had voice barge-in on (on a drifting path it turns it
+  off, and says so: the notes show its log line);
 - the canceller's CPU (its ``process`` calls, thread time) per audio second while replies
   play, and the echo coupling the canceller reported.
 
-Run: ``.venv/bin/python -m bench.echo_loop`` (about 9 minutes; ``--quick``: about 3;
-``--case N`` for one case; ``--trace DIR`` saves every canceller frame of each case, the
+Run: ``.venv/bin/python -m bench.echo_loop`` (about 11 minutes; ``--quick``: about 3;
+``--case N`` for one case; ``--barge-at S`` for a "stop" S seconds into the reply;
+``--trace DIR`` saves every canceller frame of each case, the
 levels and the raw microphone and reference, for diagnosis).
 """
 
@@ -62,6 +66,7 @@ class Case:
     echo_db: float  # the echo at the microphone relative to the user's voice
     noise: bool
     adjust: bool
+    ppm: float = 0.0  # not 0: two sound cards this far apart (tests/clock_relay.py), no loopback
     replies: int = 3
     barges: int = 2  # the last this many replies are interrupted by the user's "stop"
 
@@ -69,7 +74,8 @@ class Case:
         return (
             f"loop {self.latency_ms:3d} ms, echo {self.echo_db:+.0f} dB, "
             f"{'noise' if self.noise else 'silent'} floor, "
-            f"rate {'adapting' if self.adjust else 'fixed'}"
+            + (f"two clocks {self.ppm:+.0f} ppm" if self.ppm
+               else f"rate {'adapting' if self.adjust else 'fixed'}")
         )
 
 
@@ -82,8 +88,11 @@ CASES = (
     Case(150, 6.0, False, True),
     Case(150, -10.0, True, False),
     Case(80, 3.0, True, True),
+    Case(60, 0.0, True, False, ppm=60.0),
+    Case(30, -5.0, False, False, ppm=-40.0),
+    Case(100, 3.0, False, False, ppm=100.0),
 )
-QUICK = (CASES[0], CASES[3], CASES[5])
+QUICK = (CASES[0], CASES[3], CASES[9])
 
 
 @dataclass
@@ -92,6 +101,9 @@ class Outcome:
     replies: int = 0
     self_cuts: list[float] = field(default_factory=list)  # seconds into the reply
     barge_ins: list[float] = field(default_factory=list)  # latency, s (inf: missed)
+    # ...whether the appliance had voice barge-in on for each (off: it said why, and the
+    # talk button and the wake word still interrupt)
+    voice_on: list[bool] = field(default_factory=list)
     canceller_cpu_s: float = 0.0
     speaking_s: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -243,12 +255,15 @@ async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
     lines = Lines()
     logging.getLogger("appliance").addHandler(lines)
     logging.getLogger("appliance").setLevel(logging.INFO)
-    module = pulse.add_loopback(case.latency_ms, adjust=case.adjust)
+    if case.ppm:
+        relay, module = pulse.add_two_clocks(case.latency_ms, case.ppm), None
+    else:
+        relay, module = None, pulse.add_loopback(case.latency_ms, adjust=case.adjust)
     noise = pulse.feed(pink_noise(240, NOISE_DBFS, seed), latency_ms=250) if case.noise else None
     rec = Recorder()
     feeds: list[tuple[float, float]] = []  # (start, end) of user speech being fed
     try:
-        async with RealtimeSimulator(api_key=DEMO_KEY, profile="fast") as sim:
+        async with RealtimeSimulator(api_key=DEMO_KEY) as sim:  # the service's timing
             data = demo_config(sim.url)
             data["audio"] = pulse_audio_config()
             daemon = Daemon(parse_config(data), ApiKey(DEMO_KEY, "bench"), observers=[rec])
@@ -279,6 +294,7 @@ async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
                         out.notes.append(f"reply {i + 1}: none lasted {BARGE_AT_S} s: no barge-in")
                         barge = False
                     if barge:
+                        out.voice_on.append(all(c.voice_barge_in for c in made))
                         t1 = time.monotonic()
                         onset = t1 + stop_onset
                         # A cut before the "stop" can reach the microphone is the reply's own.
@@ -306,7 +322,11 @@ async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
     finally:
         daemon_module.load_canceller = real_load
         logging.getLogger("appliance").removeHandler(lines)
-        pulse.remove_module(module)
+        if module is not None:
+            pulse.remove_module(module)
+        if relay is not None:
+            relay.terminate()
+            relay.wait()
         if noise is not None:
             noise.kill()
             noise.wait()
@@ -343,34 +363,37 @@ def _p95_ms(latencies: list[float]) -> str:
 
 def report(outcomes: list[Outcome]) -> None:
     lat: list[float] = []
+    on: list[bool] = []
     cuts = replies = 0
     cpu = speaking = 0.0
     for o in outcomes:
         lat += o.barge_ins
+        on += o.voice_on
         cuts += len(o.self_cuts)
         replies += o.replies
         cpu += o.canceller_cpu_s
         speaking += o.speaking_s
         caught = [x for x in o.barge_ins if np.isfinite(x)]
+        off = o.voice_on.count(False)
         print(
             f"{o.case}: {o.replies} replies, {len(o.self_cuts)} self-interruptions"
             + (f" (at {', '.join(f'{c:.2f}' for c in o.self_cuts)} s)" if o.self_cuts else "")
             + f"; barge-ins {len(caught)}/{len(o.barge_ins)}"
             + (f" ({', '.join(f'{x * 1000:.0f}' for x in caught)} ms)" if caught else "")
+            + (f"; voice barge-in off for {off}" if off else "")
         )
         for note in o.notes:
             print(f"    {note}")
-    found = np.array([x for x in lat if np.isfinite(x)])
     print(
         f"total: {replies} replies, {cuts} self-interruptions (target 0); barge-ins caught"
-        f" {len(found)}/{len(lat)} (target all)"
-        + (
-            f", latency p50 {np.median(found) * 1000:.0f} ms,"
-            f" p95 {_p95_ms(lat)} (target <= 300 ms; a missed barge-in counts as infinite)"
-            if len(found)
-            else ""
-        )
+        f" {_caught(lat, 'all')}"
     )
+    voiced = [x for x, v in zip(lat, on, strict=True) if v]
+    if len(voiced) < len(lat):
+        print(
+            f"  where the appliance kept voice barge-in on: {_caught(voiced)}; it was off,"
+            f" and said so, for {len(lat) - len(voiced)} (the drifting paths: see the notes)"
+        )
     if speaking:
         print(
             f"canceller CPU: {cpu / speaking * 1000:.1f} ms per second of reply"
@@ -378,17 +401,30 @@ def report(outcomes: list[Outcome]) -> None:
         )
 
 
+def _caught(latencies: list[float], target: str = "") -> str:
+    found = np.array([x for x in latencies if np.isfinite(x)])
+    target = f" (target {target})" if target else ""
+    if not len(found):
+        return f"0/{len(latencies)}{target}"
+    return (
+        f"{len(found)}/{len(latencies)}{target}, latency p50 {np.median(found) * 1000:.0f} ms,"
+        f" p95 {_p95_ms(latencies)} (target <= 300 ms; a missed barge-in counts as infinite)"
+    )
+
+
 def main() -> None:
+    global TRACE, BARGE_AT_S
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="three cases")
     parser.add_argument("--replies", type=int, default=3, help="replies per case")
     parser.add_argument("--barges", type=int, default=2,
                         help="the last N replies of each case are interrupted")
     parser.add_argument("--case", type=int, action="append", help="only case N (0-based)")
+    parser.add_argument("--barge-at", type=float, default=BARGE_AT_S,
+                        help=f"seconds into a reply the user says stop (default {BARGE_AT_S})")
     parser.add_argument("--trace", type=Path, help="save each case's canceller frames here")
     args = parser.parse_args()
-    global TRACE
-    TRACE = args.trace
+    TRACE, BARGE_AT_S = args.trace, args.barge_at
     cases = [CASES[i] for i in args.case] if args.case else list(QUICK if args.quick else CASES)
     cases = [replace(c, replies=args.replies, barges=args.barges) for c in cases]
     with tempfile.TemporaryDirectory(prefix="echo-loop-") as tmp:

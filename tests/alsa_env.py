@@ -57,6 +57,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -274,6 +275,14 @@ class PulseEnv:
         if not adjust:
             args.append("adjust_time=0")
         return self.pactl("load-module", "module-loopback", *args).strip()
+
+    def add_two_clocks(self, latency_ms: int, ppm: float) -> subprocess.Popen[bytes]:
+        """An echo path like ``add_loopback``'s but through two sound cards on their own
+        clocks, ``ppm`` millionths apart (``clock_relay.py``). Returns the relay's process:
+        ``terminate()`` and ``wait()`` it."""
+        relay = Path(__file__).with_name("clock_relay.py")
+        cmd = [sys.executable, str(relay), str(ppm), str(max(10, latency_ms - 10))]
+        return subprocess.Popen(cmd, env=self.env())
 
     def suspend(self, sink: str, suspended: bool) -> None:
         """Suspend a sink (its streams and its monitor's stall) or resume it."""
