@@ -64,8 +64,16 @@ _CONVERGE_FRAMES = 300
 _CONVERGE_MIN = 200
 # ...or of _RECONVERGE_MIN, for a filter kept from the last reply and placed back on its
 # echo path (``appliance.core.drift``): it has converged once; this checks it fits again.
-_RECONVERGE_MIN = 100
+# Through bench.echo_loop's fixed loops such a filter took a median of 17-40 dB off its
+# first 30 loud frames (one spoilt by a user talking over a whole reply: 11-12 dB); at 100
+# frames a "stop" in the first 1.6-1.9 s of a reply could not count (said 1.2 s in: 4 of 6
+# caught, 373-804 ms after the onset).
+_RECONVERGE_MIN = 30
 _CHECK_EVERY = 50
+# ...checked every _RECHECK_EVERY loud frames until it has (every _CHECK_EVERY otherwise: the
+# median and the bar recomputed every 10 frames also for a fresh or converged filter let
+# 2 residual-echo onsets through in bench.aec's rooms with the echo guard off).
+_RECHECK_EVERY = 10
 # ...and the MDF's output is above what is left of the echo of the last _RECENT frames:
 # the loudest of them less the MDF's median reduction. A quiet syllable right after a loud
 # one keeps the loud one's residual (reverberation, clipping) at a level the user's voice
@@ -243,7 +251,8 @@ class DoubleTalk:
             if self.converged:  # the bar: what the converged filter takes off the echo
                 self._echo[self._echo_n % _CONVERGE_FRAMES] = reduction
                 self._echo_n += 1
-            if self._n % _CHECK_EVERY == 0:
+            rechecking = self._converge_min == _RECONVERGE_MIN and not self.converged
+            if self._n % (_RECHECK_EVERY if rechecking else _CHECK_EVERY) == 0:
                 # What the filter does now: its last _converge_min frames, not the ones it
                 # reconverged over (through the rate-adapting loops a kept filter was back at
                 # 15-27 dB 1.5 s into a reply while the median since its reset, 6-12 dB, kept
