@@ -263,7 +263,11 @@ async def run_case(pulse: PulseEnv, case: Case, seed: int) -> Outcome:
     rec = Recorder()
     feeds: list[tuple[float, float]] = []  # (start, end) of user speech being fed
     try:
-        async with RealtimeSimulator(api_key=DEMO_KEY) as sim:  # the service's timing
+        # The service's timing (first audio 300 ms after the response), its audio sent 4x
+        # faster than it plays: at 1x (the profile's own pace) the player's 60 ms prefill lets
+        # this rig's PulseAudio sink run dry, about 10 ms of gaps a second, which moves the
+        # echo path under the canceller every second or so (docs/performance.md).
+        async with RealtimeSimulator(api_key=DEMO_KEY, reply_pace=4.0) as sim:
             data = demo_config(sim.url)
             data["audio"] = pulse_audio_config()
             daemon = Daemon(parse_config(data), ApiKey(DEMO_KEY, "bench"), observers=[rec])
