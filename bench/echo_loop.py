@@ -5,8 +5,9 @@
 the speaker sink ``spk`` renders into the microphone's sink ``micfeed`` after 10-150 ms, at
 unity gain, with its rate adaptation on (a sound server adapting its rate between two
 devices: the rate wanders) or off (one sound card); or ``tests/clock_relay.py`` does, at a
-steady ratio tens of ppm off (two sound cards, each on its own crystal). The real ``Daemon`` (default configuration, ``vad`` mode, the ``aec`` extra) runs
-in this process against the loopback simulator, capturing ``pmic`` and playing to ``pspk``.
+steady ratio tens of ppm off (two sound cards, each on its own crystal). The real
+``Daemon`` (default configuration, ``vad`` mode, the ``aec`` extra) runs in this process
+against the loopback simulator, capturing ``pmic`` and playing to ``pspk``.
 
 Per case, the "user" (espeak-ng sentences fed into ``micfeed``) asks ``--replies`` questions;
 the simulator answers each with what it heard, so each reply is several seconds of speech
@@ -29,8 +30,8 @@ Prints, per case and in total:
 
 Run: ``.venv/bin/python -m bench.echo_loop`` (about 11 minutes; ``--quick``: about 3;
 ``--case N`` for one case; ``--barge-at S`` for a "stop" S seconds into the reply;
-``--trace DIR`` saves every canceller frame of each case, the
-levels and the raw microphone and reference, for diagnosis).
+``--trace DIR`` saves every canceller frame of each case, the levels and the raw microphone
+and reference, for diagnosis).
 """
 
 from __future__ import annotations
@@ -396,7 +397,7 @@ def report(outcomes: list[Outcome]) -> None:
     if len(voiced) < len(lat):
         print(
             f"  where the appliance kept voice barge-in on: {_caught(voiced)}; it was off,"
-            f" and said so, for {len(lat) - len(voiced)} (the drifting paths: see the notes)"
+            f" and said so, for {len(lat) - len(voiced)} (each case's notes say why)"
         )
     if speaking:
         print(

@@ -46,7 +46,8 @@ plain import before pytest registers the plugin defeats its assertion rewriting.
     end; costs ~2.5 s once per session. Fails, never skips, when PulseAudio is not
     installed. Helpers: ``feed`` (play samples into the mic), ``record`` (what a sink
     rendered, from its monitor), ``suspend``, ``add_sink``/``remove_module``,
-    ``add_loopback`` (an echo path from the speaker into the microphone), ``pactl``,
+    ``add_loopback`` (an echo path from the speaker into the microphone; ``add_two_clocks``
+    for one through two sound cards on their own clocks), ``pactl``,
     ``env()`` for subprocesses.
 """
 
