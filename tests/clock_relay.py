@@ -19,7 +19,6 @@ Runs until killed; ``PULSE_SERVER`` says which PulseAudio. Imports: numpy, soxr.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -32,19 +31,16 @@ BLOCK = 160  # samples: 10 ms
 
 
 def main(ppm: float, latency_ms: int) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the finally below stops both
     common = ["--raw", f"--rate={RATE}", "--channels=1", "--format=s16le"]
     rec = subprocess.Popen(
-        ["parec", *common, "--device=spk.monitor", "--latency-msec=10"],
-        stdout=subprocess.PIPE,
-        env=os.environ,
+        ["parec", *common, "--device=spk.monitor", "--latency-msec=10"], stdout=subprocess.PIPE
     )
     play = subprocess.Popen(
         ["pacat", "--playback", *common, "--device=micfeed", f"--latency-msec={latency_ms}"],
         stdin=subprocess.PIPE,
-        env=os.environ,
     )
     assert rec.stdout is not None and play.stdin is not None
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the finally below stops both
     stream = soxr.ResampleStream(RATE, RATE * (1 + ppm * 1e-6), 1, dtype="float32", quality="HQ")
     try:
         while block := rec.stdout.read(2 * BLOCK):
