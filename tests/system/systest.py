@@ -263,9 +263,11 @@ def main() -> int:
     box = Container(root)
     sim: subprocess.Popen[bytes] | None = None
     try:
-        for _ in range(100):  # until systemd answers at all
+        # Until systemd answers as the container's manager: found by its name, it may not
+        # have marked the system booted yet (/run/systemd/system), which reads "offline".
+        for _ in range(100):
             booted = box.run("systemctl is-system-running --wait", timeout=120)
-            if booted.stdout.strip():
+            if booted.stdout.strip() not in ("", "offline"):
                 break
             time.sleep(0.2)
         state = booted.stdout.strip()
