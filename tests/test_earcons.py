@@ -215,6 +215,54 @@ def test_every_earcon_would_open_the_vad_gate_but_not_while_flagged(name: str) -
     assert fe.vad_calls > 0  # the VAD did hear it
 
 
+def test_the_release_still_holds_the_cue_audio_a_late_capture_thread_judges_after_it() -> None:
+    """The loop lets the gate go ``ECHO_TAIL_S`` after the cue played out; a capture thread
+    running 0.4 s late (a busy core) judges the cue's last audio after that. The release
+    names its moment, and the audio captured before it is still held; speech after it opens
+    a turn."""
+    cue = np.frombuffer(load_earcons(EarconSettings())["error"], dtype=np.int16)
+    pcm, rate = speech_recording()
+    speech = soxr.resample(np.frombuffer(pcm, dtype=np.int16), rate, 16000).astype(np.int16)
+    cue16 = soxr.resample(cue, RATE, 16000).astype(np.int16)
+    heard = np.concatenate([cue16, np.zeros(16000, np.int16), speech])
+    release_at = 0.5 + len(cue) / RATE + ECHO_TAIL_S  # the cue starts 0.5 s in
+    speech_from = 0.5 + (len(cue16) + 16000) / 16000
+    lag = 0.4
+
+    def starts(captured_from: float) -> list[float]:
+        """When (capture time) each turn the front end opened began."""
+        out: list[GateOutput] = []
+        now = [0.0]
+        gate = GateSettings(mode=GateMode.VAD, detector=Detector.WEBRTC)
+        vad = WebRtcVad(gate.vad_aggressiveness, gate.vad_frame_ms)
+        fe = FrontEnd(
+            device_rate=16000, settings=listen_settings(gate), chunk_ms=40, vad=vad,
+            emit=out.append, clock=lambda: now[0],
+        )
+        fe.post(Control.EARCON_HOLD)
+        for k in range(50):  # the room, on time: the capture clock
+            now[0] = (k + 1) / 100
+            fe.process(np.zeros(160, np.int16))
+        opened: list[float] = []
+        posted = False
+        for i in range(len(heard) // 160):
+            now[0] = 0.5 + (i + 1) / 100 + lag  # handed over `lag` after its capture
+            if not posted and now[0] >= release_at:
+                fe.post(Control.EARCON_RELEASE, captured_from)
+                posted = True
+            before = len(out)
+            fe.process(heard[i * 160 : (i + 1) * 160])
+            if any(isinstance(o, SpeechStarted) for o in out[before:]):
+                opened.append(now[0] - lag)
+        return opened
+
+    # Let go at once (no moment), the late thread opens a turn on the cue.
+    assert starts(-np.inf)[0] < release_at
+    # Let go from its moment: the first turn is the user's.
+    opened = starts(release_at)
+    assert opened and opened[0] >= speech_from
+
+
 def test_a_cue_does_not_cut_a_turn_under_way() -> None:
     pcm, rate = speech_recording()
     speech24 = soxr.resample(np.frombuffer(pcm, dtype=np.int16), rate, 24000).astype(np.int16)
@@ -275,7 +323,7 @@ def test_a_cue_is_queued_with_its_own_end_of_stream_and_holds_the_gate() -> None
     cues.tick(due - 0.01)
     assert cues.take() == [] and cues.held
     cues.tick(due)
-    assert cues.take() == [Hold(False)] and not cues.held
+    assert cues.take() == [Hold(False, due)] and not cues.held
     assert cues.next_deadline() is None
     assert list(cues.played) == ["mute"]
 
@@ -295,8 +343,8 @@ def test_the_gate_is_let_go_an_echo_tail_after_the_cue_played_out() -> None:
     assert cues.idle(0.21) is Route.SWALLOW  # the cue set the end-of-stream mark: its idle
     assert cues.take() == []  # still held: the room's echo and the capture buffers
     assert cues.next_deadline() == pytest.approx(0.21 + ECHO_TAIL_S)
-    cues.tick(0.21 + ECHO_TAIL_S)
-    assert cues.take() == [Hold(False)]
+    cues.tick(0.3 + ECHO_TAIL_S)  # late: the release still names its moment
+    assert cues.take() == [Hold(False, 0.21 + ECHO_TAIL_S)]
     assert cues.next_deadline() is None
 
 
@@ -314,7 +362,7 @@ def test_a_second_cue_keeps_the_gate_held_until_it_played_out() -> None:
     assert cues.next_deadline() == pytest.approx(0.1 + CUE_S + FALLBACK_S)
     cues.idle(0.45)
     cues.tick(0.45 + ECHO_TAIL_S)
-    assert cues.take() == [Hold(False)]
+    assert cues.take() == [Hold(False, 0.45 + ECHO_TAIL_S)]
 
 
 def test_a_cue_never_plays_over_the_agent() -> None:
@@ -351,7 +399,7 @@ def test_a_stop_that_catches_a_cue_answers_the_session_without_the_cue() -> None
     assert cues.next_deadline() == pytest.approx(0.05 + ECHO_TAIL_S)
     assert cues.stopped("item_7", 0.3) is Route.PASS
     cues.tick(0.3)
-    assert cues.take() == [Hold(False)]
+    assert cues.take() == [Hold(False, 0.05 + ECHO_TAIL_S)]
 
 
 def test_the_error_cue_plays_once_after_a_while_offline_and_rearms_when_working() -> None:

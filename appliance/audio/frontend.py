@@ -29,6 +29,8 @@ resampled to 16 kHz, cancelled, and everything after (the detectors and, resampl
 
 from __future__ import annotations
 
+import math
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ import soxr
 
 from appliance.audio import prosody
 from appliance.audio.micro_vad import SpeechStage
+from appliance.audio.reference import CaptureClock
 from appliance.audio.ring import SampleRing
 from appliance.audio.vad import WebRtcVad
 from appliance.core.listen import (
@@ -197,11 +200,13 @@ class FrontEnd:
         wake: WakeDetector | None = None,
         speech: SpeechStage | None = None,
         hint: Callable[[np.ndarray], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``vad``: webrtcvad, for ``Detector.WEBRTC``. For ``Detector.MICRO`` the front end
         makes its own staged pymicro-vad (``speech``) and end-of-turn hint (``hint``,
         ``appliance.audio.prosody.complete`` on the last ``HINT_S`` of 16 kHz audio) unless
-        given them."""
+        given them. ``clock``: when each capture period is handed over (the loop's clock),
+        which times the microphone (``CaptureClock``)."""
         self._emit = emit
         self._device_rate = device_rate
         self._to16 = _Resampler(device_rate, VAD_RATE, "LQ")
@@ -229,7 +234,11 @@ class FrontEnd:
         self._pace_stream = self._rate * STREAM_PACE_MS // 1000
         self._vad = vad
         self._listener = Listener(settings, self._rate)
-        self._inbox: deque[Control] = deque()
+        self._inbox: deque[tuple[Control, float]] = deque()
+        # The earcon hold's release waits for the audio captured from its moment on.
+        self._clock = clock
+        self._captured = CaptureClock(device_rate)
+        self._release_from: float | None = None
         self._frame = np.zeros(VAD_RATE * settings.frame_ms // 1000, dtype=np.int16)
         self._frame_fill = 0
         # Pacing in device frames (``Listener.pace``).
@@ -249,16 +258,31 @@ class FrontEnd:
 
     # -- called on the loop thread --------------------------------------------------------------
 
-    def post(self, msg: Control) -> None:
-        """Loop thread: tell the capture side (drained at its next call; wake it after)."""
-        self._inbox.append(msg)
+    def post(self, msg: Control, captured_from: float = -math.inf) -> None:
+        """Loop thread: tell the capture side (drained at its next call; wake it after).
+        ``EARCON_RELEASE`` takes effect from the first period captured at ``captured_from``
+        or later (the ``clock``'s time): before it the microphone heard the cue."""
+        self._inbox.append((msg, captured_from))
 
     # -- called on the capture thread ---------------------------------------------------------
 
     def _drain(self) -> None:
         inbox = self._inbox
         while inbox:
-            self._listener.control(inbox.popleft())
+            msg, captured_from = inbox.popleft()
+            if msg is Control.EARCON_RELEASE:
+                self._release_from = captured_from  # see _release_due
+                continue
+            if msg is Control.EARCON_HOLD:
+                self._release_from = None
+            self._listener.control(msg)
+
+    def _release_due(self) -> None:
+        """Let the earcon hold go once this period was captured after its release."""
+        assert self._release_from is not None
+        if self._captured.time_of(self._captured.samples) >= self._release_from:
+            self._release_from = None
+            self._listener.control(Control.EARCON_RELEASE)
 
     def wants(self) -> int:
         """Device frames the capture thread may gather before the next call (0: hand over
@@ -290,8 +314,11 @@ class FrontEnd:
 
     def process(self, mono: np.ndarray) -> None:
         """One capture period (mono int16 at the device rate)."""
+        self._captured.delivered(len(mono), self._clock())
         if self._inbox:
             self._drain()
+        if self._release_from is not None:
+            self._release_due()
         pcm16k = None
         if self._canceller is not None:
             pcm16k = self._canceller.process(self._to16(mono))

@@ -13,7 +13,8 @@ The rules:
   the front end's ``earcon`` flag, so the VAD cannot open on it and a push-to-talk turn
   streams only after it) until the player reports it played out plus ``ECHO_TAIL_S``, or,
   if the player never reports (a device in outage discards what is queued), the cue's own
-  length plus ``FALLBACK_S``.
+  length plus ``FALLBACK_S``. The release names that moment: it holds for the audio
+  captured before it, however late the capture thread judges that audio.
 - The player has one end-of-stream mark, so its idle belongs to whoever set the mark last:
   after a cue's ``EndOfStream`` the idle is the cue's (swallowed), after the session's
   ``EndOfReply`` it is the reply's (passed on).
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,9 +61,12 @@ PLAYED_KEPT = 32
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """Hold the front end's gate (``on``) or let it go."""
+    """Hold the front end's gate (``on``) or let it go for the audio captured from
+    ``captured_from`` on (the release's due time on the loop's monotonic clock): a capture
+    thread running late, under load, must not judge the cue's last audio unheld."""
 
     on: bool
+    captured_from: float = -math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +207,9 @@ class Cues:
     def tick(self, now: float) -> None:
         """Do what is due at ``now``: let the gate go, play the "error" cue."""
         if self._release_at is not None and now >= self._release_at:
+            self._actions.append(Hold(False, self._release_at))
             self._release_at = None
             self.held = False
-            self._actions.append(Hold(False))
         if self._error_at is not None and now >= self._error_at:
             self._error_at = None
             self._error_armed = False
