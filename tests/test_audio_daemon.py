@@ -415,8 +415,8 @@ async def _push_to_talk(pulse: PulseEnv) -> tuple[list[str], float, float, float
         sent_ms = len(h.appended()) / 24
         await h.until_state(State.READY, 15)
         n = len(h.sim.received)
-        h.daemon.set_talking(True)  # a tap: less than 100 ms of audio
-        await asyncio.sleep(0.05)
+        h.daemon.set_talking(True)  # a tap: less than 100 ms of audio, a busy loop's
+        await asyncio.sleep(0.02)  # late wake-up included
         h.daemon.set_talking(False)
         await h.until("the short press handled", lambda: len(h.sim.received) > n, 3)
         await asyncio.sleep(0.3)

@@ -264,3 +264,32 @@ def test_wants_every_period_while_the_speaker_plays_and_in_push_to_talk() -> Non
     # Waiting for the wake word: shorter blocks (the window opens at the end of one).
     wake = make(16000, GateSettings(mode=GateMode.WAKE), print, vad=False)
     assert wake.wants() == WAKE_BATCH_MS * 16 < LISTEN_BATCH_MS * 16
+
+
+def test_a_press_counts_from_the_audio_captured_after_it_however_late_the_thread() -> None:
+    """Under load the capture thread hands audio over 0.3 s after it was captured. A 50 ms
+    press of the talk button, posted as the loop saw it, still opens a turn on the audio
+    captured while it was held (the daemon answers such a tap with the "too short" cue):
+    taken at the thread's next call, the press and the release came in one call, and the
+    press was lost."""
+
+    def streamed(timed: bool) -> int:
+        out: list[GateOutput] = []
+        now = [0.0]
+        fe = FrontEnd(
+            device_rate=16000, settings=listen_settings(GateSettings(mode=GateMode.PUSH_TO_TALK)),
+            chunk_ms=40, vad=None, emit=out.append, clock=lambda: now[0],
+        )
+        lag = 0.3
+        for k in range(200):  # 10 ms periods, each handed over `lag` after its capture
+            t = (k + 1) / 100
+            now[0] = t + (lag if k >= 50 else 0.0)  # on time for the first 0.5 s
+            if k == 80:  # the loop sees the press at 0.8 s and the release 50 ms later
+                fe.post(Control.TALK_PRESSED, 0.8 if timed else None)
+                fe.post(Control.TALK_RELEASED, 0.85 if timed else None)
+            fe.process(np.full(160, 1000, np.int16))
+        return sum(len(o.pcm) for o in out if isinstance(o, AudioChunk)) // 48
+
+    # The period that opens a push-to-talk turn is not sent (the "speak now" cue's).
+    assert streamed(timed=True) == 30
+    assert streamed(timed=False) == 0

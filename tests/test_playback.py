@@ -274,6 +274,27 @@ def test_idle_comes_when_the_sound_has_played_out(pulse_env: PulseEnv) -> None:
     assert thread.played_ms("a") == 500
 
 
+def test_a_short_sound_is_not_idle_before_it_has_lasted(pulse_env: PulseEnv) -> None:
+    """An earcon's length through a sound server with the daemon's 10 ms periods: the
+    device's 40 ms buffer empties while PulseAudio still holds the end of the sound (a
+    0.2 s cue reported played out 0.17 s after it started; the earcon hold ends then)."""
+    events = Events()
+    thread = player(events, "pspk", rate=24000, channels=1, period_frames=240)
+    lasted = []
+    try:
+        for i in range(3):
+            n = len(events.got)
+            thread.enqueue(f"cue{i}", tone(200).tobytes())
+            thread.end_of_stream()
+            started_at, _ = events.wait(PlaybackStarted, after=n)
+            idle_at, _ = events.wait(PlaybackIdle, after=n)
+            lasted.append(idle_at - started_at)
+    finally:
+        thread.close()
+    # 200 ms from the first write; the started event comes a little after that write.
+    assert all(0.19 <= s < 0.4 for s in lasted), lasted
+
+
 def test_prefill_delays_the_start_on_a_clocked_device(pulse_env: PulseEnv) -> None:
     events = Events()
     thread = player(events, "pspk", rate=48000, channels=2, period_frames=960, prefill_ms=120)

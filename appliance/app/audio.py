@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -188,6 +188,7 @@ class AudioPath:
             chunk_ms=upstream_chunk_ms(config),
             vad=vad,
             emit=lambda out: handoff.call(on_gate, out),
+            clock=time.monotonic,
             canceller=self._load_canceller(lambda ok: handoff.call(on_voice_barge_in, ok)),
             wake=self._make_wake(rebuilding=old is not None),
         )
@@ -266,15 +267,15 @@ class AudioPath:
 
     # --- the loop's messages to the capture side ------------------------------------------
 
-    def post(self, msg: Control | None, captured_from: float = -math.inf) -> None:
-        """A control message to the front end (None: nothing changed; ``captured_from``:
-        see ``FrontEnd.post``), then wake the capture thread: asleep in a block of periods,
-        it takes the message and asks ``wants`` again (the speaker started: barge-in listens
-        every period from here)."""
+    def post(self, msg: Control | None, at: float | None = None) -> None:
+        """A control message to the front end (None: nothing changed), for the audio
+        captured from ``at`` on (``FrontEnd.post``), then wake the capture thread: asleep
+        in a block of periods, it takes the message and asks ``wants`` again (the speaker
+        started: barge-in listens every period from here)."""
         if msg is None:
             return
         if self.frontend is not None:
-            self.frontend.post(msg, captured_from)
+            self.frontend.post(msg, at)
         if self.capture is not None:
             self.capture.wake()
 
@@ -282,12 +283,12 @@ class AudioPath:
         """Tell the front end the speaker plays (its echo guard)."""
         self.post(self.controls.speaker(playing))
 
-    def hold_gate(self, hold: bool, captured_from: float = -math.inf) -> None:
+    def hold_gate(self, hold: bool, at: float | None = None) -> None:
         """While an earcon plays no turn may start on it (``Control.EARCON_HOLD``); the
-        capture thread reads every period meanwhile, and the release holds for the audio
-        captured before ``captured_from`` (``cues.Hold``), so the hold covers the audio it
-        was set for."""
-        self.post(self.controls.hold(hold), captured_from)
+        capture thread reads every period meanwhile, and a release holds for the audio
+        captured before ``at`` (``cues.Hold``), so the hold covers the audio it was set
+        for."""
+        self.post(self.controls.hold(hold), at)
 
 
 def close_parts(parts: list[CaptureThread | PlaybackThread | None]) -> None:

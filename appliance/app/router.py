@@ -211,7 +211,7 @@ class Router:
         player = self._audio.player
         for action in self.earcons.take():
             if isinstance(action, Hold):
-                self._audio.hold_gate(action.on, action.captured_from)
+                self._audio.hold_gate(action.on, action.at)
             elif player is None:
                 continue
             elif isinstance(action, Enqueue):

@@ -30,7 +30,6 @@ resampled to 16 kHz, cancelled, and everything after (the detectors and, resampl
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -200,13 +199,15 @@ class FrontEnd:
         wake: WakeDetector | None = None,
         speech: SpeechStage | None = None,
         hint: Callable[[np.ndarray], float] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         """``vad``: webrtcvad, for ``Detector.WEBRTC``. For ``Detector.MICRO`` the front end
         makes its own staged pymicro-vad (``speech``) and end-of-turn hint (``hint``,
         ``appliance.audio.prosody.complete`` on the last ``HINT_S`` of 16 kHz audio) unless
-        given them. ``clock``: when each capture period is handed over (the loop's clock),
-        which times the microphone (``CaptureClock``)."""
+        given them. ``clock``: the loop's clock (``time.monotonic``), read as each capture
+        period is handed over: it times the microphone (``CaptureClock``), and each
+        control message takes effect from the audio captured after it was posted. None:
+        at the next call (audio fed faster than real time, as in tests)."""
         self._emit = emit
         self._device_rate = device_rate
         self._to16 = _Resampler(device_rate, VAD_RATE, "LQ")
@@ -235,10 +236,8 @@ class FrontEnd:
         self._vad = vad
         self._listener = Listener(settings, self._rate)
         self._inbox: deque[tuple[Control, float]] = deque()
-        # The earcon hold's release waits for the audio captured from its moment on.
         self._clock = clock
         self._captured = CaptureClock(device_rate)
-        self._release_from: float | None = None
         self._frame = np.zeros(VAD_RATE * settings.frame_ms // 1000, dtype=np.int16)
         self._frame_fill = 0
         # Pacing in device frames (``Listener.pace``).
@@ -258,31 +257,25 @@ class FrontEnd:
 
     # -- called on the loop thread --------------------------------------------------------------
 
-    def post(self, msg: Control, captured_from: float = -math.inf) -> None:
-        """Loop thread: tell the capture side (drained at its next call; wake it after).
-        ``EARCON_RELEASE`` takes effect from the first period captured at ``captured_from``
-        or later (the ``clock``'s time): before it the microphone heard the cue."""
-        self._inbox.append((msg, captured_from))
+    def post(self, msg: Control, at: float | None = None) -> None:
+        """Loop thread: tell the capture side (wake it after). The message takes effect
+        from the first period captured at ``at`` (the ``clock``'s time; now if None) or
+        later, however late the capture thread hands that audio over: a press, a mute, a
+        cue's release are about what the microphone hears from then on (under load the
+        thread ran 0.2-0.4 s behind, and a 50 ms tap of the talk button streamed 200 ms,
+        the tail of a cue opened a turn)."""
+        if at is None:
+            at = -math.inf if self._clock is None else self._clock()
+        self._inbox.append((msg, at))
 
     # -- called on the capture thread ---------------------------------------------------------
 
     def _drain(self) -> None:
+        """Take the messages due for the audio handed over so far, in order."""
         inbox = self._inbox
-        while inbox:
-            msg, captured_from = inbox.popleft()
-            if msg is Control.EARCON_RELEASE:
-                self._release_from = captured_from  # see _release_due
-                continue
-            if msg is Control.EARCON_HOLD:
-                self._release_from = None
-            self._listener.control(msg)
-
-    def _release_due(self) -> None:
-        """Let the earcon hold go once this period was captured after its release."""
-        assert self._release_from is not None
-        if self._captured.time_of(self._captured.samples) >= self._release_from:
-            self._release_from = None
-            self._listener.control(Control.EARCON_RELEASE)
+        captured = self._captured.time_of(self._captured.samples)
+        while inbox and inbox[0][1] <= captured:
+            self._listener.control(inbox.popleft()[0])
 
     def wants(self) -> int:
         """Device frames the capture thread may gather before the next call (0: hand over
@@ -294,6 +287,8 @@ class FrontEnd:
         which asks again, so a sleep in a block never delays it."""
         if self._inbox:
             self._drain()
+            if self._inbox:
+                return 0  # a message waits for its audio: hand every period over
         # The canceller times the microphone by when each read returns (its capture clock
         # wants reads right after each period) while there is echo to cancel; once the
         # speaker has been silent a while it is bypassed and blocks are fine.
@@ -314,11 +309,10 @@ class FrontEnd:
 
     def process(self, mono: np.ndarray) -> None:
         """One capture period (mono int16 at the device rate)."""
-        self._captured.delivered(len(mono), self._clock())
+        if self._clock is not None:
+            self._captured.delivered(len(mono), self._clock())
         if self._inbox:
             self._drain()
-        if self._release_from is not None:
-            self._release_due()
         pcm16k = None
         if self._canceller is not None:
             pcm16k = self._canceller.process(self._to16(mono))

@@ -148,6 +148,7 @@ class PlaybackThread(AudioThread):
         self._pend_off = 0  # device frames staged in _out and not yet written: [off, len)
         self._pend_len = 0
         self._progress_t = 0.0  # when the device last took or played something
+        self._run_start = 0.0  # when the current run was started (its first write)
         self._last_avail = -1
 
     # --- loop side: never blocks ------------------------------------------------------------
@@ -305,6 +306,7 @@ class PlaybackThread(AudioThread):
                 self._drain(pcm, params, waker_poll, device_poll)
             else:  # START or RESUME: the next step writes
                 if step is Step.START:
+                    self._run_start = time.monotonic()
                     self._pend_off = self._pend_len = 0
                     if self._resampler is not None:
                         self._resampler.clear()
@@ -327,6 +329,13 @@ class PlaybackThread(AudioThread):
             return
         avail = self._avail(pcm)
         if avail >= params.buffer_frames or self._state(pcm) != STATE_RUNNING:
+            # The device's buffer is empty, but a sound server behind it may still hold
+            # 0.1-0.2 s of the run (through PulseAudio a 0.2 s cue "played out" 0.17 s after
+            # it started): no run is heard sooner than it lasts.
+            left = self._run_start + self._core.run_written / params.rate - time.monotonic()
+            if left > 0:
+                self._sleep(waker_poll, min(left, params.period_s), ready=False)
+                return
             self._core.drained()
             self._drop(pcm)  # back to PREPARED, ready for the next reply
             self._emit_events()

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,12 +60,12 @@ PLAYED_KEPT = 32
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """Hold the front end's gate (``on``) or let it go for the audio captured from
-    ``captured_from`` on (the release's due time on the loop's monotonic clock): a capture
-    thread running late, under load, must not judge the cue's last audio unheld."""
+    """Hold the front end's gate (``on``) or let it go, for the audio captured from ``at``
+    on (the loop's clock; None: now). A release names its due time: a tick that comes
+    late must not let the gate go for the cue's last audio."""
 
     on: bool
-    captured_from: float = -math.inf
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
