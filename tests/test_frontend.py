@@ -293,3 +293,25 @@ def test_a_press_counts_from_the_audio_captured_after_it_however_late_the_thread
     # The period that opens a push-to-talk turn is not sent (the "speak now" cue's).
     assert streamed(timed=True) == 30
     assert streamed(timed=False) == 0
+
+
+def test_after_an_outage_a_press_counts_at_once() -> None:
+    """The microphone was gone for 5 s (a USB device reopened): the capture clock starts
+    afresh, or a press would wait for 5 s of audio before it counted."""
+    out: list[GateOutput] = []
+    now = [0.0]
+    fe = FrontEnd(
+        device_rate=16000, settings=listen_settings(GateSettings(mode=GateMode.PUSH_TO_TALK)),
+        chunk_ms=40, vad=None, emit=out.append, clock=lambda: now[0],
+    )
+    period = np.full(160, 1000, np.int16)
+    for k in range(100):
+        now[0] = (k + 1) / 100
+        fe.process(period)
+    now[0] += 5.0  # the outage: no audio, then the reopened device's first period
+    fe.process(period)
+    fe.post(Control.TALK_PRESSED)
+    for _ in range(3):
+        now[0] += 0.01
+        fe.process(period)
+    assert any(isinstance(o, SpeechStarted) for o in out)

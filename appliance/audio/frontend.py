@@ -93,6 +93,9 @@ _CHUNK_SLACK = 24
 # Longer blocks only while no frame in them can decide anything (``Listener.undecided``).
 STREAM_PACE_MS = 40
 HINT_S = 1.5  # the end-of-turn hint reads this much of the turn's end (prosody.LOOKBACK_S)
+# Audio handed over later than this after its capture time could not have waited in the
+# device's buffer (``capture.BUFFER_S``, 0.5 s): some was lost in between.
+LOST_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +273,16 @@ class FrontEnd:
 
     # -- called on the capture thread ---------------------------------------------------------
 
+    def _time(self, n: int, now: float) -> None:
+        """``n`` samples handed over at ``now``: the capture clock. Handed over more than
+        ``LOST_S`` after their time by that clock, audio was lost in between (an overrun, a
+        device reopened after an outage), and the clock starts afresh from them."""
+        captured = self._captured
+        captured.delivered(n, now)
+        if now - captured.time_of(captured.samples) > LOST_S:
+            self._captured = captured = CaptureClock(self._device_rate)
+            captured.delivered(n, now)
+
     def _drain(self) -> None:
         """Take the messages due for the audio handed over so far, in order."""
         inbox = self._inbox
@@ -310,7 +323,7 @@ class FrontEnd:
     def process(self, mono: np.ndarray) -> None:
         """One capture period (mono int16 at the device rate)."""
         if self._clock is not None:
-            self._captured.delivered(len(mono), self._clock())
+            self._time(len(mono), self._clock())
         if self._inbox:
             self._drain()
         pcm16k = None
