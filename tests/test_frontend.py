@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 from appliance.audio.frontend import (
     LISTEN_BATCH_MS,
@@ -295,9 +296,11 @@ def test_a_press_counts_from_the_audio_captured_after_it_however_late_the_thread
     assert streamed(timed=False) == 0
 
 
-def test_after_an_outage_a_press_counts_at_once() -> None:
-    """The microphone was gone for 5 s (a USB device reopened): the capture clock starts
-    afresh, or a press would wait for 5 s of audio before it counted."""
+@pytest.mark.parametrize(("lost_s", "after_s"), [(5.0, 0.0), (0.4, 3.0)])
+def test_after_lost_audio_a_press_counts_at_once(lost_s: float, after_s: float) -> None:
+    """The microphone was gone for 5 s (a USB device reopened), or an overrun lost 0.4 s: the
+    capture clock starts afresh, or forgets the loss within a second or two; else a press
+    would wait for that much audio before it counted."""
     out: list[GateOutput] = []
     now = [0.0]
     fe = FrontEnd(
@@ -305,13 +308,15 @@ def test_after_an_outage_a_press_counts_at_once() -> None:
         chunk_ms=40, vad=None, emit=out.append, clock=lambda: now[0],
     )
     period = np.full(160, 1000, np.int16)
-    for k in range(100):
-        now[0] = (k + 1) / 100
-        fe.process(period)
-    now[0] += 5.0  # the outage: no audio, then the reopened device's first period
-    fe.process(period)
+
+    def periods(n: int) -> None:
+        for _ in range(n):
+            now[0] += 0.01
+            fe.process(period)
+
+    periods(100)
+    now[0] += lost_s  # no audio for that long, then the device's next period
+    periods(1 + round(after_s * 100))
     fe.post(Control.TALK_PRESSED)
-    for _ in range(3):
-        now[0] += 0.01
-        fe.process(period)
+    periods(2)
     assert any(isinstance(o, SpeechStarted) for o in out)

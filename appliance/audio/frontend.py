@@ -93,8 +93,12 @@ _CHUNK_SLACK = 24
 # Longer blocks only while no frame in them can decide anything (``Listener.undecided``).
 STREAM_PACE_MS = 40
 HINT_S = 1.5  # the end-of-turn hint reads this much of the turn's end (prosody.LOOKBACK_S)
-# Audio handed over later than this after its capture time could not have waited in the
-# device's buffer (``capture.BUFFER_S``, 0.5 s): some was lost in between.
+# The capture clock that times the control messages (``FrontEnd.post``): a window short
+# enough that audio lost to an overrun delays them for a second or two at most...
+CLOCK_WINDOW_S = 1.0
+# ...and audio handed over later than this after its capture time could not have waited in
+# the device's buffer (``capture.BUFFER_S``, 0.5 s): some was lost in between (a device
+# reopened after an outage), and the clock starts afresh.
 LOST_S = 1.0
 
 
@@ -240,7 +244,7 @@ class FrontEnd:
         self._listener = Listener(settings, self._rate)
         self._inbox: deque[tuple[Control, float]] = deque()
         self._clock = clock
-        self._captured = CaptureClock(device_rate)
+        self._captured = CaptureClock(device_rate, CLOCK_WINDOW_S)
         self._frame = np.zeros(VAD_RATE * settings.frame_ms // 1000, dtype=np.int16)
         self._frame_fill = 0
         # Pacing in device frames (``Listener.pace``).
@@ -280,7 +284,7 @@ class FrontEnd:
         captured = self._captured
         captured.delivered(n, now)
         if now - captured.time_of(captured.samples) > LOST_S:
-            self._captured = captured = CaptureClock(self._device_rate)
+            self._captured = captured = CaptureClock(self._device_rate, CLOCK_WINDOW_S)
             captured.delivered(n, now)
 
     def _drain(self) -> None:

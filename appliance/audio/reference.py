@@ -188,12 +188,14 @@ class CaptureClock:
     """When each microphone sample was captured, from when the samples were read.
 
     Sample ``k`` was captured at ``base + k / rate``; ``base`` is the smallest ``read time -
-    samples delivered so far / rate`` over a window of a few seconds (see the module
-    docstring). Used on the capture thread only.
+    samples delivered so far / rate`` over a window of ``window_s`` (see the module
+    docstring; audio lost to an overrun is forgotten with the window it fell in). Used on
+    the capture thread only.
     """
 
-    def __init__(self, rate: int = RATE) -> None:
+    def __init__(self, rate: int = RATE, window_s: float = _CLOCK_WINDOW_S) -> None:
         self._rate = rate
+        self._window_s = window_s
         self.samples = 0  # samples delivered so far
         self.base = math.inf
         self._window_base = math.inf
@@ -203,7 +205,7 @@ class CaptureClock:
         """``n`` more samples were read at ``now``."""
         self.samples += n
         bound = now - self.samples / self._rate
-        if now - self._window_t > _CLOCK_WINDOW_S:
+        if now - self._window_t > self._window_s:
             # A new window: the previous one's minimum becomes the clock, so a device clock
             # a little slower or faster than ours never accumulates an error.
             if self._window_base != math.inf:
