@@ -320,3 +320,32 @@ def test_after_lost_audio_a_press_counts_at_once(lost_s: float, after_s: float) 
     fe.post(Control.TALK_PRESSED)
     periods(2)
     assert any(isinstance(o, SpeechStarted) for o in out)
+
+
+def test_a_hold_takes_effect_at_once_even_when_the_clock_runs_behind() -> None:
+    """An overrun lost 0.4 s, so for a second or so the capture clock dates the audio 0.4 s
+    early. A cue's hold posted then covers the cue's first audio all the same: a hold is
+    never late (while the end of a hold waits for the audio after it)."""
+    out: list[GateOutput] = []
+    now = [0.0]
+    gate = GateSettings(mode=GateMode.VAD, detector=Detector.WEBRTC)
+    fe = FrontEnd(
+        device_rate=16000, settings=listen_settings(gate), chunk_ms=40,
+        vad=WebRtcVad(gate.vad_aggressiveness, gate.vad_frame_ms), emit=out.append,
+        clock=lambda: now[0],
+    )
+    silence = np.zeros(160, np.int16)
+    for _ in range(300):
+        now[0] += 0.01
+        fe.process(silence)
+    now[0] += 0.4  # the loss
+    for _ in range(10):
+        now[0] += 0.01
+        fe.process(silence)
+    fe.post(Control.EARCON_HOLD)
+    pcm, _ = recording()  # the cue, as webrtcvad takes it: speech, from its first syllable
+    pcm = pcm[16000 * 6 // 10 :]
+    for i in range(len(pcm) // 160):
+        now[0] += 0.01
+        fe.process(pcm[i * 160 : (i + 1) * 160])
+    assert out == []

@@ -93,6 +93,10 @@ _CHUNK_SLACK = 24
 # Longer blocks only while no frame in them can decide anything (``Listener.undecided``).
 STREAM_PACE_MS = 40
 HINT_S = 1.5  # the end-of-turn hint reads this much of the turn's end (prosody.LOOKBACK_S)
+AT_ONCE = frozenset({Control.EARCON_HOLD, Control.MUTE_ON, Control.SPEAKER_PLAYING})
+"""Control messages that hold more back take effect at once (``FrontEnd.post``): judging
+some audio from before them by them is the safe side (the capture clock may run a little
+behind after lost audio), as judging the audio before an end of hold or of mute is not."""
 # The capture clock that times the control messages (``FrontEnd.post``): a window short
 # enough that audio lost to an overrun delays them for a second or two at most...
 CLOCK_WINDOW_S = 1.0
@@ -265,14 +269,17 @@ class FrontEnd:
     # -- called on the loop thread --------------------------------------------------------------
 
     def post(self, msg: Control, at: float | None = None) -> None:
-        """Loop thread: tell the capture side (wake it after). The message takes effect
-        from the first period captured at ``at`` (the ``clock``'s time; now if None) or
-        later, however late the capture thread hands that audio over: a press, a mute, a
-        cue's release are about what the microphone hears from then on (under load the
-        thread ran 0.2-0.4 s behind, and a 50 ms tap of the talk button streamed 200 ms,
-        the tail of a cue opened a turn)."""
-        if at is None:
-            at = -math.inf if self._clock is None else self._clock()
+        """Loop thread: tell the capture side (wake it after). A message that holds more
+        back (``AT_ONCE``) takes effect at once, for all the audio not judged yet (behind
+        any message still waiting); any other from the first period captured at ``at`` (the
+        ``clock``'s time; now if None) or later, however late the capture thread hands that audio over: the end of a hold, a
+        mute or a press is about what the microphone hears from then on (under load the
+        thread ran 0.2-0.4 s behind: a cue's tail opened a turn, and a press and its release
+        taken in one call lost the press)."""
+        if msg in AT_ONCE or self._clock is None:
+            at = -math.inf
+        elif at is None:
+            at = self._clock()
         self._inbox.append((msg, at))
 
     # -- called on the capture thread ---------------------------------------------------------
@@ -288,7 +295,9 @@ class FrontEnd:
             captured.delivered(n, now)
 
     def _drain(self) -> None:
-        """Take the messages due for the audio handed over so far, in order."""
+        """Take the messages due for the audio handed over so far, in order (the loop
+        posts them in time order, so one waiting never holds back a later one past its
+        own time)."""
         inbox = self._inbox
         captured = self._captured.time_of(self._captured.samples)
         while inbox and inbox[0][1] <= captured:
