@@ -86,6 +86,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _IDLE_SLEEP_S = 10.0  # the longest the thread sleeps while idle (whatever needs it wakes it)
+_SERVER_AHEAD_S = 1.0  # a sound server holds a few hundred ms beyond the device buffer at most
 
 
 class _Pump(enum.Enum):
@@ -331,9 +332,10 @@ class PlaybackThread(AudioThread):
         if avail >= params.buffer_frames or self._state(pcm) != STATE_RUNNING:
             # The device's buffer is empty, but a sound server behind it may still hold
             # 0.1-0.2 s of the run (through PulseAudio a 0.2 s cue "played out" 0.17 s after
-            # it started): no run is heard sooner than it lasts.
+            # it started): no run is heard sooner than it lasts. Further ahead than any
+            # server holds, the device has no clock (the ALSA file plugin): nothing to wait.
             left = self._run_start + self._core.run_written / params.rate - time.monotonic()
-            if left > 0:
+            if 0 < left < _SERVER_AHEAD_S:
                 self._sleep(waker_poll, min(left, params.period_s), ready=False)
                 return
             self._core.drained()
