@@ -271,11 +271,11 @@ class FrontEnd:
     def post(self, msg: Control, at: float | None = None) -> None:
         """Loop thread: tell the capture side (wake it after). A message that holds more
         back (``AT_ONCE``) takes effect at once, for all the audio not judged yet (behind
-        any message still waiting); any other from the first period captured at ``at`` (the
-        ``clock``'s time; now if None) or later, however late the capture thread hands that audio over: the end of a hold, a
-        mute or a press is about what the microphone hears from then on (under load the
-        thread ran 0.2-0.4 s behind: a cue's tail opened a turn, and a press and its release
-        taken in one call lost the press)."""
+        any message still waiting); any other from the first period captured at ``at``
+        (the ``clock``'s time; now if None) or later, however late the capture thread hands
+        that audio over: the end of a hold, of a mute or a press is about what the
+        microphone hears from then on (under load the thread ran 0.2-0.4 s behind: a cue's
+        tail opened a turn, and a press and its release taken in one call lost the press)."""
         if msg in AT_ONCE or self._clock is None:
             at = -math.inf
         elif at is None:
