@@ -29,8 +29,9 @@ reference's read position:
   spoil its filter.
 - After that, ``step`` slides ``phase`` along the line fitted to the measurements (of the
   delay behind the uncompensated reference: the echo path's own motion), at most
-  ``MAX_STEP`` a frame and only once the line puts the echo more than ``DEADBAND`` from
-  where it is held (the line's own noise must not move the echo under the filter); before
+  ``MAX_STEP`` a frame; on a steady path only as far as the line puts the echo beyond
+  ``DEADBAND`` from where it is held (the line's own noise must not move the echo under the
+  filter); before
   the first measurement of a placement the last rate carries on, as a clock's drift does
   between replies.
 
@@ -58,13 +59,15 @@ OUTLIER = 1.0
 # at 16 kHz): a steeper line is not drift.
 MAX_RATE = 4.0
 MAX_STEP = 0.05  # samples per 10 ms frame the compensation slides at most (5 samples/s)
-# The compensation stays put while the line puts the echo within this of where it is held:
-# on a path that does not drift at all the line's intercept still wanders with each
-# measurement (bench.aec's rooms: 0.55 samples peak to peak), and the reference wandering
-# with it moved the echo under the MDF, which took 2-5 dB off it for 90-130 ms now and then
-# (2 self-interruptions in 10 min of the 40 ms room). A drifting echo is then followed this
-# far behind, a fixed offset the filter has learnt. bench.aec's five rooms, 10 min each:
-# 2 cuts -> 0, p95 583 / 414 / 585 ms -> 254 / 190 / 209 ms in the 40, 150 and 60 ms rooms.
+# On a steady path (``STEADY_RATE``) the compensation stays put while the line puts the echo
+# within this of where it is held, and beyond it follows only the excess: there the line's
+# intercept still wanders with each measurement (bench.aec's rooms: 0.55 samples peak to
+# peak), and the reference wandering with it moved the echo under the MDF, which took 2-7 dB
+# off it for 90-130 ms now and then (2 self-interruptions in 10 min of the 40 ms room).
+# bench.aec's five rooms, 10 min each: 2 cuts -> 0, p95 583 / 414 / 585 ms -> 254 / 190 /
+# 209 ms in the 40, 150 and 60 ms rooms (moving the whole way once past the band: 440 ms in
+# the 40 ms room). A drifting echo is followed along the line as before: held a dead band
+# behind, the MDF through a -40 ppm loop took a median of 6 dB off the echo, not 32.
 DEADBAND = 0.5
 # JUMPS clear measurements in a row this far off the line on the same side: the echo path
 # jumped (an underrun the player's timing did not see): placed again at once, as by a new
@@ -209,8 +212,9 @@ class DriftFit:
                 self._place(raw)
                 self._points.append((now, raw))  # the line, from here on, is this one
                 placing = True
-            elif abs(move) > DEADBAND:
-                move -= DEADBAND if move > 0 else -DEADBAND
+            else:
+                if self.steady:  # the line's noise is not the echo's motion
+                    move = max(0.0, abs(move) - DEADBAND) * (1.0 if move > 0 else -1.0)
                 self.phase += max(-MAX_STEP, min(MAX_STEP, move))
         self._phases.append(self.phase)
         return placing
