@@ -31,9 +31,8 @@ reference's read position:
   delay behind the uncompensated reference: the echo path's own motion), at most
   ``MAX_STEP`` a frame; on a steady path only as far as the line puts the echo beyond
   ``DEADBAND`` from where it is held (the line's own noise must not move the echo under the
-  filter); before
-  the first measurement of a placement the last rate carries on, as a clock's drift does
-  between replies.
+  filter); before the first measurement of a placement the last rate carries on, as a
+  clock's drift does between replies.
 
 Replayed from bench.echo_loop's traces (8 loops of 10-150 ms, rate fixed and adapting), the
 MDF's median reduction over a reply's first second went from 0-20 dB (a 250 ms filter
