@@ -225,13 +225,52 @@ def test_a_placement_on_a_wrong_peak_is_mended_once_the_line_says_so() -> None:
     assert 1700.0 + fit.phase == pytest.approx(HELD, abs=0.5)
 
 
-def test_a_path_that_drifts_is_not_steady_and_one_that_stands_still_is() -> None:
-    """Two clocks (or a rate-adapting sound server) make a path that also glitches: the
-    voice does not interrupt replies on it. A still path, or one drifting by a few ppm, is
-    steady."""
-    still, slow, drifting = DriftFit(), DriftFit(), DriftFit()
+def test_a_drift_at_a_rate_that_holds_is_followed_and_one_that_wanders_is_not() -> None:
+    """Two sound cards on their own crystals slide at a steady ratio: once the pooled line
+    predicts each measurement, the voice may interrupt replies there. A sound server
+    adapting its rate changes it (bench.echo_loop: -0.3 to -2.2 samples a second): that
+    path is not steady. A still path, or one drifting by a few ppm, is."""
+    still, slow, crystal, adapting = DriftFit(), DriftFit(), DriftFit(), DriftFit()
     _follow(still, lambda t: 655.0, 6.0)
     _follow(slow, lambda t: 655.0 + 0.1 * t, 6.0)
-    _follow(drifting, lambda t: 655.0 + 1.3 * t, 6.0)
-    assert still.steady and slow.steady and not drifting.steady
-    assert abs(drifting.rate) > STEADY_RATE
+    first = DriftFit()
+    _follow(first, lambda t: 655.0 + 1.3 * t, 2.5)
+    assert not first.steady  # its rate is not known yet to hold
+    _follow(crystal, lambda t: 655.0 + 1.3 * t, 8.0)
+    _follow(adapting, _wandering, 20.0)
+    assert still.steady and slow.steady and not still.tracked
+    assert abs(crystal.rate) > STEADY_RATE and crystal.steady and crystal.tracked
+    assert 655.0 + 1.3 * 8.0 + crystal.phase == pytest.approx(HELD, abs=0.1)
+    assert abs(adapting.rate) > STEADY_RATE and not adapting.steady
+
+
+def test_a_drifting_paths_rate_holds_across_runs_and_each_run_shows_it_anew() -> None:
+    """A new playback run is placed afresh, a few ms off the last, and the pooled rate
+    carries on: the run is followed at it from its first measurement. The voice waits for
+    the run's own first predictions: a rate-adapting loop changed its rate as a reply
+    began (bench.echo_loop's 10 ms loop, a reply cut 1.3 s in)."""
+    fit = DriftFit()
+    _follow(fit, lambda t: 655.0 - 0.64 * t, 8.0)  # -40 ppm
+    assert fit.tracked
+    for rate, tracked in ((-0.64, True), (-1.6, False)):
+        fit.restart()
+        path = _line_at(700.0, rate)
+        placed = _follow(fit, path, 0.6, start=20.0)
+        assert any(placed) and not fit.tracked  # placed, nothing predicted yet
+        _follow(fit, path, 1.4, start=20.6)
+        assert fit.tracked is tracked and fit.steady is tracked
+        if tracked:
+            assert fit.rate == pytest.approx(0.64, abs=0.02)
+            assert 700.0 - 0.64 * 22.0 + fit.phase == pytest.approx(HELD, abs=0.1)
+
+
+def _line_at(start: float, rate: float) -> DelayAt:
+    return lambda t: start + rate * t
+
+
+def _wandering(t: float) -> float:
+    """An echo whose drift switches between -0.3 and -2.2 samples a second every 2 s."""
+    rates, every = (0.3, 2.2), 2.0
+    k = int(t // every)
+    whole = sum(rates[i % 2] * every for i in range(k))
+    return 655.0 + whole + rates[k % 2] * (t - k * every)

@@ -33,6 +33,11 @@ reference's read position:
   ``DEADBAND`` from where it is held (the line's own noise must not move the echo under the
   filter); before the first measurement of a placement the last rate carries on, as a
   clock's drift does between replies.
+- A drifting path's rate is pooled over the last replies (``POOL_RUNS``): two sound cards
+  on their own crystals slide at a rate that holds, so ``phase`` glides at it and the dead
+  band applies about the glide. While that line predicts where the echo is measured next
+  (``tracked``) the voice may interrupt replies; a drift that wanders (a sound server
+  adapting its rate) is not ``steady``, and the canceller says so.
 
 Replayed from bench.echo_loop's traces (8 loops of 10-150 ms, rate fixed and adapting), the
 MDF's median reduction over a reply's first second went from 0-20 dB (a 250 ms filter
@@ -75,14 +80,35 @@ JUMP = 3.0
 JUMPS = 3
 HISTORY = 64  # frames of phase kept (a measurement's window is centred 25 frames back)
 # An echo that drifts faster than this (samples a second; 0.25 is about 16 ppm at 16 kHz)
-# comes through two clocks or a rate-adapting sound server, and such a path also glitches:
-# through bench.echo_loop's and tests/test_aec.py's rate-adapting loops the converged MDF
-# collapsed to 0-5 dB off the echo for 100-300 ms now and then, which no level tells from a
-# voice, and replies were cut (1 run in 5 of the test beside a busy core, and in a full
-# `make test`). On such a path the user's voice does not interrupt the reply (``steady``):
-# the canceller says so, the talk button and the wake word still do. Fixed loops and the
-# simulated rooms drift by 0.01 or less.
+# comes through two clocks or a rate-adapting sound server. Fixed loops and the simulated
+# rooms drift by 0.01 or less.
 STEADY_RATE = 0.25
+# A drifting echo is followed safely only at a rate that holds: two sound cards on their
+# own crystals slide at a steady ratio (bench.echo_loop's two-clock paths, +60 and +100 ppm:
+# each reply's own line 0.85-0.96 and 1.53-1.62 samples a second), while a sound server
+# adapting its rate between them changes it within and between replies (-0.3 to -2.2), and
+# there the converged MDF collapsed to 0-5 dB off the echo for 100-300 ms now and then,
+# which no level tells from a voice (1 run in 5 of tests/test_aec.py's loop beside a busy
+# core was cut). Each reply's line fitted alone, from 1.5-4 s of measurements, wandered
+# too (0.62, -0.19, 0.14 samples a second on the -40 ppm path), and the reference with it.
+# So the rate is pooled: the slopes of the last POOL_RUNS placements' measurements, each
+# about its own mean (a least-squares slope common to all, every run keeping its own
+# intercept), once their spread in time (the sum of squares, s^2) reaches POOL_SXX: about
+# 2.5 s of one reply's measurements. The voice may interrupt replies on a drifting path only
+# while the pooled line predicts where the echo is measured next: the median of this
+# placement's last TRACK_N predictions, at least TRACK_MIN of them, off by no more than
+# TRACK_TOL (the two-clock paths: 0.01-0.1 samples). Each placement must show it anew: a
+# rate-adapting loop that had held its rate over one reply changed it as the next began,
+# and the reply was cut 1.3 s in on the predictions of the reply before (bench.echo_loop's
+# 10 ms loop); a placement is followed along the pooled line from its first measurement,
+# so the first predictions come about 0.3 s after it.
+POOL_RUNS = 16
+POOL_SXX = 5.0
+# ...and while the line of the last KEEP_S alone slides within AGREE of it (samples a second).
+AGREE = 0.3
+TRACK_N = 8
+TRACK_MIN = 3
+TRACK_TOL = 0.3
 
 
 class DriftFit:
@@ -96,6 +122,12 @@ class DriftFit:
         self._candidate: float | None = None  # an unplaced placement's last good delay
         self._points: list[tuple[float, float]] = []
         self._line: tuple[float, float] | None = None  # slope, intercept
+        self._run: list[tuple[float, float]] = []  # this placement's measurements, all of them
+        self._pool: deque[tuple[float, float]] = deque(maxlen=POOL_RUNS)  # runs' (sxx, sxy)
+        self._pooled: float | None = None  # the pooled slope, once POOL_SXX is in
+        self._sxx = 0.0  # the pool's spread in time (s^2)
+        # How far off the line this placement's measurements were predicted.
+        self._misses: deque[float] = deque(maxlen=TRACK_N)
         # The phases of the last frames: a measurement is of a window whose reference was
         # read with the phases of its frames, not with the phase of now (taking today's
         # while it slid made the compensation chase its own motion).
@@ -103,8 +135,24 @@ class DriftFit:
 
     @property
     def steady(self) -> bool:
-        """The echo path does not drift (``STEADY_RATE``): the voice may interrupt replies."""
-        return abs(self.rate) <= STEADY_RATE
+        """The echo path does not drift (``STEADY_RATE``), or drifts at a rate the pooled line
+        holds (``TRACK_TOL``): the voice may interrupt replies."""
+        return abs(self.rate) <= STEADY_RATE or self.tracked
+
+    @property
+    def judged(self) -> bool:
+        """Enough of the path was measured to tell whether its drift holds (``tracked``)."""
+        return self._sxx >= POOL_SXX and len(self._misses) >= TRACK_MIN
+
+    @property
+    def tracked(self) -> bool:
+        """The pooled line predicts where the echo is measured (see ``POOL_RUNS``)."""
+        misses = sorted(self._misses)
+        return (
+            self._pooled is not None
+            and len(misses) >= TRACK_MIN
+            and misses[len(misses) // 2] <= TRACK_TOL
+        )
 
     def restart(self) -> None:
         """The reference was placed afresh by the player's timing: earlier delays are on
@@ -113,6 +161,7 @@ class DriftFit:
         self.placed = False
         self._jumps = 0
         self._candidate = None
+        self._end_run()
         self._points.clear()
         self._line = None
         self._phases.clear()
@@ -127,6 +176,7 @@ class DriftFit:
         for i in range(len(self._phases)):
             self._phases[i] -= samples
         self._points = [(t, d + samples) for t, d in self._points]
+        self._run = [(t, d + samples) for t, d in self._run]
         if self._line is not None:
             self._line = (self._line[0], self._line[1] + samples)
         if self._candidate is not None:
@@ -152,21 +202,29 @@ class DriftFit:
                 return False
         placing = not self.placed or self._jumped(at, raw, quality)
         if placing:
-            self._place(raw)
+            self._place(raw, at)
+        elif self._line is not None:
+            slope, intercept = self._line
+            self._misses.append(abs(raw - (intercept + slope * at)))
         self._points.append((at, raw))
+        self._run.append((at, raw))
         while self._points[-1][0] - self._points[0][0] > KEEP_S:
             self._points.pop(0)
         self._fit()
         return placing
 
-    def _place(self, raw: float) -> None:
+    def _place(self, raw: float, at: float) -> None:
         """Move ``phase`` at once so that an echo ``raw`` samples behind the uncompensated
-        reference lies ``HELD`` behind the compensated one."""
+        reference (at ``at``) lies ``HELD`` behind the compensated one; a drifting path's
+        line, at the pooled rate, starts here."""
         self.placed = True
         self.phase = HELD - raw
         self._phases.clear()  # the frames before this are on the old footing
+        self._end_run()
         self._points.clear()
-        self._line = None
+        self._misses.clear()
+        slope = self._pooled
+        self._line = None if slope is None else (slope, raw - slope * at)
         self._jumps = 0
 
     def _jumped(self, at: float, raw: float, quality: float) -> bool:
@@ -182,6 +240,13 @@ class DriftFit:
             self._jumps = 1 if off > 0 else -1
         return abs(self._jumps) >= JUMPS
 
+    def _end_run(self) -> None:
+        """The placement's measurements join the pool (their slide about their own mean)."""
+        sums = _spread(self._run)
+        self._run = []
+        if sums is not None:
+            self._pool.append(sums)
+
     def _fit(self) -> None:
         points = self._points
         if len(points) < MIN_POINTS or points[-1][0] - points[0][0] < MIN_SPAN_S:
@@ -191,9 +256,28 @@ class DriftFit:
         if len(kept) < MIN_POINTS or kept[-1][0] - kept[0][0] < MIN_SPAN_S:
             return
         slope, intercept = _line(kept)
-        if abs(slope) <= MAX_RATE:
-            self._line = (slope, intercept)
-            self.rate = -slope
+        if abs(slope) > MAX_RATE:
+            return
+        sxx = sxy = 0.0
+        for run in (*self._pool, _spread(self._run)):
+            if run is not None:
+                sxx, sxy = sxx + run[0], sxy + run[1]
+        self._sxx = sxx
+        pooled = sxy / sxx if sxx >= POOL_SXX else None
+        # A path that stands still keeps its own line (and the dead band about it), and so
+        # does one whose last seconds slide otherwise (a rate that changed, a step).
+        held = (
+            pooled is not None
+            and STEADY_RATE < abs(pooled) <= MAX_RATE
+            and abs(slope - pooled) <= AGREE
+        )
+        self._pooled = pooled if held else None
+        if self._pooled is not None:
+            # The run keeps its own intercept under the pooled slope.
+            slope = self._pooled
+            intercept = sum(d - slope * t for t, d in kept) / len(kept)
+        self._line = (slope, intercept)
+        self.rate = -slope
 
     def step(self, now: float, frame_s: float) -> bool:
         """Move ``phase`` for the frame at ``now``, one frame of ``frame_s`` after the last.
@@ -208,15 +292,34 @@ class DriftFit:
             raw = intercept + slope * now
             move = HELD - raw - self.phase
             if abs(move) > JUMP:
-                self._place(raw)
+                self._place(raw, now)
                 self._points.append((now, raw))  # the line, from here on, is this one
                 placing = True
             else:
-                if self.steady:  # the line's noise is not the echo's motion
+                # The path's own slide, at the pooled rate; beyond it, and on a path that
+                # stands still, the line's noise is not the echo's motion.
+                glide = 0.0 if self._pooled is None else -slope * frame_s
+                move -= glide
+                if self._pooled is not None or abs(self.rate) <= STEADY_RATE:
                     move = max(0.0, abs(move) - DEADBAND) * (1.0 if move > 0 else -1.0)
-                self.phase += max(-MAX_STEP, min(MAX_STEP, move))
+                self.phase += max(-MAX_STEP, min(MAX_STEP, glide + move))
         self._phases.append(self.phase)
         return placing
+
+
+def _spread(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """(sxx, sxy) of ``points`` about their own mean, those off their own line by more than
+    ``OUTLIER`` left out; None for fewer than ``MIN_POINTS`` over less than ``MIN_SPAN_S``."""
+    if len(points) < MIN_POINTS or points[-1][0] - points[0][0] < MIN_SPAN_S:
+        return None
+    slope, intercept = _line(points)
+    kept = [(t, d) for t, d in points if abs(d - (intercept + slope * t)) <= OUTLIER]
+    if len(kept) < MIN_POINTS or kept[-1][0] - kept[0][0] < MIN_SPAN_S:
+        return None
+    n = len(kept)
+    mt = sum(t for t, _ in kept) / n
+    md = sum(d for _, d in kept) / n
+    return (sum((t - mt) ** 2 for t, _ in kept), sum((t - mt) * (d - md) for t, d in kept))
 
 
 def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
