@@ -281,17 +281,29 @@ def test_a_short_sound_is_not_idle_before_it_has_lasted(pulse_env: PulseEnv) -> 
     events = Events()
     thread = player(events, "pspk", rate=24000, channels=1, period_frames=240)
     lasted = []
+    stalls = 0
     try:
-        for i in range(3):
+        for i in range(6):
             n = len(events.got)
             thread.enqueue(f"cue{i}", tone(200).tobytes())
             thread.end_of_stream()
             started_at, _ = events.wait(PlaybackStarted, after=n)
             idle_at, _ = events.wait(PlaybackIdle, after=n)
+            if any(isinstance(e, PlaybackDeviceError) for _, e in events.got[n:]):
+                # Under load the private PulseAudio now and then stops taking a restarted
+                # stream for seconds (in one full `make test` each, here and in the earcon
+                # test): the player says so and recovers. That is the sound server's
+                # failure, not a cue's length.
+                events.wait(PlaybackDeviceRestored, after=n)
+                stalls += 1
+                continue
             lasted.append(idle_at - started_at)
+            if len(lasted) == 3:
+                break
     finally:
         thread.close()
     # 200 ms from the first write; the started event comes a little after that write.
+    assert len(lasted) == 3 and stalls <= 1, (lasted, events.kinds())
     assert all(0.19 <= s < 0.4 for s in lasted), lasted
 
 
