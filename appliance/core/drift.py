@@ -97,7 +97,7 @@ STEADY_RATE = 0.25
 # 2.5 s of one reply's measurements. The voice may interrupt replies on a drifting path only
 # while the pooled line predicts where the echo is measured next: the median of this
 # placement's last TRACK_N predictions, at least TRACK_MIN of them, off by no more than
-# TRACK_TOL (the two-clock paths: 0.01-0.1 samples). Each placement must show it anew: a
+# TRACK_TOL (the two-clock paths: 0.01-0.3 samples). Each placement must show it anew: a
 # rate-adapting loop that had held its rate over one reply changed it as the next began,
 # and the reply was cut 1.3 s in on the predictions of the reply before (bench.echo_loop's
 # 10 ms loop); a placement is followed along the pooled line from its first measurement,
@@ -248,12 +248,8 @@ class DriftFit:
             self._pool.append(sums)
 
     def _fit(self) -> None:
-        points = self._points
-        if len(points) < MIN_POINTS or points[-1][0] - points[0][0] < MIN_SPAN_S:
-            return
-        slope, intercept = _line(points)
-        kept = [(t, d) for t, d in points if abs(d - (intercept + slope * t)) <= OUTLIER]
-        if len(kept) < MIN_POINTS or kept[-1][0] - kept[0][0] < MIN_SPAN_S:
+        kept = _kept(self._points)
+        if kept is None:
             return
         slope, intercept = _line(kept)
         if abs(slope) > MAX_RATE:
@@ -307,14 +303,22 @@ class DriftFit:
         return placing
 
 
-def _spread(points: list[tuple[float, float]]) -> tuple[float, float] | None:
-    """(sxx, sxy) of ``points`` about their own mean, those off their own line by more than
-    ``OUTLIER`` left out; None for fewer than ``MIN_POINTS`` over less than ``MIN_SPAN_S``."""
+def _kept(points: list[tuple[float, float]]) -> list[tuple[float, float]] | None:
+    """``points`` less those off their own line by more than ``OUTLIER``; None for fewer
+    than ``MIN_POINTS`` over less than ``MIN_SPAN_S`` (before or after)."""
     if len(points) < MIN_POINTS or points[-1][0] - points[0][0] < MIN_SPAN_S:
         return None
     slope, intercept = _line(points)
     kept = [(t, d) for t, d in points if abs(d - (intercept + slope * t)) <= OUTLIER]
     if len(kept) < MIN_POINTS or kept[-1][0] - kept[0][0] < MIN_SPAN_S:
+        return None
+    return kept
+
+
+def _spread(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """(sxx, sxy) of ``points`` (``_kept``) about their own mean, or None."""
+    kept = _kept(points)
+    if kept is None:
         return None
     n = len(kept)
     mt = sum(t for t, _ in kept) / n
