@@ -147,12 +147,9 @@ class DriftFit:
     @property
     def tracked(self) -> bool:
         """The pooled line predicts where the echo is measured (see ``POOL_RUNS``)."""
-        misses = sorted(self._misses)
-        return (
-            self._pooled is not None
-            and len(misses) >= TRACK_MIN
-            and misses[len(misses) // 2] <= TRACK_TOL
-        )
+        if self._pooled is None or len(self._misses) < TRACK_MIN:
+            return False
+        return sorted(self._misses)[len(self._misses) // 2] <= TRACK_TOL
 
     def restart(self) -> None:
         """The reference was placed afresh by the player's timing: earlier delays are on
@@ -318,21 +315,23 @@ def _kept(points: list[tuple[float, float]]) -> list[tuple[float, float]] | None
 def _spread(points: list[tuple[float, float]]) -> tuple[float, float] | None:
     """(sxx, sxy) of ``points`` (``_kept``) about their own mean, or None."""
     kept = _kept(points)
-    if kept is None:
-        return None
-    n = len(kept)
-    mt = sum(t for t, _ in kept) / n
-    md = sum(d for _, d in kept) / n
-    return (sum((t - mt) ** 2 for t, _ in kept), sum((t - mt) * (d - md) for t, d in kept))
+    return None if kept is None else _sums(kept)[2:]
 
 
 def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
     """Least-squares slope and intercept of ``points`` (at least two distinct times)."""
+    mt, md, stt, std = _sums(points)
+    if stt == 0.0:
+        return 0.0, md
+    slope = std / stt
+    return slope, md - slope * mt
+
+
+def _sums(points: list[tuple[float, float]]) -> tuple[float, float, float, float]:
+    """The means of ``points``' times and delays, and the sums of squares and products about
+    them."""
     n = len(points)
     mt = sum(t for t, _ in points) / n
     md = sum(d for _, d in points) / n
     stt = sum((t - mt) ** 2 for t, _ in points)
-    if stt == 0.0:
-        return 0.0, md
-    slope = sum((t - mt) * (d - md) for t, d in points) / stt
-    return slope, md - slope * mt
+    return mt, md, stt, sum((t - mt) * (d - md) for t, d in points)
