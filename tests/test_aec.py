@@ -35,7 +35,7 @@ from appliance.audio.aec import (
     load_canceller,
 )
 from appliance.audio.capture import CaptureThread
-from appliance.audio.nearend import DoubleTalk, load_mdf
+from appliance.audio.nearend import LEAK, DoubleTalk, Leak, load_mdf
 from appliance.audio.playback import PlaybackThread, PlayerEvent
 from appliance.config import GateSettings, ProcessingSettings, parse_config
 from appliance.core.actions import Action, Send, StateChanged, StopPlayback
@@ -1117,3 +1117,17 @@ def test_an_echo_that_jumps_under_the_linear_canceller_is_not_taken_for_the_user
         loudest = 10 * np.log10(np.max(np.mean(frames**2, axis=1)) / 32768**2 + 1e-12)
         assert loudest < -50.0, (jump_s, loudest, canceller.counters())
         assert canceller.leaks == 1, (jump_s, canceller.counters())
+
+
+def test_a_voice_over_a_pause_of_the_reply_is_not_taken_for_the_echo(agent: np.ndarray) -> None:
+    """The check of ``nearend.LEAK`` over 160 ms in which the reference sounded only for its
+    first 30 ms (a pause in the reply) and the MDF let a voice through: the lags whose
+    reference is silent hold no echo. Dividing by their energy read rounding errors as a
+    correlation of 1.5, and the user's "stop" would have been taken for the echo."""
+    voice = to_pcm16(set_level(agent[:RATE], -26.0))
+    reply = to_pcm16(set_level(agent[RATE : 2 * RATE], -20.0))
+    leak = Leak(RATE)
+    for k in range(22):
+        far = reply[k * FRAME : (k + 1) * FRAME] if k < 3 else np.zeros(FRAME, dtype=np.int16)
+        leak.add(voice[k * FRAME : (k + 1) * FRAME], far)
+    assert leak.correlation() < LEAK

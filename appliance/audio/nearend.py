@@ -336,6 +336,7 @@ class DoubleTalk:
 LEAK_S = 0.16
 LEAK_LAG_S = 0.06
 LEAK = 0.5
+LEAK_FLOOR = 0.1  # lags whose reference holds less than this of the loudest one's energy
 
 
 class Leak:
@@ -374,5 +375,10 @@ class Leak:
         cross = np.fft.irfft(spectrum, self._fft)[: lag + 1]
         squares = np.concatenate(([0.0], np.cumsum(far.astype(np.float64) ** 2)))
         windows = squares[n : n + lag + 1] - squares[: lag + 1]
-        rho = np.abs(cross) / np.sqrt(energy * np.maximum(windows, 1e-9))
-        return float(rho.max())
+        # A lag whose reference is nearly silent (a pause, a ring not yet filled) holds no
+        # echo to speak of, and dividing by its energy would only scale rounding errors up.
+        loud = windows >= LEAK_FLOOR * windows.max()
+        if not loud.any() or windows.max() <= 0.0:
+            return 0.0
+        rho = np.abs(cross[loud]) / np.sqrt(energy * windows[loud])
+        return float(min(1.0, rho.max()))
