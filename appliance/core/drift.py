@@ -104,7 +104,10 @@ STEADY_RATE = 0.25
 # so the first predictions come about 0.3 s after it.
 POOL_RUNS = 16
 POOL_SXX = 5.0
-# ...and while the line of the last KEEP_S alone slides within AGREE of it (samples a second).
+# ...and while the line of the last KEEP_S alone slides within AGREE of it (samples a
+# second), once it spans POOL_SXX too: over a placement's first 1.5 s one measurement 0.8
+# samples off turned its own slope 0.34 off a +60 ppm path's, and the voice waited; until
+# then the predictions alone say whether the rate holds.
 AGREE = 0.3
 TRACK_N = 8
 TRACK_MIN = 3
@@ -122,6 +125,7 @@ class DriftFit:
         self._candidate: float | None = None  # an unplaced placement's last good delay
         self._points: list[tuple[float, float]] = []
         self._line: tuple[float, float] | None = None  # slope, intercept
+        self._placed_at: tuple[float, float] | None = None  # the placement's, as a line
         self._run: list[tuple[float, float]] = []  # this placement's measurements, all of them
         self._pool: deque[tuple[float, float]] = deque(maxlen=POOL_RUNS)  # runs' (sxx, sxy)
         self._pooled: float | None = None  # the pooled slope, once POOL_SXX is in
@@ -160,7 +164,7 @@ class DriftFit:
         self._candidate = None
         self._end_run()
         self._points.clear()
-        self._line = None
+        self._line = self._placed_at = None
         self._phases.clear()
 
     def rebase(self, samples: float) -> None:
@@ -176,6 +180,8 @@ class DriftFit:
         self._run = [(t, d + samples) for t, d in self._run]
         if self._line is not None:
             self._line = (self._line[0], self._line[1] + samples)
+        if self._placed_at is not None:
+            self._placed_at = (self._placed_at[0], self._placed_at[1] + samples)
         if self._candidate is not None:
             self._candidate += samples
 
@@ -184,7 +190,8 @@ class DriftFit:
         a window centred on ``at`` (s), ``frames_ago`` frames back, with its peak's
         ``quality``. Returns True when it placed the reference: ``phase`` moved at once (the
         second of two clear ones in a row that agree, since ``restart``; or the third in a
-        row off the fitted line the same way: the echo path jumped)."""
+        row off the fitted line the same way, or before there is one off where the placement
+        put the echo: the echo path jumped, or the placement was on a wrong peak)."""
         if quality < (MIN_QUALITY if self.placed else PLACE_QUALITY):
             return False
         phases = self._phases
@@ -222,15 +229,22 @@ class DriftFit:
         self._misses.clear()
         slope = self._pooled
         self._line = None if slope is None else (slope, raw - slope * at)
+        # Until a line is fitted, where the placement puts the echo at the rate carried on:
+        # a placement on a wrong peak is mended by the jump rule (see _jumped) rather than
+        # once a line stands.
+        self._placed_at = (-self.rate, raw + self.rate * at)
         self._jumps = 0
 
     def _jumped(self, at: float, raw: float, quality: float) -> bool:
-        if self._line is None:
+        line = self._line or self._placed_at
+        if line is None:
             return False
-        slope, intercept = self._line
+        slope, intercept = line
         off = raw - (intercept + slope * at)
-        if abs(off) <= JUMP or quality < PLACE_QUALITY:
+        if abs(off) <= JUMP:
             self._jumps = 0
+        elif quality < PLACE_QUALITY:
+            pass  # too weak to count, but no sign that the path did not jump either
         elif self._jumps * off >= 0:  # the same side as the last ones (or the first)
             self._jumps += 1 if off > 0 else -1
         else:
@@ -247,6 +261,16 @@ class DriftFit:
     def _fit(self) -> None:
         kept = _kept(self._points)
         if kept is None:
+            if self._pooled is not None and len(self._points) >= 3:
+                # Too few for a line of its own, but the rate is known: the placement's
+                # measurements put it (their median: robust to a far one), not the one
+                # that placed it alone, which is a noisier one (PLACE_QUALITY, not the
+                # clearest): placed 0.5-0.9 samples off the ones that followed, this
+                # placement's predictions missed by that for its first 1.5 s, and the
+                # voice waited (bench.echo_loop's two-clock loops).
+                slope = self._pooled
+                offsets = sorted(d - slope * t for t, d in self._points)
+                self._line = (slope, offsets[len(offsets) // 2])
             return
         slope, intercept = _line(kept)
         if abs(slope) > MAX_RATE:
@@ -258,11 +282,12 @@ class DriftFit:
         self._sxx = sxx
         pooled = sxy / sxx if sxx >= POOL_SXX else None
         # A path that stands still keeps its own line (and the dead band about it), and so
-        # does one whose last seconds slide otherwise (a rate that changed, a step).
+        # does one whose last seconds slide otherwise (a rate that changed, a step), once
+        # they span enough to say so (see AGREE).
         held = (
             pooled is not None
             and STEADY_RATE < abs(pooled) <= MAX_RATE
-            and abs(slope - pooled) <= AGREE
+            and (_sums(kept)[2] < POOL_SXX or abs(slope - pooled) <= AGREE)
         )
         self._pooled = pooled if held else None
         if self._pooled is not None:
@@ -301,15 +326,20 @@ class DriftFit:
 
 
 def _kept(points: list[tuple[float, float]]) -> list[tuple[float, float]] | None:
-    """``points`` less those off their own line by more than ``OUTLIER``; None for fewer
-    than ``MIN_POINTS`` over less than ``MIN_SPAN_S`` (before or after)."""
-    if len(points) < MIN_POINTS or points[-1][0] - points[0][0] < MIN_SPAN_S:
-        return None
-    slope, intercept = _line(points)
-    kept = [(t, d) for t, d in points if abs(d - (intercept + slope * t)) <= OUTLIER]
-    if len(kept) < MIN_POINTS or kept[-1][0] - kept[0][0] < MIN_SPAN_S:
-        return None
-    return kept
+    """``points`` less those off their own line by more than ``OUTLIER``, the farthest left
+    out first and the line fitted again without it (one far point pulls a line fitted
+    through all of them off the rest: a placement on a wrong peak 39 samples off kept a
+    two-clock path unfitted for 4 s, bench.echo_loop's -40 ppm loop); None for fewer than
+    ``MIN_POINTS`` over less than ``MIN_SPAN_S`` (before or after)."""
+    kept = list(points)
+    while len(kept) >= MIN_POINTS and kept[-1][0] - kept[0][0] >= MIN_SPAN_S:
+        slope, intercept = _line(kept)
+        off = [abs(d - (intercept + slope * t)) for t, d in kept]
+        worst = max(range(len(kept)), key=off.__getitem__)
+        if off[worst] <= OUTLIER:
+            return kept
+        del kept[worst]
+    return None
 
 
 def _spread(points: list[tuple[float, float]]) -> tuple[float, float] | None:
