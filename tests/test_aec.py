@@ -1102,7 +1102,7 @@ def test_an_echo_that_jumps_under_the_linear_canceller_is_not_taken_for_the_user
     speech2 = to_pcm16(set_level(agent[20 * RATE : 26 * RATE], -20.0))
     pause = int(1.5 * RATE)
     speech2[pause : pause + RATE // 10] = 0
-    for jump_s in (0.001, 0.003, 0.010, -0.002):
+    for jump_s in (0.0004, 0.001, 0.003, 0.010, -0.002):
         tap = ReferenceTap(RATE)
         canceller = load_canceller(ProcessingSettings(), tap)
         assert canceller is not None
@@ -1130,4 +1130,4 @@ def test_a_voice_over_a_pause_of_the_reply_is_not_taken_for_the_echo(agent: np.n
     for k in range(22):
         far = reply[k * FRAME : (k + 1) * FRAME] if k < 3 else np.zeros(FRAME, dtype=np.int16)
         leak.add(voice[k * FRAME : (k + 1) * FRAME], far)
-    assert leak.correlation() < LEAK
+    assert leak.explained() < LEAK

@@ -497,13 +497,13 @@ class EchoCanceller:
             # does not, and in the simulated rooms (bench.aec, 10 min) what the MDF leaves of
             # a reverberant echo made users' "stops" look like it: 64 and 66 of 75 caught in
             # the 40 and 150 ms rooms with the check at 0.3 (72 at 0.5), against 74 and 75.
-            leak = 0.0 if self._talking or not self._drift.tracked else self._leak.correlation()
+            leak = 0.0 if self._talking or not self._drift.tracked else self._leak.explained()
             if leak >= LEAK:
                 # What the MDF let through is the echo at another delay (nearend.LEAK): the
                 # path moved under it, and is found again.
                 self.leaks += 1
                 log.debug("echo path: the echo moved under the linear canceller at %.3f"
-                          " (its output %.2f correlated with the reference): placing it again",
+                          " (the reference explains %.2f of its output): placing it again",
                           at, leak)
                 self._placed_afresh()
             else:
@@ -511,7 +511,7 @@ class EchoCanceller:
                 if not self._talking:
                     self._talking = True
                     log.debug("double talk from %.3f: microphone %.0f dB, linear canceller"
-                              " %.0f dB, its output %.2f correlated with the reference",
+                              " %.0f dB, the reference explains %.2f of its output",
                               at, mic_db, mdf_db, leak)
                 self._near_view[:] = mdf
                 return
