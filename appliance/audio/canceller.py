@@ -466,8 +466,9 @@ class EchoCanceller:
             # 5-11 dB off the echo after the placement instead of 15-20).
             if self._drift.placed:
                 mdf = self._mdf.process(self._mic, self._far_view)
-                if self._drift.tracked:  # the only paths it is checked on (see below)
-                    self._leak.add(mdf, self._far_view)
+                # Checked on tracked paths only (see below), but filled all along: a path is
+                # first tracked as the user may speak.
+                self._leak.add(mdf, self._far_view)
         elif self._mdf is not None:
             self.double_talk.silent()
             if echo.in_tail(at, self._stopped_at, self._tail_proved):

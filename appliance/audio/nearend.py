@@ -359,6 +359,7 @@ class Leak:
         self._taps = int(LEAK_TAPS_S * rate)
         self._onset = int(LEAK_ONSET_S * rate)
         self._fft = 1 << math.ceil(math.log2(2 * self._n + self._lag))
+        self._filled = 0  # samples added since the rings were cleared
 
     def add(self, out: Samples, far: Samples) -> None:
         """The MDF's output frame and the reference frame it was given."""
@@ -366,18 +367,23 @@ class Leak:
             k = len(frame)
             ring[:-k] = ring[k:]
             ring[-k:] = frame
+        self._filled += len(far)
 
     def clear(self) -> None:
         self._out[:] = 0
         self._far[:] = 0
+        self._filled = 0
 
     def explained(self) -> float:
         """The share of the output's energy over the last ``LEAK_ONSET_S`` that a filter of
-        the reference fitted over the last ``LEAK_S`` explains (see ``LEAK``), 0-1."""
+        the reference fitted over the last ``LEAK_S`` explains (see ``LEAK``), 0-1; 0 until
+        the rings have filled since they were cleared: 65 taps fitted to the few frames a
+        ring held explained 0.5-0.9 of a voice (three "stops" through bench.echo_loop's
+        loops, each said as the path's drift was first tracked, were taken for the echo)."""
         n, lag = self._n, self._lag
         out, far = self._out.astype(np.float64), self._far.astype(np.float64)
         energy = float(np.dot(out, out))
-        if energy <= 0.0:
+        if energy <= 0.0 or self._filled < len(far):
             return 0.0
         # cross[k]: the output against the reference window starting k samples into _far,
         # i.e. (lag - k) samples earlier than the output.
