@@ -73,9 +73,12 @@ MAX_STEP = 0.05  # samples per 10 ms frame the compensation slides at most (5 sa
 # the 40 ms room). A drifting echo is followed along the line as before: held a dead band
 # behind, the MDF through a -40 ppm loop took a median of 6 dB off the echo, not 32.
 DEADBAND = 0.5
-# JUMPS clear measurements in a row this far off the line on the same side: the echo path
-# jumped (an underrun the player's timing did not see): placed again at once, as by a new
-# run, rather than slid there for seconds under a filter that no longer fits.
+# JUMPS clear measurements in a row this far off the line on the same side (before there is
+# a line, off where the placement put the echo; weaker ones in between leave the count as it
+# is): the echo path jumped (an underrun the player's timing did not see), or the placement
+# was on a wrong peak. Placed again at once, as by a new run, rather than slid there for
+# seconds under a filter that no longer fits. A weak measurement reset the count, and
+# through a two-clock loop an echo 80 samples earlier was placed again only 2.8 s later.
 JUMP = 3.0
 JUMPS = 3
 HISTORY = 64  # frames of phase kept (a measurement's window is centred 25 frames back)
@@ -244,7 +247,7 @@ class DriftFit:
         if abs(off) <= JUMP:
             self._jumps = 0
         elif quality < PLACE_QUALITY:
-            pass  # too weak to count, but no sign that the path did not jump either
+            pass  # too weak to count (see JUMPS)
         elif self._jumps * off >= 0:  # the same side as the last ones (or the first)
             self._jumps += 1 if off > 0 else -1
         else:
