@@ -497,7 +497,8 @@ class EchoCanceller:
             # cards, each with a sound server or a driver between them). Through one card it
             # does not, and in the simulated rooms (bench.aec, 10 min) what the MDF leaves of
             # a reverberant echo made users' "stops" look like it: 64 and 66 of 75 caught in
-            # the 40 and 150 ms rooms with the check at 0.3 (72 at 0.5), against 74 and 75.
+            # the 40 and 150 ms rooms with the check at 0.3 (72 at 0.5), against 74 and 75
+            # (its first form, a single lag's correlation).
             leak = 0.0 if self._talking or not self._drift.tracked else self._leak.explained()
             if leak >= LEAK:
                 # What the MDF let through is the echo at another delay (nearend.LEAK): the
