@@ -382,8 +382,9 @@ class Leak:
         loops, each said as the path's drift was first tracked, were taken for the echo)."""
         n, lag = self._n, self._lag
         out, far = self._out.astype(np.float64), self._far.astype(np.float64)
-        energy = float(np.dot(out, out))
-        if energy <= 0.0 or self._filled < len(far):
+        onset = out[-self._onset :]
+        judged = float(np.dot(onset, onset))  # what is judged: nothing there, nothing to say
+        if judged <= 0.0 or self._filled < len(far):
             return 0.0
         # cross[k]: the output against the reference window starting k samples into _far,
         # i.e. (lag - k) samples earlier than the output.
@@ -391,8 +392,8 @@ class Leak:
         cross = np.fft.irfft(spectrum, self._fft)[: lag + 1]
         squares = np.concatenate(([0.0], np.cumsum(far**2)))
         windows = squares[n : n + lag + 1] - squares[: lag + 1]
-        # A lag whose reference is nearly silent (a pause, a ring not yet filled) holds no
-        # echo to speak of, and dividing by its energy would only scale rounding errors up.
+        # A lag whose reference is nearly silent (a pause) holds no echo to speak of, and
+        # dividing by its energy would only scale rounding errors up.
         if windows.max() <= 0.0:
             return 0.0
         loud = windows >= LEAK_FLOOR * windows.max()
@@ -405,6 +406,5 @@ class Leak:
         gram = rows @ rows.T
         gram += np.eye(len(rows)) * (1e-6 * np.trace(gram) / len(rows) + 1e-9)
         fit = np.linalg.solve(gram, rows @ out)
-        onset = out[-self._onset :]
         left = onset - fit @ rows[:, -self._onset :]
-        return float(max(0.0, 1.0 - np.dot(left, left) / max(np.dot(onset, onset), 1e-12)))
+        return float(max(0.0, 1.0 - np.dot(left, left) / judged))
